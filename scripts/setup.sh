@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine: system packages, Python
+# packages for the interpreter nbdkit embeds, and the VDDK stand-in build.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
+              python3-pytest python3-hypothesis qemu-utils gcc make zlib1g-dev
+              openssl expect fdisk dosfstools mtools)
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd=sudo
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+make -s -C "$here/tests/standin"

@@ -1,0 +1,195 @@
+"""Fixtures: the VDDK stand-in installed as a VDDK distribution, and nbdkit
+running the plugin against it, observed through real NBD clients."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = ROOT / "plugin" / "plugin.py"
+STANDIN = ROOT / "tests" / "standin"
+BUILD = STANDIN / "build"
+TIMEOUT = 60
+
+
+def pytest_sessionstart(session):
+    subprocess.run(["make", "-s", "-C", str(STANDIN)], check=True)
+
+
+def install_standin(libdir, version=8, layout="flat", variant="",
+                    companion=False):
+    """Make ``libdir`` look like a VDDK distribution holding the stand-in
+    as libvixDiskLib.so.VERSION (``layout`` "lib64" or "flat")."""
+    target = Path(libdir) / ("lib64" if layout == "lib64" else "")
+    target.mkdir(parents=True, exist_ok=True)
+    source = BUILD / ("libvixDiskLib%s.so" % variant)
+    shutil.copy(source, target / ("libvixDiskLib.so.%d" % version))
+    if companion:
+        shutil.copy(BUILD / "libfakevddk-companion.so", target)
+    return Path(libdir)
+
+
+@pytest.fixture
+def libdir(tmp_path):
+    return install_standin(tmp_path / "vddk")
+
+
+class Nbdkit:
+    """An nbdkit process serving the plugin on a Unix socket."""
+
+    def __init__(self, tmp_path, libdir, args, options=(), config=None,
+                 env=None, readonly=False, verbose=True, stdin=None,
+                 pass_fds=()):
+        self.tmp = tmp_path
+        self.socket = str(tmp_path / "nbd.sock")
+        self.pidfile = tmp_path / "nbdkit.pid"
+        self.log_path = tmp_path / "calls.jsonl"
+        self.stderr_path = tmp_path / "nbdkit.stderr"
+        for p in (self.pidfile, self.log_path):
+            if p.exists():
+                p.unlink()
+        self.env = standin_env(tmp_path, config, env)
+        self.command = ["nbdkit", "-f", "-U", self.socket, "-P",
+                        str(self.pidfile)]
+        if verbose:
+            self.command.append("-v")
+        if readonly:
+            self.command.append("-r")
+        self.command += list(options)
+        self.command += ["python", str(PLUGIN)]
+        if libdir is not None:
+            self.command.append("libdir=%s" % libdir)
+        self.command += list(args)
+        self.stdin = stdin
+        self.pass_fds = pass_fds
+        self.proc = None
+
+    @property
+    def uri(self):
+        return "nbd+unix:///?socket=%s" % self.socket
+
+    def start(self):
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                self.command, env=self.env, stderr=err,
+                stdout=subprocess.DEVNULL,
+                stdin=self.stdin or subprocess.DEVNULL,
+                pass_fds=self.pass_fds)
+        deadline = time.monotonic() + TIMEOUT
+        while not self.pidfile.exists():
+            if self.proc.poll() is not None:
+                raise AssertionError("nbdkit exited %d:\n%s"
+                                     % (self.proc.returncode, self.stderr))
+            if time.monotonic() > deadline:
+                raise AssertionError("nbdkit did not start:\n" + self.stderr)
+            time.sleep(0.02)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def stderr(self):
+        return self.stderr_path.read_text(errors="replace")
+
+    def calls(self, fn=None):
+        return read_calls(self.log_path, fn)
+
+    def connect(self, export=None, strict=True):
+        import nbd
+        h = nbd.NBD()
+        if not strict:
+            h.set_strict_mode(0)
+        if export is not None:
+            h.set_export_name(export)
+        h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+        h.connect_unix(self.socket)
+        return h
+
+
+def standin_env(tmp_path, config=None, extra=None):
+    env = dict(os.environ)
+    env.pop("LD_LIBRARY_PATH", None)
+    env["FAKEVDDK_LOG"] = str(tmp_path / "calls.jsonl")
+    if config is not None:
+        path = tmp_path / "fakevddk.conf"
+        path.write_text(config)
+        env["FAKEVDDK_CONFIG"] = str(path)
+    env.update(extra or {})
+    return env
+
+
+def read_calls(path, fn=None):
+    path = Path(path)
+    if not path.exists():
+        return []
+    calls = [json.loads(line) for line in path.read_text().splitlines()]
+    return [c for c in calls if fn is None or c["fn"] == fn]
+
+
+@pytest.fixture
+def nbdkit(tmp_path, libdir):
+    """Factory: nbdkit(args..., **kw) -> a started Nbdkit, stopped at end."""
+    servers = []
+
+    def start(*args, **kw):
+        kw.setdefault("libdir", libdir)
+        server = Nbdkit(tmp_path, kw.pop("libdir"), args, **kw)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def run_nbdkit(tmp_path, libdir, args, options=(), config=None, env=None,
+               run=None, verbose=True, timeout=TIMEOUT, **popen):
+    """Run nbdkit to completion (config errors, --dump-plugin, --run)."""
+    command = ["nbdkit", "-f", "-U", "-"]
+    if verbose:
+        command.append("-v")
+    command += list(options)
+    if run is not None:
+        command += ["--run", run]
+    command += ["python", str(PLUGIN)]
+    if libdir is not None:
+        command.append("libdir=%s" % libdir)
+    command += list(args)
+    return subprocess.run(command, env=standin_env(tmp_path, config, env),
+                          capture_output=True, text=True, timeout=timeout,
+                          **popen)
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if "error:" in line]
+
+
+def assert_no_traceback(stderr):
+    assert "Traceback" not in stderr, stderr
+
+
+def random_file(path, size, seed=0):
+    import random
+    rng = random.Random(seed)
+    path.write_bytes(rng.randbytes(size))
+    return path

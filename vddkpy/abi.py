@@ -1,0 +1,266 @@
+"""The VixDiskLib ABI (x86-64), declared once.
+
+Everything else in vddkpy derives from the tables here: the cffi
+declarations, the symbol lookup at load time, the ``--dump-plugin`` lines
+and the statistics rows.  Struct layouts follow VMware's public
+``vixDiskLib.h`` field for field; the offsets are checked in
+``check_layouts`` because the plugin writes into structures that VDDK
+allocates.
+"""
+
+import cffi
+
+ffi = cffi.FFI()
+
+ffi.cdef("""
+typedef uint64_t VixError;
+typedef uint64_t VixDiskLibSectorType;
+typedef char Bool;
+typedef struct VixDiskLibConnectParam *VixDiskLibConnection;
+typedef struct VixDiskLibHandleStruct *VixDiskLibHandle;
+
+/* A va_list argument is passed as a pointer on x86-64. */
+typedef void VixDiskLibGenericLogFunc(const char *fmt, void *args);
+typedef void (*VixDiskLibCompletionCB)(void *cbData, VixError result);
+typedef Bool (*VixDiskLibProgressFunc)(void *progressData, int percentCompleted);
+
+typedef struct {
+    char *userName;
+    char *password;
+} VixDiskLibUidPasswdCreds;
+
+typedef struct {
+    char *cookie;
+    char *userName;
+    char *key;
+} VixDiskLibSessionIdCreds;
+
+typedef struct {
+    char *id;
+    char *datastoreMoRef;
+    char *ssId;
+} VixDiskLibVStorageObjectSpec;
+
+typedef struct VixDiskLibConnectParams {
+    char *vmxSpec;
+    char *serverName;
+    char *thumbPrint;
+    long privateUse;
+    int credType;
+    union {
+        VixDiskLibUidPasswdCreds uid;
+        VixDiskLibSessionIdCreds sessionId;
+        void *ticketId;
+    } creds;
+    uint32_t port;
+    uint32_t nfcHostPort;
+    void *vimApiVer;
+    char reserved[8];
+    void *ssoCertificate;
+    union {
+        VixDiskLibVStorageObjectSpec vStorageObjSpec;
+    } spec;
+    int specType;
+} VixDiskLibConnectParams;
+
+typedef struct {
+    uint32_t cylinders;
+    uint32_t heads;
+    uint32_t sectors;
+} VixDiskLibGeometry;
+
+typedef struct {
+    VixDiskLibGeometry biosGeo;
+    VixDiskLibGeometry physGeo;
+    VixDiskLibSectorType capacity;
+    int adapterType;
+    int numLinks;
+    char *parentFileNameHint;
+    char *uuid;
+    uint32_t logicalSectorSize;   /* VDDK >= 7 only */
+    uint32_t physicalSectorSize;  /* VDDK >= 7 only */
+} VixDiskLibInfo;
+
+typedef struct {
+    VixDiskLibSectorType offset;
+    VixDiskLibSectorType length;
+} VixDiskLibBlock;
+
+typedef struct {
+    uint32_t numBlocks;
+    VixDiskLibBlock blocks[1];
+} VixDiskLibBlockList;
+
+typedef struct {
+    int diskType;
+    int adapterType;
+    uint16_t hwVersion;
+    VixDiskLibSectorType capacity;
+    uint32_t logicalSectorSize;
+    uint32_t physicalSectorSize;
+} VixDiskLibCreateParams;
+""")
+
+# Byte offsets from VMware's headers; the plugin fills VDDK-allocated
+# structures, so a mismatch would silently corrupt them.
+LAYOUTS = {
+    "VixDiskLibConnectParams": (128, {
+        "vmxSpec": 0, "serverName": 8, "thumbPrint": 16, "privateUse": 24,
+        "credType": 32, "creds": 40, "port": 64, "nfcHostPort": 68,
+        "spec": 96, "specType": 120}),
+    "VixDiskLibInfo": (64, {
+        "biosGeo": 0, "physGeo": 12, "capacity": 24, "adapterType": 32,
+        "numLinks": 36, "parentFileNameHint": 40, "uuid": 48,
+        "logicalSectorSize": 56, "physicalSectorSize": 60}),
+    "VixDiskLibBlockList": (24, {"numBlocks": 0, "blocks": 8}),
+    "VixDiskLibCreateParams": (32, {
+        "diskType": 0, "adapterType": 4, "hwVersion": 8, "capacity": 16,
+        "logicalSectorSize": 24, "physicalSectorSize": 28}),
+}
+
+
+def check_layouts():
+    """Raise AssertionError if cffi's layout differs from VDDK's."""
+    for struct, (size, fields) in LAYOUTS.items():
+        assert ffi.sizeof(struct) == size, (struct, ffi.sizeof(struct))
+        for field, offset in fields.items():
+            assert ffi.offsetof(struct, field) == offset, (struct, field)
+
+
+class Function:
+    """One VixDiskLib function: its C signature and how we treat it."""
+
+    def __init__(self, name, restype, args, datapath=False, required=True):
+        self.name = name              # without the VixDiskLib_ prefix
+        self.symbol = "VixDiskLib_" + name
+        self.ctype = "%s(*)(%s)" % (restype, args)
+        self.datapath = datapath      # silenced by -D vddk.datapath=0
+        self.required = required
+
+
+# In the order upstream's plugin looks them up (and dumps them).
+FUNCTIONS = [
+    Function("InitEx", "VixError",
+             "uint32_t, uint32_t, VixDiskLibGenericLogFunc *, "
+             "VixDiskLibGenericLogFunc *, VixDiskLibGenericLogFunc *, "
+             "const char *, const char *"),
+    Function("Exit", "void", "void"),
+    Function("ListTransportModes", "const char *", "void"),
+    Function("GetErrorText", "char *", "VixError, const char *"),
+    Function("FreeErrorText", "void", "char *"),
+    Function("FreeConnectParams", "void", "VixDiskLibConnectParams *"),
+    Function("ConnectEx", "VixError",
+             "const VixDiskLibConnectParams *, Bool, const char *, "
+             "const char *, VixDiskLibConnection *"),
+    Function("Open", "VixError",
+             "const VixDiskLibConnection, const char *, uint32_t, "
+             "VixDiskLibHandle *"),
+    Function("GetTransportMode", "const char *", "VixDiskLibHandle"),
+    Function("Close", "VixError", "VixDiskLibHandle"),
+    Function("Disconnect", "VixError", "VixDiskLibConnection"),
+    Function("GetInfo", "VixError", "VixDiskLibHandle, VixDiskLibInfo **"),
+    Function("FreeInfo", "void", "VixDiskLibInfo *"),
+    Function("Read", "VixError",
+             "VixDiskLibHandle, VixDiskLibSectorType, VixDiskLibSectorType, "
+             "uint8_t *", datapath=True),
+    Function("Write", "VixError",
+             "VixDiskLibHandle, VixDiskLibSectorType, VixDiskLibSectorType, "
+             "const uint8_t *", datapath=True),
+    Function("Create", "VixError",
+             "const VixDiskLibConnection, const char *, "
+             "const VixDiskLibCreateParams *, VixDiskLibProgressFunc, void *"),
+    Function("Flush", "VixError", "VixDiskLibHandle"),
+    Function("ReadAsync", "VixError",
+             "VixDiskLibHandle, VixDiskLibSectorType, VixDiskLibSectorType, "
+             "uint8_t *, VixDiskLibCompletionCB, void *", datapath=True),
+    Function("WriteAsync", "VixError",
+             "VixDiskLibHandle, VixDiskLibSectorType, VixDiskLibSectorType, "
+             "const uint8_t *, VixDiskLibCompletionCB, void *", datapath=True),
+    Function("Wait", "VixError", "VixDiskLibHandle"),
+    Function("QueryAllocatedBlocks", "VixError",
+             "VixDiskLibHandle, VixDiskLibSectorType, VixDiskLibSectorType, "
+             "VixDiskLibSectorType, VixDiskLibBlockList **", required=False),
+    Function("FreeBlockList", "VixError", "VixDiskLibBlockList *",
+             required=False),
+    Function("AllocateConnectParams", "VixDiskLibConnectParams *", "void",
+             required=False),
+]
+
+FUNCTIONS_BY_NAME = {f.name: f for f in FUNCTIONS}
+
+# Constants (vixDiskLib.h / vix.h).
+VIX_OK = 0
+VIX_E_FAIL = 1
+VIX_ASYNC = 25000
+
+SECTOR_SIZE = 512
+MIN_CHUNK_SIZE = 128            # sectors
+MAX_CHUNK_NUMBER = 512 * 1024   # chunks per QueryAllocatedBlocks call
+
+FLAG_OPEN_UNBUFFERED = 1
+FLAG_OPEN_SINGLE_LINK = 2
+FLAG_OPEN_READ_ONLY = 4
+FLAG_OPEN_COMPRESSION_ZLIB = 16
+FLAG_OPEN_COMPRESSION_FASTLZ = 32
+FLAG_OPEN_COMPRESSION_SKIPZ = 64
+
+CRED_UID = 1
+CRED_SESSIONID = 2
+SPEC_VMX = 0
+
+DISK_TYPES = {
+    "monolithic-sparse": 1, "monolithic-flat": 2, "split-sparse": 3,
+    "split-flat": 4, "vmfs-flat": 5, "stream-optimized": 6,
+    "vmfs-thin": 7, "vmfs-sparse": 8,
+}
+ADAPTER_TYPES = {"ide": 1, "scsi-buslogic": 2, "scsi-lsilogic": 3}
+HW_VERSIONS = {
+    "workstation4": 3, "workstation5": 4, "workstation6": 6, "esx30": 4,
+    "esx4x": 7, "esx50": 8, "esx51": 9, "esx55": 10, "esx60": 11,
+    "esx65": 13,
+}
+COMPRESSION_FLAGS = {
+    "none": 0, "zlib": FLAG_OPEN_COMPRESSION_ZLIB,
+    "fastlz": FLAG_OPEN_COMPRESSION_FASTLZ,
+    "skipz": FLAG_OPEN_COMPRESSION_SKIPZ,
+}
+
+# Names of the VixError codes users meet (vix.h), for exceptions and logs.
+ERROR_NAMES = {
+    0: "VIX_OK",
+    1: "VIX_E_FAIL",
+    2: "VIX_E_OUT_OF_MEMORY",
+    3: "VIX_E_INVALID_ARG",
+    4: "VIX_E_FILE_NOT_FOUND",
+    5: "VIX_E_OBJECT_IS_BUSY",
+    6: "VIX_E_NOT_SUPPORTED",
+    7: "VIX_E_FILE_ERROR",
+    8: "VIX_E_DISK_FULL",
+    11: "VIX_E_FILE_READ_ONLY",
+    12: "VIX_E_FILE_ALREADY_EXISTS",
+    13: "VIX_E_FILE_ACCESS_ERROR",
+    15: "VIX_E_FILE_ALREADY_LOCKED",
+    35: "VIX_E_AUTHENTICATION_FAIL",
+    36: "VIX_E_HOST_CONNECTION_LOST",
+    2000: "VIX_E_VM_NOT_FOUND",
+    13004: "VIX_E_SNAPSHOT_NOTFOUND",
+    14008: "VIX_E_HOST_SERVER_NOT_FOUND",
+    14009: "VIX_E_HOST_NETWORK_CONN_REFUSED",
+    14010: "VIX_E_HOST_TCP_SOCKET_ERROR",
+    14011: "VIX_E_HOST_TCP_CONN_LOST",
+    14014: "VIX_E_HOST_SERVER_SHUTDOWN",
+    14015: "VIX_E_HOST_SERVER_NOT_AVAILABLE",
+    16000: "VIX_E_DISK_INVAL",
+    16001: "VIX_E_DISK_NOINIT",
+    16002: "VIX_E_DISK_NOIO",
+    16007: "VIX_E_DISK_OUTOFRANGE",
+    16013: "VIX_E_DISK_NOTSUPPORTED",
+    18000: "VIX_E_CANNOT_CONNECT_TO_HOST",
+    25000: "VIX_ASYNC",
+    26000: "VIX_E_ASYNC_MIXEDMODE_UNSUPPORTED",
+}
+
+
+def error_name(code):
+    """The vix.h name of a VixError (its low 16 bits carry the code)."""
+    return ERROR_NAMES.get(code & 0xFFFF, "VIX_E_%d" % (code & 0xFFFF))

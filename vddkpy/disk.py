@@ -1,0 +1,358 @@
+"""One NBD connection's VDDK disk: connect, open, I/O, extents, close.
+
+Concurrency: VDDK forbids two calls on one disk handle at once, so every
+call on the handle is made under ``Disk.lock``.  Reads and writes are
+submitted with ReadAsync/WriteAsync by the nbdkit thread that received the
+request; the lock is held only while submitting, so several requests of a
+connection are in flight together, and VDDK's completion callback (from its
+own thread, or inline) wakes the waiting nbdkit thread.  VDDK reads into
+and writes from nbdkit's buffer directly.
+"""
+
+import errno
+import itertools
+import _thread
+import threading
+import time
+
+from . import abi, extents
+from .abi import SECTOR_SIZE, VIX_ASYNC, VIX_E_FAIL, VIX_OK, ffi
+from .errors import PluginError, VddkError
+from .nbdkit_compat import debug, debug_flags, error
+from .native import c_string, to_bytes
+from .vddklog import silenced_errors
+
+OPEN_HINT = ('VDDK "Unknown error" can be caused by several problems.  '
+             'Refer to nbdkit-vddk-plugin(1) section "Error 1 (Unknown '
+             'error) when opening a disk" for details.')
+MAX_REQUEST = 0xFFFFFFFF
+
+
+class _Request:
+    """An async read or write, completed by VDDK's callback."""
+
+    __slots__ = ("done", "result", "disk", "name", "command", "nbytes",
+                 "start_ns")
+
+    def __init__(self, disk, name, command, nbytes):
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        self.result = None
+        self.disk = disk
+        self.name = name
+        self.command = command
+        self.nbytes = nbytes
+        self.start_ns = time.monotonic_ns() if disk.vddk.stats else 0
+
+    def complete(self, result):
+        if debug_flags.datapath:
+            debug("command %d (%s) completed"
+                  % (self.command, _KIND[self.name]))
+        if self.start_ns:
+            self.disk.vddk.record_async(self.name, self.start_ns, self.nbytes)
+        self.result = result
+        self.done.release()
+
+
+_KIND = {"ReadAsync": "read", "WriteAsync": "write"}
+
+
+def _completion_failed(exception, value, traceback):
+    error("internal error in VDDK completion callback: %s" % value)
+
+
+@ffi.callback("void(void *, VixError)", onerror=_completion_failed)
+def _completion(cb_data, result):
+    ffi.from_handle(cb_data).complete(result)
+
+
+def _c_or_null(text):
+    return ffi.NULL if text is None else ffi.new("char[]", to_bytes(text))
+
+
+def _or_null(text):
+    return "NULL" if text is None else text
+
+
+class Disk:
+    """A VDDK connection and disk handle serving one NBD connection."""
+
+    def __init__(self, session, filename, readonly):
+        self.session = session
+        self.vddk = session.vddk
+        self.params = session.params
+        self.filename = filename
+        self.readonly = readonly
+        self.lock = threading.Lock()
+        self.commands = itertools.count()   # upstream's command ids
+        self._keep = []                     # C strings VDDK may point to
+        self.connect_params = self.connection = self.handle = None
+        self.size = self.logical_sector = self.physical_sector = 0
+        self.can_extents = False            # the probe's answer
+
+    # -- open / close (the caller holds the session's open/close lock) ----
+
+    def open(self):
+        self._allocate_params()
+        try:
+            self._connect()
+            try:
+                self.session.create_if_pending(self)
+                self._open_handle()
+            except BaseException:
+                self.vddk.call("Disconnect", "connection", self.connection)
+                raise
+        except BaseException:
+            self._free_params()
+            raise
+        mode = c_string(self.vddk.call("GetTransportMode", "handle",
+                                       self.handle))
+        debug("transport mode: %s" % (mode or "(null)"))
+
+    def start(self):
+        """Per-connection facts, read once (outside the open/close lock)."""
+        self._read_info()
+        self.can_extents = self._probe_extents()
+
+    def close(self):
+        with self.lock:
+            code = self.vddk.call("Wait", "handle", self.handle)
+            if code != VIX_OK:
+                error(str(self.vddk.error("VixDiskLib_Wait", code)))
+            self.vddk.call("Close", "handle", self.handle)
+            self.vddk.call("Disconnect", "connection", self.connection)
+            self._free_params()
+
+    def _allocate_params(self):
+        if self.vddk.has("AllocateConnectParams"):
+            self.connect_params = self.vddk.call("AllocateConnectParams", "")
+            if self.connect_params == ffi.NULL:
+                raise PluginError("allocate VixDiskLibConnectParams: "
+                                  "Cannot allocate memory", errno.ENOMEM)
+        else:
+            self.connect_params = ffi.new("VixDiskLibConnectParams *")
+
+    def _free_params(self):
+        if self.vddk.has("AllocateConnectParams"):
+            self.vddk.call("FreeConnectParams", "params",
+                           self.connect_params)
+        self.connect_params = None
+
+    def _c(self, text):
+        cdata = _c_or_null(text)
+        self._keep.append(cdata)
+        return cdata
+
+    def _fill_remote_params(self):
+        p, cp = self.params, self.connect_params
+        cp.vmxSpec = self._c(p.vm)
+        cp.serverName = self._c(p.server)
+        if p.cookie is None:
+            cp.credType = abi.CRED_UID
+            cp.creds.uid.userName = self._c(p.user)
+            cp.creds.uid.password = self._c(p.password)
+        else:
+            cp.credType = abi.CRED_SESSIONID
+            cp.creds.sessionId.cookie = self._c(p.cookie)
+            cp.creds.sessionId.userName = self._c(p.user)
+            cp.creds.sessionId.key = self._c(p.password)
+        cp.thumbPrint = self._c(p.thumbprint)
+        cp.port = p.port
+        cp.nfcHostPort = p.nfchostport
+        cp.specType = abi.SPEC_VMX
+
+    def _connect(self):
+        p = self.params
+        if p.is_remote:
+            self._fill_remote_params()
+        connection = ffi.new("VixDiskLibConnection *")
+        self.vddk.check(
+            "ConnectEx", "h->params, %d, %s, %s, &connection"
+            % (self.readonly, _or_null(p.snapshot), _or_null(p.transports)),
+            self.connect_params, self.readonly, self._c(p.snapshot),
+            self._c(p.transports), connection)
+        self.connection = connection[0]
+
+    def create(self):
+        p = self.params
+        create_params = ffi.new("VixDiskLibCreateParams *", {
+            "diskType": p.create_type, "adapterType": p.create_adapter_type,
+            "hwVersion": p.create_hwversion,
+            "capacity": p.create_size // SECTOR_SIZE})
+        self.vddk.check(
+            "Create", "h->connection, %s, &cparams, NULL, NULL" % p.file,
+            self.connection, self._c(p.file), create_params, ffi.NULL,
+            ffi.NULL, prefix="VixDiskLib_Create: %s" % p.file)
+
+    def _open_handle(self):
+        flags = self.params.open_flags(self.readonly)
+        handle = ffi.new("VixDiskLibHandle *")
+        try:
+            self.vddk.check(
+                "Open", "connection, %s, %d, &handle" % (self.filename, flags),
+                self.connection, self._c(self.filename), flags, handle,
+                prefix="VixDiskLib_Open: %s" % self.filename)
+        except VddkError as e:
+            if self.params.is_remote and e.code == VIX_E_FAIL:
+                error(str(e))
+                raise PluginError(OPEN_HINT) from None
+            raise
+        self.handle = handle[0]
+
+    # -- facts about the disk ---------------------------------------------
+
+    def _read_info(self):
+        info = ffi.new("VixDiskLibInfo **")
+        self.vddk.check("GetInfo", "handle, info", self.handle, info)
+        try:
+            self._use_info(info[0])
+        finally:
+            self.vddk.call("FreeInfo", "info", info[0])
+
+    def _use_info(self, info):
+        self.size = info.capacity * SECTOR_SIZE
+        # Sector sizes exist only in VDDK >= 7's structure.
+        if self.vddk.version >= 7:
+            self.logical_sector = info.logicalSectorSize
+            self.physical_sector = info.physicalSectorSize
+        if debug_flags.diskinfo:
+            self._debug_info(info)
+
+    def _debug_info(self, info):
+        bios, phys = info.biosGeo, info.physGeo
+        for line in (
+                "capacity: %d sectors" % info.capacity,
+                "biosGeo: C:%d H:%d S:%d" % (bios.cylinders, bios.heads,
+                                             bios.sectors),
+                "physGeo: C:%d H:%d S:%d" % (phys.cylinders, phys.heads,
+                                             phys.sectors),
+                "adapter type: %d" % info.adapterType,
+                "num links: %d" % info.numLinks,
+                "parent filename hint: %s"
+                % _or_null(c_string(info.parentFileNameHint)),
+                "uuid: %s" % _or_null(c_string(info.uuid))):
+            debug("disk info: " + line)
+        if self.vddk.version >= 7:
+            debug("disk info: sector size: logical %d physical %d"
+                  % (info.logicalSectorSize, info.physicalSectorSize))
+
+    def get_size(self):
+        next(self.commands)
+        return self.size
+
+    def block_size(self):
+        next(self.commands)
+        preferred = max(self.logical_sector, self.physical_sector, 4096)
+        return SECTOR_SIZE, preferred, MAX_REQUEST
+
+    # -- data path ----------------------------------------------------------
+
+    def pread(self, buf, offset):
+        if (offset | len(buf)) % SECTOR_SIZE:
+            raise PluginError("read is not aligned to sectors", errno.EINVAL)
+        self._transfer("ReadAsync", ffi.from_buffer("uint8_t[]", buf,
+                                                    require_writable=True),
+                       offset, len(buf))
+
+    def pwrite(self, buf, offset, fua):
+        if (offset | len(buf)) % SECTOR_SIZE:
+            raise PluginError("write is not aligned to sectors", errno.EINVAL)
+        self._transfer("WriteAsync", ffi.from_buffer("uint8_t[]", buf),
+                       offset, len(buf))
+        if fua:
+            self.flush()
+
+    def _transfer(self, name, buffer, offset, count):
+        command = next(self.commands)
+        request = _Request(self, name, command, count)
+        token = ffi.new_handle(request)      # alive until we return
+        start, sectors = offset // SECTOR_SIZE, count // SECTOR_SIZE
+        if debug_flags.datapath:
+            debug("VDDK call: VixDiskLib_%s (handle, %d sectors, %d sectors, "
+                  "buffer, callback, %d)" % (name, start, sectors, command))
+        with self.lock:
+            code = self.vddk.functions[name](self.handle, start, sectors,
+                                             buffer, _completion, token)
+        if code != VIX_ASYNC:
+            raise self.vddk.error("VixDiskLib_" + name, code)
+        request.done.acquire()
+        if request.result != VIX_OK:
+            raise self.vddk.error("command %d: asynchronous %s failed"
+                                  % (command, _KIND[name]), request.result)
+
+    def flush(self):
+        next(self.commands)
+        with self.lock:
+            code = self.vddk.call("Wait", "handle", self.handle)
+            if code != VIX_OK:
+                error(str(self.vddk.error("VixDiskLib_Wait", code)))
+            self.vddk.check("Flush", "handle", self.handle)
+
+    # -- extents ------------------------------------------------------------
+
+    @property
+    def hole_type(self):
+        # In a single link a hole may be backed by a parent: not zero.
+        if self.params.single_link:
+            return extents.HOLE
+        return extents.HOLE | extents.ZERO
+
+    def extents_supported(self):
+        next(self.commands)
+        return self.can_extents
+
+    def _probe_extents(self):
+        if not self.vddk.has("QueryAllocatedBlocks"):
+            return False
+        with silenced_errors():
+            code, _ = self._query_blocks(0, abi.MIN_CHUNK_SIZE, "0")
+        if code != VIX_OK:
+            debug("can_extents: VixDiskLib_QueryAllocatedBlocks test failed, "
+                  "extents support will be disabled: original error: %s"
+                  % _or_null(self.vddk.error_text_quietly(code)))
+        return code == VIX_OK
+
+    def _query_blocks(self, start, count, start_text=None):
+        """(VixError, [(offset, length)]) for sectors [start, start+count)."""
+        block_list = ffi.new("VixDiskLibBlockList **")
+        code = self.vddk.call(
+            "QueryAllocatedBlocks", "handle, %s, %d sectors, %d sectors"
+            % (start_text or "%d sectors" % start, count, abi.MIN_CHUNK_SIZE),
+            self.handle, start, count, abi.MIN_CHUNK_SIZE, block_list,
+            nbytes=count * SECTOR_SIZE)
+        if code != VIX_OK:
+            return code, []
+        blocks = block_list[0]
+        # (offset, length) pairs of uint64 follow the header.
+        numbers = ffi.unpack(ffi.cast("uint64_t *", blocks.blocks),
+                             2 * blocks.numBlocks)
+        self.vddk.call("FreeBlockList", "block_list", blocks)
+        return code, list(zip(numbers[0::2], numbers[1::2]))
+
+    def _query(self, start, count):
+        with self.lock:
+            code, found = self._query_blocks(start, count)
+        if code != VIX_OK:
+            raise self.vddk.error("VixDiskLib_QueryAllocatedBlocks", code)
+        return found
+
+    def extents(self, offset, count, req_one):
+        next(self.commands)
+        if self.readonly:
+            disk_map = self.session.maps.get(self._map_key(), self._map_disk)
+            return disk_map.covering(offset, count)
+        return extents.for_request(self._query, self.size, offset, count,
+                                   req_one, self.hole_type)
+
+    def _map_key(self):
+        p = self.params
+        return (p.server, p.port, p.vm, p.snapshot, p.single_link,
+                self.filename)
+
+    def _map_disk(self):
+        debug("vddk: pre-caching extents")
+        started = time.time()
+        disk_map = extents.whole_disk(self._query, self.size, self.hole_type)
+        debug("vddk: finished pre-caching extents in %d second(s)"
+              % (time.time() - started))
+        return disk_map

@@ -1,0 +1,109 @@
+"""Turning QueryAllocatedBlocks answers into NBD extents.
+
+VDDK can only be asked about whole chunks (128 sectors) inside the disk
+and at most MAX_CHUNK_NUMBER chunks at a time.  A disk whose size is not a
+multiple of the chunk has an unqueryable tail, reported as data, as
+VMware's own sample program does.  ``query(start_sector, nr_sectors)``
+returns the allocated blocks as (offset, length) pairs in sectors.
+"""
+
+import bisect
+
+from .abi import MAX_CHUNK_NUMBER, MIN_CHUNK_SIZE, SECTOR_SIZE
+from .errors import PluginError
+from .nbdkit_compat import debug, debug_flags
+
+CHUNK_BYTES = MIN_CHUNK_SIZE * SECTOR_SIZE
+DATA = 0
+HOLE = 1
+ZERO = 2
+
+
+class ExtentBuilder:
+    """Contiguous extents from ``start`` onwards, same types merged."""
+
+    def __init__(self, start, hole_type):
+        self.position = start
+        self.hole_type = hole_type
+        self.extents = []           # [offset, length, type]
+
+    def add(self, end, is_hole):
+        if end == self.position:
+            return
+        if end < self.position:
+            raise PluginError("VDDK returned allocated blocks out of order "
+                              "(block ending at %d before %d)"
+                              % (end, self.position))
+        if debug_flags.extents:
+            debug("adding extent type %s at [%d...%d] (length %d)"
+                  % ("hole" if is_hole else "allocated data", self.position,
+                     end - 1, end - self.position))
+        kind = self.hole_type if is_hole else DATA
+        last = self.extents[-1] if self.extents else None
+        if last is not None and last[2] == kind:
+            last[1] += end - self.position
+        else:
+            self.extents.append([self.position, end - self.position, kind])
+        self.position = end
+
+
+def _scan(query, start_sector, nr_sectors, builder):
+    for offset, length in query(start_sector, nr_sectors):
+        block_start = offset * SECTOR_SIZE
+        block_end = block_start + length * SECTOR_SIZE
+        debug("QueryAllocatedBlocks returned allocated block at %d-%d "
+              "(length %d)" % (block_start, block_end - 1,
+                               block_end - block_start))
+        builder.add(block_start, is_hole=True)
+        builder.add(block_end, is_hole=False)
+    builder.add((start_sector + nr_sectors) * SECTOR_SIZE, is_hole=True)
+
+
+def _queryable_end(size):
+    return size // CHUNK_BYTES * CHUNK_BYTES
+
+
+def for_request(query, size, offset, count, req_one, hole_type):
+    """Extents covering [offset, offset+count), querying only that range."""
+    builder = ExtentBuilder(offset, hole_type)
+    start_sector = offset // CHUNK_BYTES * MIN_CHUNK_SIZE
+    end = min(offset + count, _queryable_end(size))
+    while start_sector * SECTOR_SIZE < end:
+        remaining = end - start_sector * SECTOR_SIZE
+        nr_chunks = min(-(-remaining // CHUNK_BYTES), MAX_CHUNK_NUMBER)
+        nr_sectors = nr_chunks * MIN_CHUNK_SIZE
+        _scan(query, start_sector, nr_sectors, builder)
+        start_sector += nr_sectors
+        if req_one and builder.position > offset:
+            return builder.extents
+    if end < offset + count:
+        builder.add(offset + count, is_hole=False)
+    return builder.extents
+
+
+def whole_disk(query, size, hole_type):
+    """The map of the whole disk, in as few queries as VDDK allows."""
+    builder = ExtentBuilder(0, hole_type)
+    chunks_left = size // CHUNK_BYTES
+    start_sector = 0
+    while chunks_left:
+        nr_chunks = min(chunks_left, MAX_CHUNK_NUMBER)
+        _scan(query, start_sector, nr_chunks * MIN_CHUNK_SIZE, builder)
+        start_sector += nr_chunks * MIN_CHUNK_SIZE
+        chunks_left -= nr_chunks
+    builder.add(size, is_hole=False)
+    return DiskMap(builder.extents)
+
+
+class DiskMap:
+    """A whole-disk extent list that answers requests without VDDK."""
+
+    def __init__(self, extents):
+        self.extents = [tuple(e) for e in extents]
+        self._starts = [e[0] for e in self.extents]
+
+    def covering(self, offset, count):
+        """The extents that overlap [offset, offset+count)."""
+        first = bisect.bisect_right(self._starts, offset) - 1
+        last = bisect.bisect_left(self._starts, offset + count)
+        return self.extents[max(first, 0):max(last, first + 1)]

@@ -1,0 +1,122 @@
+"""Finding and loading libvixDiskLib.so.
+
+Upstream looks only in its compiled-in libdir and only for majors 9..6;
+distributions disagree on the directory and VDDK 10 will ship
+``libvixDiskLib.so.10``, so we try a list of directories and any major
+found on disk.
+"""
+
+import os
+import re
+
+from .abi import FUNCTIONS, ffi
+from .native import RTLD_NOW, c_string, process, to_bytes
+
+DEFAULT_LIBDIRS = [
+    "/usr/lib64/vmware-vix-disklib",
+    "/usr/lib/vmware-vix-disklib",
+    "/usr/lib/x86_64-linux-gnu/vmware-vix-disklib",
+    "/opt/vmware-vix-disklib-distrib",
+]
+KNOWN_MAJORS = [9, 8, 7, 6]
+_SONAME = re.compile(r"^libvixDiskLib\.so\.(\d+)$")
+
+
+class LoadError(Exception):
+    """The library could not be loaded; the message is upstream's."""
+
+
+class MissingSymbol(LoadError):
+    pass
+
+
+def default_libdir():
+    """The first default directory that exists (the first if none does)."""
+    for libdir in DEFAULT_LIBDIRS:
+        if os.path.isdir(libdir):
+            return libdir
+    return DEFAULT_LIBDIRS[0]
+
+
+def _majors_on_disk(libdir):
+    found = set()
+    for sub in ("lib64", ""):
+        try:
+            names = os.listdir(os.path.join(libdir, sub))
+        except OSError:
+            continue
+        for name in names:
+            match = _SONAME.match(name)
+            if match:
+                found.add(int(match.group(1)))
+    return found
+
+
+def candidates(libdir):
+    """(path, major) in the order they are tried: newest major first,
+    the VDDK tarball's lib64/ layout before the flat one."""
+    majors = sorted(set(KNOWN_MAJORS) | _majors_on_disk(libdir), reverse=True)
+    for major in majors:
+        for sub in ("lib64/", ""):
+            yield (os.path.join(libdir, "%slibvixDiskLib.so.%d" % (sub, major)),
+                   major)
+
+
+def _dlerror():
+    return c_string(process.dlerror()) or "(unknown error)"
+
+
+def _not_found_message(first_error):
+    # Upstream names the .so.9 candidate whatever failed; so do we, since
+    # users search for this text.
+    return ("%s\n\n"
+            "If 'lib64/libvixDiskLib.so.9' is located on a non-standard path "
+            "you may need to\n"
+            "set libdir=/path/to/vmware-vix-disklib-distrib.\n\n"
+            "See nbdkit-vddk-plugin(1) man page section \"LIBRARY LOCATION\" "
+            "for details." % first_error)
+
+
+class Library:
+    """A loaded libvixDiskLib: its version, file, and callable functions."""
+
+    def __init__(self, libdir):
+        self.libdir = libdir
+        first_error = None
+        for path, major in candidates(libdir):
+            handle = process.dlopen(to_bytes(path), RTLD_NOW)
+            if handle != ffi.NULL:
+                break
+            error = _dlerror()
+            first_error = first_error or error
+        else:
+            raise LoadError(_not_found_message(first_error))
+        self.path = path
+        self.directory = os.path.dirname(path)
+        self.version = major
+        self.functions = self._resolve(handle)
+
+    def _resolve(self, handle):
+        functions = {}
+        for function in FUNCTIONS:
+            pointer = process.dlsym(handle, to_bytes(function.symbol))
+            if pointer == ffi.NULL:
+                if function.required:
+                    raise MissingSymbol(
+                        'required VDDK symbol "%s" is missing. '
+                        "VDDK version must be >= 6.7. See "
+                        "nbdkit-vddk-plugin(1) man page section "
+                        '"SUPPORTED VERSIONS OF VDDK". '
+                        "Original dlopen error: %s\n"
+                        % (function.symbol, _dlerror()))
+                continue
+            functions[function.name] = ffi.cast(function.ctype, pointer)
+        return functions
+
+    def dll(self):
+        """Real path of the file that provides the library, or None."""
+        info = ffi.new("Dl_info *")
+        if not process.dladdr(self.functions["InitEx"], info):
+            return None
+        name = c_string(info.dli_fname)
+        return os.path.realpath(name) if name else None

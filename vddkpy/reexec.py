@@ -1,0 +1,73 @@
+"""Re-executing nbdkit so VDDK's bundled libraries come first.
+
+VDDK ships its own libssl, libcrypto and libstdc++; the dynamic loader
+reads LD_LIBRARY_PATH only at process start, so once the library's
+directory is known nbdkit is executed again with it prepended.  The new
+process gets ``reexeced_=ORIGINAL`` so it can give ``--run`` commands the
+original value back, and the password travels through an inherited,
+already-unlinked file instead of the command line.
+"""
+
+import os
+import sys
+import tempfile
+
+from .nbdkit_compat import debug, fail_startup, read_cmdline
+from .native import ffi, process
+
+
+def _needed(directory, params):
+    if params.noreexec or params.reexeced_ is not None:
+        return False
+    current = os.environ.get("LD_LIBRARY_PATH")
+    return current is None or (":%s:" % directory) not in (":%s:" % current)
+
+
+def _password_fd(password):
+    """An unlinked 0600 file holding the password, inherited by exec."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="", dir="/tmp")
+        os.unlink(path)
+        data = password.encode("utf-8", "surrogateescape")
+        if os.write(fd, data) != len(data):
+            fail_startup("write: short write")
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.set_inheritable(fd, True)
+    except OSError as e:
+        fail_startup("mkstemp: %s" % e.strerror)
+    return fd
+
+
+def reexec_if_needed(directory, params):
+    """Exec nbdkit again with ``directory`` in LD_LIBRARY_PATH, if needed.
+
+    Returns only when no re-exec happened.
+    """
+    if not _needed(directory, params):
+        return
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            size = len(f.read())
+        argv = read_cmdline()
+    except OSError as e:
+        debug("open: /proc/self/cmdline: %s" % e.strerror)
+        return
+    debug("original command line occupies %d bytes" % size)
+
+    new_argv = [a for a in argv if not a.startswith("password=")]
+    if len(new_argv) != len(argv) and params.password is not None:
+        new_argv.append("password=-%d" % _password_fd(params.password))
+    original = os.environ.get("LD_LIBRARY_PATH", "")
+    debug("adding reexeced_=%s" % original)
+    new_argv.append("reexeced_=%s" % original)
+    library_path = "%s:%s" % (directory, original) if original else directory
+    os.environ["LD_LIBRARY_PATH"] = library_path
+    debug("re-executing with updated LD_LIBRARY_PATH=%s" % library_path)
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    process.fflush(ffi.NULL)
+    try:
+        os.execv("/proc/self/exe", new_argv)
+    except OSError as e:
+        debug("execvp: /proc/self/exe: %s" % e.strerror)

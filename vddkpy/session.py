@@ -1,0 +1,198 @@
+"""Process-wide plugin state and the nbdkit lifecycle around VDDK.
+
+get_ready loads the library (and may re-exec nbdkit), after_fork calls
+InitEx in the serving process (VDDK starts threads there, which a fork
+would lose), cleanup quiets VDDK and prints statistics before Python is
+finalised.
+"""
+
+import os
+import sys
+import threading
+import weakref
+
+from .abi import ffi
+from .calls import Vddk
+from .disk import Disk
+from .errors import PluginError
+from .library import Library, LoadError, MissingSymbol, default_libdir
+from .nbdkit_compat import debug, debug_flags, error, fail_startup
+from .native import FNM_NOMATCH, FNM_PATHNAME, c_string, process, to_bytes
+from .reexec import reexec_if_needed
+from .vddklog import error_function, log_function
+
+RHEL_54377_HINT = (
+    "if nbdkit crashes when you open a connection, read this link for "
+    "workarounds: https://issues.redhat.com/browse/RHEL-54377")
+
+
+class SharedMaps:
+    """Whole-disk extent maps of read-only disks, built once per process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries = {}
+
+    def get(self, key, build):
+        with self._lock:
+            entry = self._entries.setdefault(key, [threading.Lock(), None])
+        with entry[0]:
+            if entry[1] is None:
+                entry[1] = build()
+            return entry[1]
+
+
+class Session:
+    def __init__(self, params):
+        self.params = params
+        self.library = None
+        self.vddk = None
+        self.initialized = False
+        self.open_close_lock = threading.Lock()
+        self.create_pending = params.create
+        self.maps = SharedMaps()
+        self.disks = weakref.WeakSet()
+
+    @property
+    def libdir(self):
+        return self.params.libdir or default_libdir()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def load(self):
+        """get_ready: load VDDK (exits with upstream's message if not)."""
+        try:
+            self.library = Library(self.libdir)
+        except LoadError as e:
+            fail_startup(str(e))
+        reexec_if_needed(self.library.directory, self.params)
+        collect = debug_flags.stats or self.params.stats_file is not None
+        self.vddk = Vddk(self.library, collect)
+        if (self.library.version >= 8 and self.params.transports is None
+                and not os.path.exists("/sys/class/scsi_disk")):
+            debug(RHEL_54377_HINT)
+
+    def initialize(self):
+        """after_fork: VixDiskLib_InitEx in the serving process."""
+        config = self.params.config
+        code = self.vddk.call(
+            "InitEx", "6, 5, &debug_fn, &error_fn, &error_fn, %s, %s"
+            % (self.libdir, config or "NULL"),
+            6, 5, log_function, error_function,
+            error_function, to_bytes(self.libdir),
+            ffi.NULL if config is None else to_bytes(config))
+        if code != 0:
+            fail_startup(str(self.vddk.error("VixDiskLib_InitEx", code)))
+        self.initialized = True
+
+    def shutdown(self):
+        """cleanup: no VDDK thread may call into Python after this."""
+        for disk in list(self.disks):
+            with disk.lock:
+                self.vddk.call("Wait", "handle", disk.handle)
+        if self.initialized:
+            self.vddk.call("Exit", "")
+            self.initialized = False
+        self._report_stats()
+
+    def _report_stats(self):
+        stats = self.vddk.stats if self.vddk else None
+        if stats is None:
+            return
+        if debug_flags.stats:
+            for line in stats.table():
+                debug(line)
+        if self.params.stats_file:
+            try:
+                stats.write_json(self.params.stats_file)
+            except OSError as e:
+                error("stats-file: %s: %s" % (self.params.stats_file,
+                                              e.strerror))
+
+    # -- connections --------------------------------------------------------
+
+    def open_disk(self, readonly, export_name):
+        filename = self._choose_file(export_name)
+        disk = Disk(self, filename, readonly)
+        with self.open_close_lock:
+            disk.open()
+        try:
+            disk.start()
+        except BaseException:
+            self.close_disk(disk)
+            raise
+        self.disks.add(disk)
+        return disk
+
+    def close_disk(self, disk):
+        self.disks.discard(disk)
+        with self.open_close_lock:
+            disk.close()
+
+    def create_if_pending(self, disk):
+        """Create the local disk on the first connection (until it works)."""
+        if self.create_pending:
+            disk.create()
+            self.create_pending = False
+
+    def _choose_file(self, export_name):
+        wildcard = self.params.export
+        if wildcard is None:
+            return self.params.file
+        if export_name is None:
+            raise PluginError("'export' parameter used, but the client did "
+                              "not negotiate an export name.  Using oldstyle "
+                              "protocol?")
+        r = process.fnmatch(to_bytes(wildcard), to_bytes(export_name),
+                            FNM_PATHNAME)
+        if r == 0:
+            return export_name
+        if r == FNM_NOMATCH:
+            raise PluginError('access denied: client requested "%s" which '
+                              'does not match export="%s"'
+                              % (export_name, wildcard))
+        raise PluginError("fnmatch returned error code %d" % r)
+
+    # -- --dump-plugin --------------------------------------------------------
+
+    def dump(self):
+        # The server's lines sit in C stdio's buffer; ours must follow them.
+        process.fflush(ffi.NULL)
+        try:
+            self._dump()
+        finally:
+            sys.stdout.flush()      # nbdkit exits without finalising Python
+
+    def _dump(self):
+        try:
+            library = Library(self.libdir)
+            reexec_if_needed(library.directory, self.params)
+        except MissingSymbol as e:
+            fail_startup(str(e))
+        except LoadError:
+            library = None
+        print("vddk_default_libdir=%s" % default_libdir())
+        print("vddk_has_nfchostport=1")
+        if library is None:
+            return
+        print("vddk_library_version=%d" % library.version)
+        dll = library.dll()
+        if dll:
+            print("vddk_dll=%s" % dll)
+        modes = self._transport_modes(library)
+        if modes is not None:
+            print("vddk_transport_modes=%s" % modes)
+        for name in library.functions:
+            print("VixDiskLib_%s=1" % name)
+
+    def _transport_modes(self, library):
+        f = library.functions
+        config = self.params.config
+        if f["InitEx"](6, 5, ffi.NULL, ffi.NULL, ffi.NULL,
+                       to_bytes(self.libdir),
+                       ffi.NULL if config is None else to_bytes(config)) != 0:
+            return None
+        try:
+            return c_string(f["ListTransportModes"]())
+        finally:
+            f["Exit"]()
