@@ -188,7 +188,7 @@ def test_close_waits_for_outstanding_writes(tmp_path, nbdkit):
 @pytest.mark.parametrize("version", [6, 7, 8, 9, 10])
 @pytest.mark.parametrize("layout", ["flat", "lib64"])
 def test_library_versions_and_block_size(tmp_path, nbdkit, version, layout):
-    libdir = install_standin(tmp_path / "vddk", version=version,
+    libdir = install_standin(tmp_path / "versioned", version=version,
                              layout=layout)
     disk = random_file(tmp_path / "disk.raw", MiB)
     server = nbdkit("file=%s" % disk, libdir=libdir,

@@ -169,7 +169,8 @@ class Disk:
         self.vddk.check(
             "ConnectEx", "h->params, %d, %s, %s, &connection"
             % (self.readonly, _or_null(p.snapshot), _or_null(p.transports)),
-            self.connect_params, self.readonly, self._c(p.snapshot),
+            self.connect_params, b"\1" if self.readonly else b"\0",
+            self._c(p.snapshot),
             self._c(p.transports), connection)
         self.connection = connection[0]
 

@@ -46,6 +46,9 @@ class ExtentBuilder:
             self.extents.append([self.position, end - self.position, kind])
         self.position = end
 
+    def result(self):
+        return [tuple(e) for e in self.extents]
+
 
 def _scan(query, start_sector, nr_sectors, builder):
     for offset, length in query(start_sector, nr_sectors):
@@ -75,10 +78,10 @@ def for_request(query, size, offset, count, req_one, hole_type):
         _scan(query, start_sector, nr_sectors, builder)
         start_sector += nr_sectors
         if req_one and builder.position > offset:
-            return builder.extents
+            return builder.result()
     if end < offset + count:
         builder.add(offset + count, is_hole=False)
-    return builder.extents
+    return builder.result()
 
 
 def whole_disk(query, size, hole_type):
@@ -92,14 +95,14 @@ def whole_disk(query, size, hole_type):
         start_sector += nr_chunks * MIN_CHUNK_SIZE
         chunks_left -= nr_chunks
     builder.add(size, is_hole=False)
-    return DiskMap(builder.extents)
+    return DiskMap(builder.result())
 
 
 class DiskMap:
     """A whole-disk extent list that answers requests without VDDK."""
 
     def __init__(self, extents):
-        self.extents = [tuple(e) for e in extents]
+        self.extents = extents
         self._starts = [e[0] for e in self.extents]
 
     def covering(self, offset, count):

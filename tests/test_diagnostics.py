@@ -1,0 +1,277 @@
+"""Issue 4: debug flags, statistics, --dump-plugin, re-exec, VDDK logs."""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import (BUILD, assert_no_traceback, install_standin,
+                      random_file, read_calls, run_nbdkit)
+
+FUNCTIONS = [
+    "InitEx", "Exit", "ListTransportModes", "GetErrorText", "FreeErrorText",
+    "FreeConnectParams", "ConnectEx", "Open", "GetTransportMode", "Close",
+    "Disconnect", "GetInfo", "FreeInfo", "Read", "Write", "Create", "Flush",
+    "ReadAsync", "WriteAsync", "Wait", "QueryAllocatedBlocks",
+    "FreeBlockList", "AllocateConnectParams"]
+
+
+def debug_messages(stderr):
+    return [line.split("debug: ", 1)[1] for line in stderr.splitlines()
+            if "debug: " in line]
+
+
+def copy_workload(tmp_path):
+    """nbdcopy a random file in, then out again."""
+    source = random_file(tmp_path / "src.raw", 4 * 1024 * 1024, seed=3)
+    return ('nbdcopy %s "$uri" && nbdcopy "$uri" %s'
+            % (source, tmp_path / "out.raw"))
+
+
+@pytest.mark.parametrize("spelling", [
+    ["-D", "vddk.stats=1"], ["-Dvddk.stats=1"], ["--debug", "vddk.stats=1"],
+    ["--debug=vddk.stats=1"]])
+def test_stats_table_every_spelling(tmp_path, libdir, spelling):
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(4 * 1024 * 1024))
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk],
+                        options=spelling + ["-D", "vddk.datapath=0"],
+                        run=copy_workload(tmp_path))
+    assert result.returncode == 0, result.stderr
+    messages = debug_messages(result.stderr)
+    start = messages.index("VDDK function stats (-D vddk.stats=1):")
+    assert messages[start + 1] == (
+        "VixDiskLib_...                        us calls           bytes")
+    rows = {}
+    for line in messages[start + 2:]:
+        match = re.match(r"^  (\w+) +(\d+) +(\d+)(?: +(\d+))?$", line)
+        if not match:
+            break
+        rows[match.group(1)] = tuple(int(g or 0) for g in match.groups()[1:])
+    usecs = [r[0] for r in rows.values()]
+    assert usecs == sorted(usecs, reverse=True) and min(usecs) > 0
+    logged = read_calls(tmp_path / "calls.jsonl")
+    for name in ("ReadAsync", "WriteAsync", "GetInfo", "Open", "Close",
+                 "ConnectEx", "Disconnect", "InitEx", "Exit"):
+        count = len([c for c in logged if c["fn"] == name])
+        assert count and rows[name][1] == count, (name, rows.get(name))
+    for name in ("ReadAsync", "WriteAsync"):
+        nbytes = sum(c["count"] * 512 for c in logged if c["fn"] == name)
+        assert rows[name][2] == nbytes == 4 * 1024 * 1024
+    # -D vddk.datapath=0 silences exactly the datapath lines.
+    assert not any("VixDiskLib_ReadAsync" in m or "VixDiskLib_WriteAsync" in m
+                   or re.match(r"command \d+ \(\w+\) completed", m)
+                   for m in messages)
+    assert "VDDK call: VixDiskLib_Open (connection, %s, 0, &handle)" % disk \
+        in messages
+
+
+def test_first_flag_wins(tmp_path, libdir):
+    disk = random_file(tmp_path / "disk.raw", 65536)
+    on = run_nbdkit(tmp_path, libdir, ["file=%s" % disk],
+                    options=["-D", "vddk.stats=1", "-D", "vddk.stats=0"],
+                    run='nbdinfo "$uri"')
+    off = run_nbdkit(tmp_path, libdir, ["file=%s" % disk],
+                     options=["-D", "vddk.stats=0", "-D", "vddk.stats=1"],
+                     run='nbdinfo "$uri"')
+    assert "VDDK function stats" in on.stderr
+    assert "VDDK function stats" not in off.stderr
+
+
+def test_datapath_lines_by_default(tmp_path, libdir):
+    disk = random_file(tmp_path / "disk.raw", 65536)
+    script = ("import nbd; h = nbd.NBD(); h.connect_uri('%s'); "
+              "h.pwrite(b'x' * 1024, 512); h.pread(1024, 512)")
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk],
+                        run='/usr/bin/python3 -c "%s"'
+                        % (script % "$uri"))
+    assert result.returncode == 0, result.stderr
+    messages = debug_messages(result.stderr)
+    assert ("VDDK call: VixDiskLib_WriteAsync (handle, 1 sectors, 2 sectors, "
+            "buffer, callback, 3)") in messages
+    assert "command 3 (write) completed" in messages
+    assert ("VDDK call: VixDiskLib_ReadAsync (handle, 1 sectors, 2 sectors, "
+            "buffer, callback, 4)") in messages
+    assert "command 4 (read) completed" in messages
+
+
+def test_stats_file_json(tmp_path, libdir):
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(4 * 1024 * 1024))
+    stats = tmp_path / "stats.json"
+    result = run_nbdkit(tmp_path, libdir,
+                        ["file=%s" % disk, "stats-file=%s" % stats],
+                        run=copy_workload(tmp_path), verbose=False)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(stats.read_text())["functions"]
+    logged = read_calls(tmp_path / "calls.jsonl")
+    for name in ("ReadAsync", "WriteAsync", "Open", "InitEx", "Exit"):
+        assert data[name]["calls"] == len(
+            [c for c in logged if c["fn"] == name])
+        latency = data[name]["latency_us"]
+        assert latency["p50"] <= latency["p90"] <= latency["p99"] \
+            <= latency["max"]
+    assert data["ReadAsync"]["bytes"] == 4 * 1024 * 1024
+
+
+def test_diskinfo(tmp_path):
+    libdir = install_standin(tmp_path / "vddk", version=8)
+    disk = random_file(tmp_path / "disk.raw", 1027 * 512)
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk],
+                        options=["-D", "vddk.diskinfo=1"],
+                        config="logical_sector_size 512\n"
+                               "physical_sector_size 4096\n",
+                        run='nbdinfo "$uri"')
+    messages = debug_messages(result.stderr)
+    assert "disk info: capacity: 1027 sectors" in messages
+    assert "disk info: num links: 1" in messages
+    assert "disk info: parent filename hint: NULL" in messages
+    assert "disk info: sector size: logical 512 physical 4096" in messages
+    assert any(m.startswith("disk info: biosGeo: C:") for m in messages)
+
+
+def test_dump_plugin(tmp_path):
+    for version in (7, 9):
+        libdir = install_standin(tmp_path / ("v%d" % version),
+                                 version=version, layout="lib64")
+        result = run_nbdkit(tmp_path, libdir, [], options=["--dump-plugin"],
+                            verbose=False)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        ours = lines[lines.index(next(l for l in lines
+                                      if l.startswith("vddk_default"))):]
+        assert ours[1] == "vddk_has_nfchostport=1"
+        assert ours[2] == "vddk_library_version=%d" % version
+        assert ours[3] == "vddk_dll=%s/lib64/libvixDiskLib.so.%d" % (
+            libdir, version)
+        assert ours[4] == "vddk_transport_modes=file:san:hotadd:nbdssl:nbd"
+        assert ours[5:] == ["VixDiskLib_%s=1" % f for f in FUNCTIONS]
+
+
+def test_dump_plugin_without_library(tmp_path):
+    result = run_nbdkit(tmp_path, tmp_path, ["file=/f", "export=*"],
+                        options=["--dump-plugin"], verbose=False)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[-2].startswith("vddk_default_libdir=/")
+    assert lines[-1] == "vddk_has_nfchostport=1"
+
+
+def test_reexec_restores_library_path(tmp_path):
+    libdir = install_standin(tmp_path / "vddk", layout="lib64",
+                             companion=True)
+    disk = random_file(tmp_path / "disk.raw", 65536)
+    run = 'echo "L=${LD_LIBRARY_PATH-unset}" && nbdinfo --size "$uri"'
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk], run=run)
+    assert result.returncode == 0, result.stderr
+    assert "L=unset\n65536\n" in result.stdout
+    messages = debug_messages(result.stderr)
+    assert "adding reexeced_=" in messages
+    assert ("re-executing with updated LD_LIBRARY_PATH=%s/lib64" % libdir
+            in messages)
+    assert "cleaning up after re-exec" in messages
+
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk], run=run,
+                        env={"LD_LIBRARY_PATH": "/foo:/bar"})
+    assert "L=/foo:/bar\n65536\n" in result.stdout, result.stderr
+    assert ("re-executing with updated LD_LIBRARY_PATH=%s/lib64:/foo:/bar"
+            % libdir) in debug_messages(result.stderr)
+
+
+def test_without_reexec_companion_is_missing(tmp_path):
+    libdir = install_standin(tmp_path / "vddk", companion=True)
+    disk = random_file(tmp_path / "disk.raw", 65536)
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk,
+                                           "noreexec=true"],
+                        run='nbdinfo --size "$uri"')
+    assert result.returncode != 0
+    assert "libfakevddk-companion.so" in result.stderr
+    assert "re-executing" not in result.stderr
+
+
+def test_no_reexec_when_already_in_path(tmp_path):
+    libdir = install_standin(tmp_path / "vddk")
+    disk = random_file(tmp_path / "disk.raw", 65536)
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk],
+                        run='nbdinfo --size "$uri"',
+                        env={"LD_LIBRARY_PATH": "/x:%s:/y" % libdir})
+    assert result.returncode == 0
+    assert "re-executing" not in result.stderr
+
+
+@pytest.mark.parametrize("form", ["literal", "fd", "file"])
+def test_reexec_keeps_password_off_cmdline(tmp_path, form):
+    from test_params import REMOTE, THUMB, server_config
+    libdir = install_standin(tmp_path / "vddk", companion=True)
+    store = tmp_path / "datastore1" / "Fedora"
+    store.mkdir(parents=True)
+    random_file(store / "Fedora.vmdk", 65536)
+    password = {"literal": "password=sekret", "fd": "password=-3",
+                "file": "password=+%s" % (tmp_path / "pw")}[form]
+    (tmp_path / "pw").write_text("sekret\n")
+    pass_fds = ()
+    if form == "fd":
+        fd = os.open(tmp_path / "pw", os.O_RDONLY)
+        os.dup2(fd, 3)
+        os.close(fd)
+        pass_fds = (3,)
+    run = 'tr "\\0" " " < /proc/$PPID/cmdline; echo; nbdinfo --size "$uri"'
+    try:
+        result = run_nbdkit(
+            tmp_path, libdir,
+            REMOTE[:2] + [password, "vm=moref=2", "thumbprint=%s" % THUMB,
+                          "file=[datastore1] Fedora/Fedora.vmdk"],
+            config=server_config(tmp_path / "datastore1"), run=run,
+            pass_fds=pass_fds)
+    finally:
+        if pass_fds:
+            os.close(3)
+    assert result.returncode == 0, result.stderr
+    cmdline = result.stdout.splitlines()[0]
+    assert "sekret" not in cmdline
+    assert re.search(r"password=-\d+ reexeced_= $", cmdline), cmdline
+    (connect,) = read_calls(tmp_path / "calls.jsonl", "ConnectEx")
+    assert connect["password"] == "sekret"
+
+
+def test_vddk_log_callbacks(tmp_path, libdir):
+    disk = random_file(tmp_path / "disk.raw", 65536)
+    config = "\n".join([
+        'emit InitEx log "log message %d %s\\n"',
+        'emit InitEx warn "Get CEIP status failed: x\\n"',
+        'emit InitEx warn "VDDK_PhoneHome: something\\n"',
+        'emit InitEx warn "a real warning %d\\n"',
+        'emit InitEx warn "two newlines\\n\\n"',
+        'emit InitEx panic "no newline"', ""])
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk], config=config,
+                        run='nbdinfo --size "$uri"')
+    assert result.returncode == 0, result.stderr
+    assert_no_traceback(result.stderr)
+    messages = debug_messages(result.stderr)
+    assert "log message 42 hello" in messages
+    assert "Get CEIP status failed: x" in messages
+    assert "VDDK_PhoneHome: something" in messages
+    errors = [l.split("error: ", 1)[1] for l in result.stderr.splitlines()
+              if "error: " in l]
+    assert errors[:3] == ["a real warning 42", "two newlines", "no newline"]
+    assert "two newlines\n\n" in result.stderr
+
+
+def test_probe_failure_is_silent(tmp_path, libdir):
+    disk = random_file(tmp_path / "disk.raw", 1024 * 1024)
+    config = ('fail QueryAllocatedBlocks 6\n'
+              'emit QueryAllocatedBlocks warn "probe warning\\n"\n'
+              'emit QueryAllocatedBlocks log "probe log\\n"\n')
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk], config=config,
+                        run='nbdinfo --map "$uri"')
+    assert result.returncode == 0, result.stderr
+    assert "probe warning" not in result.stderr
+    assert "probe log" in result.stderr
+    assert ("can_extents: VixDiskLib_QueryAllocatedBlocks test failed, "
+            "extents support will be disabled: original error: ") \
+        in result.stderr
+    assert result.stdout.split()[:3] == ["0", "1048576", "0"]
+    assert len(read_calls(tmp_path / "calls.jsonl",
+                          "QueryAllocatedBlocks")) == 1
