@@ -114,6 +114,14 @@ class Nbdkit:
     def calls(self, fn=None):
         return read_calls(self.log_path, fn)
 
+    def wait_for_call(self, fn):
+        """Wait until the stand-in has logged a call of ``fn``."""
+        deadline = time.monotonic() + TIMEOUT
+        while not self.calls(fn):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError("no %s call:\n%s" % (fn, self.stderr))
+            time.sleep(0.02)
+
     def connect(self, export=None, strict=True):
         import nbd
         h = nbd.NBD()

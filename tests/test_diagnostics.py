@@ -208,15 +208,11 @@ def test_reexec_keeps_password_off_cmdline(tmp_path, form):
     store = tmp_path / "datastore1" / "Fedora"
     store.mkdir(parents=True)
     random_file(store / "Fedora.vmdk", 65536)
-    password = {"literal": "password=sekret", "fd": "password=-3",
-                "file": "password=+%s" % (tmp_path / "pw")}[form]
     (tmp_path / "pw").write_text("sekret\n")
-    pass_fds = ()
-    if form == "fd":
-        fd = os.open(tmp_path / "pw", os.O_RDONLY)
-        os.dup2(fd, 3)
-        os.close(fd)
-        pass_fds = (3,)
+    fd = os.open(tmp_path / "pw", os.O_RDONLY)
+    password = {"literal": "password=sekret", "fd": "password=-%d" % fd,
+                "file": "password=+%s" % (tmp_path / "pw")}[form]
+    pass_fds = (fd,) if form == "fd" else ()
     run = 'tr "\\0" " " < /proc/$PPID/cmdline; echo; nbdinfo --size "$uri"'
     try:
         result = run_nbdkit(
@@ -226,8 +222,7 @@ def test_reexec_keeps_password_off_cmdline(tmp_path, form):
             config=server_config(tmp_path / "datastore1"), run=run,
             pass_fds=pass_fds)
     finally:
-        if pass_fds:
-            os.close(3)
+        os.close(fd)
     assert result.returncode == 0, result.stderr
     cmdline = result.stdout.splitlines()[0]
     assert "sekret" not in cmdline

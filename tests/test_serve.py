@@ -176,6 +176,7 @@ def test_close_waits_for_outstanding_writes(tmp_path, nbdkit):
     for i in range(8):
         h.aio_pwrite(payload, i * len(payload))
     h.shutdown()                # does not wait for the replies
+    server.wait_for_call("Close")
     server.stop()
     assert disk.read_bytes()[:8 * len(payload)] == payload * 8
     calls = server.calls()

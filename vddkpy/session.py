@@ -49,7 +49,7 @@ class Session:
         self.vddk = None
         self.initialized = False
         self.open_close_lock = threading.Lock()
-        self.create_pending = params.create
+        self.create_pending = False     # set from create= in load()
         self.maps = SharedMaps()
         self.disks = weakref.WeakSet()
 
@@ -66,6 +66,7 @@ class Session:
         except LoadError as e:
             fail_startup(str(e))
         reexec_if_needed(self.library.directory, self.params)
+        self.create_pending = self.params.create
         collect = debug_flags.stats or self.params.stats_file is not None
         self.vddk = Vddk(self.library, collect)
         if (self.library.version >= 8 and self.params.transports is None
