@@ -175,6 +175,10 @@ def test_close_waits_for_outstanding_writes(tmp_path, nbdkit):
     payload = os.urandom(64 * 1024)
     for i in range(8):
         h.aio_pwrite(payload, i * len(payload))
+    # Disconnect once all eight writes are inside VDDK, still running.
+    while len(server.calls("WriteAsync")) < 8:
+        h.poll(10)
+    assert server.calls("AsyncDone") == []
     h.shutdown()                # does not wait for the replies
     server.wait_for_call("Close")
     server.stop()
