@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install vddkpy as nbdkit's "vddk" plugin (or --name NAME); --uninstall
+# removes it.  Uses the Python that nbdkit embeds.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+exec /usr/bin/python3 -m vddkpy.install "$@"

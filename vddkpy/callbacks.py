@@ -1,0 +1,102 @@
+"""The nbdkit callbacks, adapted to ``vddkpy``.
+
+nbdkit's Python plugin looks the callbacks up in the script it runs, so a
+script (``plugin/plugin.py``, or the installed ``nbdkit-vddk-plugin``)
+does ``from vddkpy.callbacks import *``.  (Defining ``open`` hides the
+builtin in this module: use ``builtins.open`` if it is ever needed here.)
+"""
+
+import nbdkit
+
+from .errors import install_reporting
+from .params import Params
+from .session import Session
+
+__all__ = [
+    "API_VERSION", "thread_model", "dump_plugin", "config",
+    "config_complete", "get_ready", "after_fork", "cleanup", "open", "close",
+    "get_size", "block_size", "can_flush", "can_fua", "can_extents",
+    "pread", "pwrite", "flush", "extents",
+]
+
+API_VERSION = 2
+
+install_reporting()
+params = Params()
+session = Session(params)
+
+
+def thread_model():
+    return nbdkit.THREAD_MODEL_PARALLEL
+
+
+def dump_plugin():
+    session.dump()
+
+
+def config(key, value):
+    params.set(key, value)
+
+
+def config_complete():
+    params.complete()
+
+
+def get_ready():
+    session.load()
+
+
+def after_fork():
+    session.initialize()
+
+
+def cleanup():
+    session.shutdown()
+
+
+def open(readonly):
+    try:
+        export_name = nbdkit.export_name()
+    except RuntimeError:
+        export_name = None
+    return session.open_disk(readonly, export_name)
+
+
+def close(disk):
+    session.close_disk(disk)
+
+
+def get_size(disk):
+    return disk.get_size()
+
+
+def block_size(disk):
+    return disk.block_size()
+
+
+def can_flush(disk):
+    return True
+
+
+def can_fua(disk):
+    return nbdkit.FUA_NATIVE
+
+
+def can_extents(disk):
+    return disk.extents_supported()
+
+
+def pread(disk, buf, offset, flags):
+    disk.pread(buf, offset)
+
+
+def pwrite(disk, buf, offset, flags):
+    disk.pwrite(buf, offset, flags & nbdkit.FLAG_FUA)
+
+
+def flush(disk, flags):
+    disk.flush()
+
+
+def extents(disk, count, offset, flags):
+    return disk.extents(offset, count, flags & nbdkit.FLAG_REQ_ONE)
