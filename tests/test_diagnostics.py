@@ -273,3 +273,64 @@ def test_probe_failure_is_silent(tmp_path, libdir):
     assert result.stdout.split()[:3] == ["0", "1048576", "0"]
     assert len(read_calls(tmp_path / "calls.jsonl",
                           "QueryAllocatedBlocks")) == 1
+
+
+def test_dump_plugin_transport_modes_unavailable(tmp_path, libdir):
+    for config in ("transport_modes NULL\n", "fail InitEx 1\n"):
+        result = run_nbdkit(tmp_path, libdir, ["noreexec=1"],
+                            options=["--dump-plugin"], config=config,
+                            verbose=False)
+        assert result.returncode == 0
+        assert "vddk_library_version=8\n" in result.stdout
+        assert "vddk_transport_modes=" not in result.stdout
+        assert "VixDiskLib_Open=1\n" in result.stdout
+    last = read_calls(tmp_path / "calls.jsonl")[-1]
+    assert (last["fn"], last["result"]) == ("InitEx", 1)    # no Exit after
+
+
+def test_dump_plugin_reexec_prints_server_lines_twice(tmp_path, libdir):
+    once = run_nbdkit(tmp_path, libdir, ["noreexec=1"],
+                      options=["--dump-plugin"], verbose=False)
+    twice = run_nbdkit(tmp_path, libdir, [], options=["--dump-plugin"],
+                       verbose=False)
+    assert once.stdout.count("python_version=") == 1
+    assert twice.stdout.count("python_version=") == 2      # as upstream
+    assert twice.stdout.count("vddk_library_version=") == 1
+
+
+@pytest.mark.parametrize("given,expected", [("abc", "abc"), ("", "unset")])
+def test_reexeced_marker_restores(tmp_path, libdir, given, expected):
+    disk = random_file(tmp_path / "disk.raw", 65536)
+    env = {"LD_LIBRARY_PATH": "%s/abc" % libdir if given else str(libdir)}
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk,
+                                           "reexeced_=%s" % given],
+                        run='echo "L=${LD_LIBRARY_PATH-unset}"', env=env)
+    assert result.returncode == 0, result.stderr
+    assert "L=%s\n" % expected in result.stdout
+    assert "re-executing" not in result.stderr
+
+
+def test_extents_debug_and_rhel_hint(tmp_path, libdir):
+    disk = tmp_path / "disk.raw"
+    with open(disk, "wb") as f:
+        f.truncate(1027 * 512)
+        f.write(b"\1" * 256 * 512)
+        f.seek(512 * 512)
+        f.write(b"\2" * 128 * 512)
+    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk],
+                        options=["-D", "vddk.extents=1"],
+                        run='nbdinfo --map "$uri"')
+    messages = debug_messages(result.stderr)
+    assert "adding extent type hole at [131072...262143] (length 131072)" \
+        in messages
+    assert ("adding extent type allocated data at [524288...525823] "
+            "(length 1536)") in messages
+    assert ("QueryAllocatedBlocks returned allocated block at 0-131071 "
+            "(length 131072)") in messages
+    hint = ("if nbdkit crashes when you open a connection, read this link "
+            "for workarounds: https://issues.redhat.com/browse/RHEL-54377")
+    assert (hint in messages) == (not os.path.exists("/sys/class/scsi_disk"))
+    with_transports = run_nbdkit(tmp_path, libdir,
+                                 ["file=%s" % disk, "transports=file"],
+                                 run="true")
+    assert hint not in debug_messages(with_transports.stderr)

@@ -436,3 +436,73 @@ def test_remote_failures_keep_serving(tmp_path, nbdkit, datastore):
     assert "VixDiskLib_Open: [datastore1] Fedora/Missing.vmdk: " \
         in server.stderr
     assert_no_traceback(server.stderr)
+
+
+def names(tmp_path):
+    return [c["fn"] for c in calls(tmp_path, None)]
+
+
+def test_connect_failure_frees_params_only(tmp_path, libdir):
+    disk = random_file(tmp_path / "d.raw", 65536)
+    result = serve_once(tmp_path, libdir, ["file=%s" % disk],
+                        config="fail ConnectEx 14009\n")
+    assert "VixDiskLib_ConnectEx: " in result.stderr
+    seen = names(tmp_path)
+    assert "FreeConnectParams" in seen
+    assert "Open" not in seen and "Disconnect" not in seen
+
+
+@pytest.mark.parametrize("code,remote,hint", [
+    (1, False, False), (1, True, True), (4, True, False),
+    (4294967297, True, False)])
+def test_open_failure(tmp_path, libdir, datastore, code, remote, hint):
+    target = "[datastore1] Fedora/Fedora.vmdk"
+    args = (REMOTE + ["thumbprint=%s" % THUMB, "file=%s" % target]
+            if remote else ["file=%s" % random_file(tmp_path / "d.raw",
+                                                    65536)])
+    result = serve_once(tmp_path, libdir, args,
+                        config=server_config(datastore) +
+                        "fail Open %d\n" % code)
+    name = target if remote else str(tmp_path / "d.raw")
+    assert "VixDiskLib_Open: %s: " % name in result.stderr
+    assert ('VDDK "Unknown error" can be caused by several problems.'
+            in result.stderr) == hint
+    assert "VDDK call: VixDiskLib_GetErrorText (%d)" % code in result.stderr
+    seen = names(tmp_path)
+    assert "Close" not in seen
+    assert "Disconnect" in seen and "FreeConnectParams" in seen
+
+
+def test_null_error_text(tmp_path, libdir):
+    result = serve_once(tmp_path, libdir, ["file=/nonexistent.vmdk"],
+                        config="error_text_null 1\n")
+    assert "VixDiskLib_Open: /nonexistent.vmdk: (null)" in result.stderr
+
+
+def test_manual_create_example(tmp_path, libdir):
+    """The manual's example, as written (plus file= and the plugin path)."""
+    source = random_file(tmp_path / "in.raw", 3 * 1024 * 1024, seed=4)
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2",
+                    str(source), str(tmp_path / "input.qcow2")], check=True)
+    output = tmp_path / "output.vmdk"
+    result = serve_once(tmp_path, libdir,
+                        ["file=%s" % output, "create=true",
+                         "create-size=100M"],
+                        run="qemu-img convert input.qcow2 $uri",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (create,) = calls(tmp_path, "Create")
+    assert create["capacity"] == 100 * 2048
+    assert output.read_bytes()[:len(source.read_bytes())] == \
+        source.read_bytes()
+
+
+def test_nbdsh_chooses_export(tmp_path, nbdkit, datastore):
+    server = remote_server(nbdkit, datastore,
+                           r"export=\[datastore1\] Fedora/*.vmdk")
+    result = subprocess.run(
+        ["nbdsh", "-c", 'h.set_export_name("[datastore1] Fedora/Fedora.vmdk")',
+         "-c", "h.connect_unix(%r)" % server.socket,
+         "-c", "print(h.get_size())"], capture_output=True, text=True,
+        env=dict(os.environ, PATH="/usr/bin:" + os.environ["PATH"]))
+    assert result.stdout.strip() == "1048576", result.stderr
