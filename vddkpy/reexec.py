@@ -46,13 +46,12 @@ def reexec_if_needed(directory, params):
     if not _needed(directory, params):
         return
     try:
-        with open("/proc/self/cmdline", "rb") as f:
-            size = len(f.read())
         argv = read_cmdline()
     except OSError as e:
         debug("open: /proc/self/cmdline: %s" % e.strerror)
         return
-    debug("original command line occupies %d bytes" % size)
+    debug("original command line occupies %d bytes"
+          % sum(len(a.encode("utf-8", "surrogateescape")) + 1 for a in argv))
 
     new_argv = [a for a in argv if not a.startswith("password=")]
     if len(new_argv) != len(argv) and params.password is not None:
