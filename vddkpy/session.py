@@ -79,12 +79,17 @@ class Session:
         code = self.vddk.call(
             "InitEx", "6, 5, &debug_fn, &error_fn, &error_fn, %s, %s"
             % (self.libdir, config or "NULL"),
-            6, 5, log_function, error_function,
-            error_function, to_bytes(self.libdir),
-            ffi.NULL if config is None else to_bytes(config))
+            6, 5, log_function, error_function, error_function,
+            *self._init_directories())
         if code != 0:
             fail_startup(str(self.vddk.error("VixDiskLib_InitEx", code)))
         self.initialized = True
+
+    def _init_directories(self):
+        """InitEx's libDir and configFile arguments."""
+        config = self.params.config
+        return (to_bytes(self.libdir),
+                ffi.NULL if config is None else to_bytes(config))
 
     def shutdown(self):
         """cleanup: no VDDK thread may call into Python after this."""
@@ -188,10 +193,8 @@ class Session:
 
     def _transport_modes(self, library):
         f = library.functions
-        config = self.params.config
         if f["InitEx"](6, 5, ffi.NULL, ffi.NULL, ffi.NULL,
-                       to_bytes(self.libdir),
-                       ffi.NULL if config is None else to_bytes(config)) != 0:
+                       *self._init_directories()) != 0:
             return None
         try:
             return c_string(f["ListTransportModes"]())
