@@ -22,6 +22,11 @@ def pytest_sessionstart(session):
     subprocess.run(["make", "-s", "-C", str(STANDIN)], check=True)
 
 
+def pytest_terminal_summary(terminalreporter):
+    import tally
+    terminalreporter.write_line("faults/input/load: " + tally.summary())
+
+
 def install_standin(libdir, version=8, layout="flat", variant="",
                     companion=False):
     """Make ``libdir`` look like a VDDK distribution holding the stand-in

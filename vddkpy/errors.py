@@ -25,11 +25,15 @@ class PluginError(Exception):
 
 
 # VixError code -> the errno an NBD client sees (EIO otherwise).
+# Network failures (VIX_E_HOST_NETWORK_* etc., 14008..14015) stay EIO: NBD
+# has no errno for them, except ESHUTDOWN for a host going away.
 _ERRNO_BY_CODE = {
+    2: errno.ENOMEM,        # VIX_E_OUT_OF_MEMORY (e.g. NFC's memory limit)
     3: errno.EINVAL,        # VIX_E_INVALID_ARG
     8: errno.ENOSPC,        # VIX_E_DISK_FULL
     11: errno.EROFS,        # VIX_E_FILE_READ_ONLY
     13: errno.EPERM,        # VIX_E_FILE_ACCESS_ERROR
+    16000: errno.EINVAL,    # VIX_E_DISK_INVAL
     16007: errno.EINVAL,    # VIX_E_DISK_OUTOFRANGE
     14014: errno.ESHUTDOWN,  # VIX_E_HOST_SERVER_SHUTDOWN
 }

@@ -140,6 +140,8 @@ static VixError connect_remote(struct fv_conn *conn,
     return VIX_E_HOST_NETWORK_CONN_REFUSED;
   if (s->down == DOWN_YES)
     return VIX_E_HOST_SERVER_SHUTDOWN;
+  if ((err = outage_check_server(s)) != VIX_OK)
+    return err;
   if (p->port != 0 && p->port != s->port)
     return VIX_E_HOST_NETWORK_CONN_REFUSED;
   if ((err = check_credentials(s, p)) != VIX_OK)
@@ -286,6 +288,8 @@ static VixError open_remote(const struct fv_conn *conn, const char *path,
 
   if (conn->server->down != DOWN_NO)
     return VIX_E_HOST_SERVER_SHUTDOWN;
+  if ((err = outage_check_server(conn->server)) != VIX_OK)
+    return err;
   if ((err = check_thumbprint(conn)) != VIX_OK)
     return err;
   if (conn->nfc_port != 0 && conn->nfc_port != conn->server->nfc_port)
@@ -372,6 +376,7 @@ VIX_EXPORT VixError VixDiskLib_Open(VixDiskLibConnection cp, const char *path,
     free_handle(h);
     goto out;
   }
+  outage_note_open(h);
   h->magic = FV_HANDLE_MAGIC;
   h->id = atomic_fetch_add(&next_handle_id, 1) + 1;
   *out = h;

@@ -107,6 +107,8 @@ VIX_EXPORT VixError VixDiskLib_GetInfo(VixDiskLibHandle hp,
     return call_end(&c, err);
   if (!info)
     return call_end(&c, VIX_E_INVALID_ARG);
+  if ((err = outage_check_handle(h)) != VIX_OK)
+    return call_end(&c, err);
   return call_end(&c, make_info(h, info));
 }
 
@@ -138,6 +140,14 @@ static VixError check_io(const struct fv_handle *h, enum fv_op op,
   return VIX_OK;
 }
 
+/* What the remote side says about a valid request (VIX_OK when local). */
+static VixError remote_io_fault(const struct fv_handle *h, uint64_t count)
+{
+  VixError err = outage_check_handle(h);
+
+  return err != VIX_OK ? err : nfc_check_request(h, count);
+}
+
 static VixError sync_io(enum fv_fn fn, enum fv_op op, VixDiskLibHandle hp,
                         uint64_t start, uint64_t count, void *buf)
 {
@@ -154,6 +164,8 @@ static VixError sync_io(enum fv_fn fn, enum fv_op op, VixDiskLibHandle hp,
   if (call_inject(&c, true, &err, NULL))
     return call_end(&c, err);
   err = check_io(h, op, start, count, buf);
+  if (err == VIX_OK)
+    err = remote_io_fault(h, count);
   if (err == VIX_OK)
     err = op == OP_READ ? disk_read(&h->disk, start, count, buf)
                         : disk_write(&h->disk, start, count, buf);
@@ -215,6 +227,10 @@ static VixError async_io(enum fv_fn fn, enum fv_op op, VixDiskLibHandle hp,
     req.forced_result = err;
   } else if ((err = check_io(req.h, op, start, count, buf)) != VIX_OK) {
     goto out;
+  } else if ((err = remote_io_fault(req.h, count)) != VIX_OK) {
+    /* The server answers the request with the error. */
+    req.forced = true;
+    req.forced_result = err;
   }
   req.due_ns = fv_now_ns() +
                (cfg->async_delay_us + fault_latency_us(fn)) * 1000;
@@ -278,6 +294,8 @@ VIX_EXPORT VixError VixDiskLib_Flush(VixDiskLibHandle hp)
   call_guard_handle(&c, h);
   if (call_inject(&c, true, &err, NULL))
     return call_end(&c, err);
+  if ((err = outage_check_handle(h)) != VIX_OK)
+    return call_end(&c, err);
   return call_end(&c, disk_flush(&h->disk));
 }
 
@@ -316,6 +334,8 @@ VIX_EXPORT VixError VixDiskLib_QueryAllocatedBlocks(
   if (call_inject(&c, true, &err, NULL))
     return call_end(&c, err);
   err = check_query(h, start, count, chunk, list);
+  if (err == VIX_OK)
+    err = outage_check_handle(h);
   if (err == VIX_OK)
     err = disk_query_allocated(&h->disk, start, count, chunk, list);
   if (err == VIX_OK)

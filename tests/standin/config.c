@@ -415,6 +415,41 @@ static int parse_down(struct parser *ps, char **tok, int ntok)
   return 0;
 }
 
+/* down_for calls=N|seconds=S [after=N] [code=C] */
+static int parse_down_for(struct parser *ps, char **tok, int ntok)
+{
+  struct fv_outage *o;
+
+  if (want_args(ps, ntok, 1, 3, "down_for") == -1)
+    return -1;
+  if (ps->server->outage)
+    return perr(ps, "down_for given twice for server %s", ps->server->name);
+  if (!(o = arena_alloc(ps->cfg, sizeof *o)))
+    return perr(ps, "out of memory%s", "");
+  o->code = VIX_E_HOST_SERVER_SHUTDOWN;
+  for (int i = 1; i < ntok; i++) {
+    const char *t = tok[i];
+    int r;
+    if (strncmp(t, "calls=", 6) == 0)
+      r = parse_u64(ps, t + 6, &o->calls);
+    else if (strncmp(t, "seconds=", 8) == 0)
+      r = parse_u64(ps, t + 8, &o->seconds);
+    else if (strncmp(t, "after=", 6) == 0)
+      r = parse_u64(ps, t + 6, &o->after);
+    else if (strncmp(t, "code=", 5) == 0)
+      r = parse_u64(ps, t + 5, &o->code);
+    else
+      r = perr(ps, "down_for: unknown option %s", t);
+    if (r == -1)
+      return -1;
+  }
+  if (!o->calls == !o->seconds)
+    return perr(ps, "down_for needs one of calls=N or seconds=S (N, S > 0)%s",
+                "");
+  ps->server->outage = o;
+  return 0;
+}
+
 static int parse_vm(struct parser *ps, char **tok, int ntok)
 {
   struct fv_vm *vm;
@@ -484,6 +519,11 @@ static int parse_server_directive(struct parser *ps, char **tok, int ntok)
            parse_cred(ps, tok[2], tok[1], &s->cookies);
   if (strcmp(d, "down") == 0)
     return parse_down(ps, tok, ntok);
+  if (strcmp(d, "down_for") == 0)
+    return parse_down_for(ps, tok, ntok);
+  if (strcmp(d, "nfc_max_request") == 0)
+    return want_args(ps, ntok, 1, 1, d) ?:
+           parse_u64(ps, tok[1], &s->nfc_max_request);
   if (strcmp(d, "vm") == 0)
     return parse_vm(ps, tok, ntok);
   return 1;                        /* not a server directive */
@@ -503,7 +543,7 @@ static bool is_block_directive(const char *d, bool vm)
 {
   static const char *const server_words[] = {
     "port", "nfc_port", "thumbprint", "transports", "user", "cookie",
-    "down", "vm", NULL
+    "down", "down_for", "nfc_max_request", "vm", NULL
   };
   static const char *const vm_words[] = { "datastore", "snapshot", NULL };
   const char *const *w = vm ? vm_words : server_words;

@@ -64,6 +64,18 @@ struct fv_vm {
 
 enum fv_down { DOWN_NO = 0, DOWN_YES, DOWN_AT_OPEN };
 
+/* "down_for": one timed outage of a server (outage.c).  The settings are
+ * fixed at parse time; the progress fields change under outage.c's lock. */
+struct fv_outage {
+  uint64_t after;     /* server calls that succeed before it goes down */
+  uint64_t calls;     /* down for this many failed calls, or ... */
+  uint64_t seconds;   /* ... for this many seconds */
+  VixError code;      /* what every affected call returns */
+  uint64_t seen;      /* server calls so far */
+  uint64_t failed;    /* calls failed during the outage */
+  uint64_t started_ns;/* when it went down; 0 not yet */
+};
+
 struct fv_server {
   char *name;
   uint32_t port;
@@ -73,6 +85,8 @@ struct fv_server {
   struct fv_cred *cookies;
   char *transports;
   enum fv_down down;
+  struct fv_outage *outage;       /* NULL: no down_for */
+  uint64_t nfc_max_request;       /* bytes; 0: no limit */
   struct fv_vm *vms;
   struct fv_server *next;
 };
@@ -209,6 +223,7 @@ struct fv_handle {
   pthread_mutex_t lock;           /* protects outstanding */
   pthread_cond_t idle;
   unsigned outstanding;           /* accepted async requests not finished */
+  bool opened_after_outage;       /* remote: the outage had already begun */
 };
 
 struct fv_conn *fv_conn_check(VixDiskLibConnection c, enum fv_fn fn);
@@ -241,6 +256,20 @@ void call_release(struct fv_call *c);
 VixError call_end(struct fv_call *c, VixError result);
 /* Same for functions without a VixError result. */
 void call_end_void(struct fv_call *c);
+
+/* ---- emulated network faults of remote servers (outage.c) ---- */
+
+/* ConnectEx/Open on server S: VIX_OK, or the outage's code while down. */
+VixError outage_check_server(const struct fv_server *s);
+/* Remember whether H is opened after its server's outage began. */
+void outage_note_open(struct fv_handle *h);
+/* A call on H's disk: the outage's code while the server is down, and
+ * forever for a handle opened before the outage (its NFC link is gone). */
+VixError outage_check_handle(const struct fv_handle *h);
+/* A read or write of COUNT sectors over NFC: VIX_E_OUT_OF_MEMORY and an
+ * NFC error message through the warn callback when above the server's
+ * nfc_max_request. */
+VixError nfc_check_request(const struct fv_handle *h, uint64_t count);
 
 /* ---- asynchronous completion engine (async.c) ---- */
 
