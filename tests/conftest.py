@@ -56,7 +56,7 @@ class Nbdkit:
         self.pidfile = tmp_path / "nbdkit.pid"
         self.log_path = tmp_path / "calls.jsonl"
         self.stderr_path = tmp_path / "nbdkit.stderr"
-        for p in (self.pidfile, self.log_path):
+        for p in (self.pidfile, self.log_path, Path(self.socket)):
             if p.exists():
                 p.unlink()
         self.env = standin_env(tmp_path, config, env)

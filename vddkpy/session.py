@@ -9,7 +9,6 @@ finalised.
 import os
 import sys
 import threading
-import weakref
 
 from .abi import ffi
 from .calls import Vddk
@@ -51,7 +50,7 @@ class Session:
         self.open_close_lock = threading.Lock()
         self.create_pending = False     # set from create= in load()
         self.maps = SharedMaps()
-        self.disks = weakref.WeakSet()
+        self.disks = set()              # open, until close_disk
 
     @property
     def libdir(self):
@@ -92,10 +91,15 @@ class Session:
                 ffi.NULL if config is None else to_bytes(config))
 
     def shutdown(self):
-        """cleanup: no VDDK thread may call into Python after this."""
+        """cleanup: no VDDK thread may call into Python after this.
+
+        When nbdkit quits (SIGTERM) it skips the close callback of the
+        connections still open, but runs cleanup only after their threads
+        have ended; so their disks are closed here, which waits for their
+        requests and lets VDDK end the server sessions before Exit.
+        """
         for disk in list(self.disks):
-            with disk.lock:
-                self.vddk.call("Wait", "handle", disk.handle)
+            self.close_disk(disk)
         if self.initialized:
             self.vddk.call("Exit", "")
             self.initialized = False
