@@ -85,7 +85,8 @@ def block_size(disk):
 
 
 def can_flush(disk):
-    return True
+    # nbdkit passes flush on even under -r: keep it away from VDDK.
+    return not disk.readonly
 
 
 def can_fua(disk):

@@ -6,6 +6,7 @@ would lose), cleanup quiets VDDK and prints statistics before Python is
 finalised.
 """
 
+import errno
 import os
 import sys
 import threading
@@ -142,6 +143,10 @@ class Session:
     def create_if_pending(self, disk):
         """Create the local disk on the first connection (until it works)."""
         if self.create_pending:
+            if disk.readonly:
+                raise PluginError("create=true: cannot create %s on a "
+                                  "read-only connection" % self.params.file,
+                                  errno.EROFS)
             disk.create()
             self.create_pending = False
 
