@@ -67,9 +67,13 @@ def _queryable_end(size):
 
 
 def for_request(query, size, offset, count, req_one, hole_type):
-    """Extents covering [offset, offset+count), querying only that range."""
-    builder = ExtentBuilder(offset, hole_type)
+    """Extents covering [offset, offset+count), querying only that range.
+
+    VDDK answers for whole chunks, so the extents start at the chunk that
+    holds ``offset``; nbdkit drops the part before ``offset``.
+    """
     start_sector = offset // CHUNK_BYTES * MIN_CHUNK_SIZE
+    builder = ExtentBuilder(start_sector * SECTOR_SIZE, hole_type)
     end = min(offset + count, _queryable_end(size))
     while start_sector * SECTOR_SIZE < end:
         remaining = end - start_sector * SECTOR_SIZE

@@ -82,15 +82,19 @@ class Library:
 
     def __init__(self, libdir):
         self.libdir = libdir
-        first_error = None
+        first_error = present_error = None
         for path, major in candidates(libdir):
             handle = process.dlopen(to_bytes(path), RTLD_NOW)
             if handle != ffi.NULL:
                 break
             error = _dlerror()
             first_error = first_error or error
+            # A file that is there but does not load (corrupt, wrong
+            # architecture) says more than the absence of .so.9.
+            if present_error is None and os.path.exists(path):
+                present_error = error
         else:
-            raise LoadError(_not_found_message(first_error))
+            raise LoadError(_not_found_message(present_error or first_error))
         self.path = path
         self.directory = os.path.dirname(path)
         self.version = major
