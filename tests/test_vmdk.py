@@ -314,6 +314,32 @@ def test_stream_optimized_written_by_plugin_shrinks(tmp_path, libdir):
     assert image.stat().st_size < 128 * 1024
 
 
+def test_stream_optimized_rewrites_across_sessions(tmp_path, libdir):
+    """Grains may come in any order, be rewritten, and a later session
+    appends after the grains of the first (over its old footer)."""
+    image = tmp_path / "s.vmdk"
+    first = ("h.pwrite(b'A' * 100352, 0); h.flush(); "
+             "h.pwrite(b'B' * 70144, 2097152); h.pwrite(b'C' * 512, 512)")
+    second = "h.pwrite(b'D' * 4096, 3145728); h.pwrite(b'E' * 4096, 0)"
+    for i, writes in enumerate((first, second)):
+        args = ["file=%s" % image]
+        if i == 0:
+            args += ["create=true", "create-type=stream-optimized",
+                     "create-size=%d" % SIZE]
+        serve(tmp_path, libdir, args, verbose=False,
+              run="/usr/bin/python3 -c \"import nbd; h = nbd.NBD(); "
+                  "h.connect_uri('$uri'); %s\"" % writes)
+    expected = bytearray(SIZE)
+    for offset, data in ((0, b"A" * 100352), (2097152, b"B" * 70144),
+                         (512, b"C" * 512), (3145728, b"D" * 4096),
+                         (0, b"E" * 4096)):
+        expected[offset:offset + len(data)] = data
+    qemu_img("check", image)
+    assert qemu_read(tmp_path, image) == expected
+    assert read_through_plugin(tmp_path, libdir, image, readonly=True) == \
+        expected
+
+
 # ---- not a VMDK ----
 
 def test_corrupt_vmdk_fails_like_vddk(tmp_path, libdir):

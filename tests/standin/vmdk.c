@@ -130,7 +130,7 @@ static VixError open_extent(struct vmdk_link *l, const struct vmdk_desc_extent *
     return VIX_E_DISK_NOTSUPPORTED;     /* SESPARSE, VMFSRDM, ... */
   }
   e->kind = EXT_SPARSE;
-  err = sparse_open(fd, writable, &e->sp, &embedded);
+  err = sparse_open(fd, &e->sp, &embedded);
   free(embedded);
   return err;
 }
@@ -151,11 +151,11 @@ static VixError add_extents(struct vmdk_link *l)
 }
 
 /* A monolithic sparse file: the file is its own single extent. */
-static VixError open_monolithic(struct vmdk_link *l, int fd, bool writable)
+static VixError open_monolithic(struct vmdk_link *l, int fd)
 {
   char *text = NULL;
   struct vmdk_sparse *sp;
-  VixError err = sparse_open(fd, writable, &sp, &text);
+  VixError err = sparse_open(fd, &sp, &text);
 
   if (err != VIX_OK)
     return err;
@@ -211,7 +211,7 @@ static VixError load_link(struct vmdk_link *l)
   l->writable = writable;
   if (pread(fd, magic, 4, 0) == 4 &&
       (memcmp(magic, "KDMV", 4) == 0 || memcmp(magic, "COWD", 4) == 0))
-    return open_monolithic(l, fd, writable);
+    return open_monolithic(l, fd);
   return open_descriptor(l, fd);
 }
 

@@ -58,8 +58,7 @@ typedef VixError vmdk_fill_fn(void *arg, uint64_t sector, uint64_t count,
 
 /* Open the sparse extent in FD (taken over).  *DESC gets the embedded
  * descriptor text if there is one (malloc'd, else NULL). */
-VixError sparse_open(int fd, bool writable, struct vmdk_sparse **out,
-                     char **desc);
+VixError sparse_open(int fd, struct vmdk_sparse **out, char **desc);
 void sparse_close(struct vmdk_sparse *sp);
 uint64_t sparse_capacity(const struct vmdk_sparse *sp);
 bool sparse_is_stream(const struct vmdk_sparse *sp);

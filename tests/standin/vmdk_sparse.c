@@ -681,14 +681,12 @@ static struct vmdk_sparse *sparse_new(int fd)
   return sp;
 }
 
-VixError sparse_open(int fd, bool writable, struct vmdk_sparse **out,
-                     char **desc)
+VixError sparse_open(int fd, struct vmdk_sparse **out, char **desc)
 {
   unsigned char h[SECTOR];
   struct vmdk_sparse *sp = sparse_new(fd);
   VixError err;
 
-  (void)writable;
   *desc = NULL;
   if (!sp) {
     close(fd);
