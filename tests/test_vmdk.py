@@ -314,6 +314,24 @@ def test_stream_optimized_written_by_plugin_shrinks(tmp_path, libdir):
     assert image.stat().st_size < 128 * 1024
 
 
+def test_every_handle_closed_before_exit(tmp_path, libdir):
+    """A stream-optimized disk is complete only once closed: the plugin
+    closes every handle before VixDiskLib_Exit, even when nbdkit unloads
+    before a finished connection's close callback ran."""
+    image = tmp_path / "s.vmdk"
+    source = holey_source(tmp_path / "src.raw")
+    serve(tmp_path, libdir,
+          ["file=%s" % image, "create=true", "create-type=stream-optimized",
+           "create-size=%d" % SIZE],
+          run='nbdcopy %s "$uri"' % source, verbose=False)
+    names = [json.loads(line)["fn"] for line in
+             (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert names.count("Open") == names.count("Close") >= 1
+    assert names.index("Exit") > max(i for i, n in enumerate(names)
+                                     if n == "Close")
+    qemu_img("compare", "-f", "raw", "-F", "vmdk", source, image)
+
+
 def test_stream_optimized_rewrites_across_sessions(tmp_path, libdir):
     """Grains may come in any order, be rewritten, and a later session
     appends after the grains of the first (over its old footer)."""

@@ -92,10 +92,14 @@ class Session:
                 ffi.NULL if config is None else to_bytes(config))
 
     def shutdown(self):
-        """cleanup: no VDDK thread may call into Python after this."""
-        for disk in list(self.disks):
-            with disk.lock:
-                self.vddk.call("Wait", "handle", disk.handle)
+        """cleanup: no VDDK thread may call into Python after this.  nbdkit
+        may unload before a finished connection's close ran; VDDK wants
+        every disk closed before Exit (a stream-optimized disk is only
+        complete once closed), so close what is still open."""
+        with self.open_close_lock:
+            for disk in list(self.disks):
+                self.disks.discard(disk)
+                disk.close()
         if self.initialized:
             self.vddk.call("Exit", "")
             self.initialized = False
@@ -131,8 +135,8 @@ class Session:
         return disk
 
     def close_disk(self, disk):
-        self.disks.discard(disk)
         with self.open_close_lock:
+            self.disks.discard(disk)
             disk.close()
 
     def create_if_pending(self, disk):
