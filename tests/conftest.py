@@ -206,3 +206,26 @@ def random_file(path, size, seed=0):
     rng = random.Random(seed)
     path.write_bytes(rng.randbytes(size))
     return path
+
+
+def flat_vmdk(path, extent):
+    """Make ``path`` a monolithicFlat VMDK whose only extent is the existing
+    raw file ``extent`` (in the same directory), as VMware lays out a flat
+    disk: a small text descriptor naming the data file.  Returns
+    ``extent``, the file holding the disk's bytes."""
+    sectors = extent.stat().st_size // 512
+    path.write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\n"
+        "parentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n"
+        "# Extent description\nRW %d FLAT \"%s\" 0\n\n"
+        "# The Disk Data Base\n#DDB\n\nddb.adapterType = \"buslogic\"\n"
+        % (sectors, extent.name))
+    return extent
+
+
+def random_vmdk(path, size, seed=0):
+    """A flat VMDK ``path`` of ``size`` random bytes; returns the extent
+    file (NAME-flat.vmdk) that holds them."""
+    extent = random_file(path.with_name(path.stem + "-flat.vmdk"), size,
+                         seed)
+    return flat_vmdk(path, extent)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import (ROOT, TIMEOUT, assert_no_traceback, install_standin,
-                      random_file, standin_env)
+                      flat_vmdk, random_file, standin_env)
 from test_params import THUMB, server_config
 from test_thumbprint import tls_server
 
@@ -109,12 +109,12 @@ def stop(proc):
 def vcenter_disk(tmp_path):
     store = tmp_path / "datastore1"
     (store / "Fedora").mkdir(parents=True)
-    disk = store / "Fedora" / "Fedora.vmdk"
+    disk = store / "Fedora" / "Fedora-flat.vmdk"
     with open(disk, "wb") as f:            # sparse: data, hole, data
         f.write(os.urandom(3 * 1024 * 1024))
         f.seek(16 * 1024 * 1024)
         f.write(os.urandom(1024 * 1024))
-    return store, disk
+    return store, flat_vmdk(store / "Fedora" / "Fedora.vmdk", disk)
 
 
 def test_virt_v2v_command_line(tmp_path, installed, vcenter_disk):

@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from conftest import (BUILD, assert_no_traceback, install_standin,
-                      random_file, read_calls, run_nbdkit)
+                      random_file, random_vmdk, read_calls,
+                      run_nbdkit)
 
 FUNCTIONS = [
     "InitEx", "Exit", "ListTransportModes", "GetErrorText", "FreeErrorText",
@@ -210,7 +211,7 @@ def test_reexec_keeps_password_off_cmdline(tmp_path, form):
     libdir = install_standin(tmp_path / "vddk", companion=True)
     store = tmp_path / "datastore1" / "Fedora"
     store.mkdir(parents=True)
-    random_file(store / "Fedora.vmdk", 65536)
+    random_vmdk(store / "Fedora.vmdk", 65536)
     (tmp_path / "pw").write_text("sekret\n")
     fd = os.open(tmp_path / "pw", os.O_RDONLY)
     password = {"literal": "password=sekret", "fd": "password=-%d" % fd,

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, TIMEOUT, install_standin, random_file, standin_env
+from conftest import (ROOT, TIMEOUT, install_standin, random_file,
+                      random_vmdk, standin_env)
 from test_thumbprint import tls_server
 
 README = (ROOT / "README.md").read_text()
@@ -42,9 +43,9 @@ def sandbox(tmp_path_factory):
     libdir = install_standin(root / "vmware-vix-disklib-distrib",
                              layout="lib64")
     (root / "abs").mkdir()
-    random_file(root / "abs" / "file.vmdk", 2 * 1024 * 1024, seed=11)
+    random_vmdk(root / "abs" / "file.vmdk", 2 * 1024 * 1024, seed=11)
     (root / "ds" / "Fedora").mkdir(parents=True)
-    random_file(root / "ds" / "Fedora" / "Fedora.vmdk", 1024 * 1024)
+    random_vmdk(root / "ds" / "Fedora" / "Fedora.vmdk", 1024 * 1024)
     (root / "rootpw").write_text("sekret\n")
     random_file(root / "in.raw", 1024 * 1024, seed=12)
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2",
@@ -91,11 +92,11 @@ def test_readme_example(sandbox, command):
     assert "Traceback" not in result.stderr
     if "outputfile.raw" in command:
         assert (root / "outputfile.raw").read_bytes() == \
-            (root / "abs" / "file.vmdk").read_bytes()
+            (root / "abs" / "file-flat.vmdk").read_bytes()
     if "converted.qcow2" in command:
         subprocess.run(["qemu-img", "compare", "-F", "raw",
                         str(root / "converted.qcow2"),
-                        str(root / "ds" / "Fedora" / "Fedora.vmdk")],
+                        str(root / "ds" / "Fedora" / "Fedora-flat.vmdk")],
                        check=True)
     if "stats-file" in command:
         assert "VDDK function stats" in result.stderr

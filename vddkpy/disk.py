@@ -115,12 +115,16 @@ class Disk:
         self.can_extents = self._probe_extents()
 
     def close(self):
+        """Close once: shutdown may have closed it before nbdkit's close."""
         with self.lock:
+            if self.handle is None:
+                return
             code = self.vddk.call("Wait", "handle", self.handle)
             if code != VIX_OK:
                 error(str(self.vddk.error("VixDiskLib_Wait", code)))
             self.vddk.call("Close", "handle", self.handle)
             self.vddk.call("Disconnect", "connection", self.connection)
+            self.handle = None
             self._free_params()
 
     def _allocate_params(self):

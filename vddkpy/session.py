@@ -94,10 +94,12 @@ class Session:
     def shutdown(self):
         """cleanup: no VDDK thread may call into Python after this.
 
-        When nbdkit quits (SIGTERM) it skips the close callback of the
-        connections still open, but runs cleanup only after their threads
-        have ended; so their disks are closed here, which waits for their
-        requests and lets VDDK end the server sessions before Exit.
+        nbdkit may run cleanup with connections whose close callback never
+        ran: it skips close when it quits on SIGTERM (after their threads
+        have ended), and may unload before a finished connection's close.
+        VDDK wants every disk closed before Exit (its requests waited for,
+        the server session ended, a stream-optimized disk completed), so
+        what is still open is closed here.
         """
         for disk in list(self.disks):
             self.close_disk(disk)
@@ -136,8 +138,8 @@ class Session:
         return disk
 
     def close_disk(self, disk):
-        self.disks.discard(disk)
         with self.open_close_lock:
+            self.disks.discard(disk)
             disk.close()
 
     def create_if_pending(self, disk):

@@ -303,16 +303,15 @@ static VixError open_remote(const struct fv_conn *conn, const char *path,
 static VixError open_disk(struct fv_conn *conn, const char *path,
                           uint32_t flags, struct fv_handle *h)
 {
-  bool ro = flags & VIXDISKLIB_FLAG_OPEN_READ_ONLY;
   char *file = NULL;
   VixError err;
 
   if (!conn->remote)
-    return path && path[0] == '/' ? disk_open(&h->disk, path, ro)
+    return path && path[0] == '/' ? disk_open(&h->disk, path, flags)
                                   : VIX_E_INVALID_ARG;
   err = open_remote(conn, path, &file);
   if (err == VIX_OK)
-    err = disk_open(&h->disk, file, ro);
+    err = disk_open(&h->disk, file, flags);
   free(file);
   if (err != VIX_OK && fv_log_cb)
     fv_callf(fv_log_cb, "VixDiskLib: VixDiskLib_OpenEx: Cannot open disk %s. "

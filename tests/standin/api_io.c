@@ -53,7 +53,10 @@ static char *make_uuid(const char *path)
   return s;
 }
 
-static void fill_geometry(VixDiskLibInfo *info, const struct fv_config *cfg)
+/* Geometry from the disk (VMDK descriptor) or, for raw disks, derived
+ * from the capacity; config directives override either. */
+static void fill_geometry(VixDiskLibInfo *info, const struct fv_disk *d,
+                          const struct fv_config *cfg)
 {
   uint64_t cap = info->capacity;
 
@@ -61,27 +64,40 @@ static void fill_geometry(VixDiskLibInfo *info, const struct fv_config *cfg)
                                         255, 63 };
   info->physGeo = (VixDiskLibGeometry){ min_u64(cap / (16 * 63), 16383),
                                         16, 63 };
+  if (d->info.geometry_known) {
+    info->biosGeo = d->info.bios_geo;
+    info->physGeo = d->info.phys_geo;
+  }
   if (cfg->bios_geo_set)
     info->biosGeo = cfg->bios_geo;
   if (cfg->phys_geo_set)
     info->physGeo = cfg->phys_geo;
 }
 
+static char *dup_or_null(const char *s)
+{
+  return s ? strdup(s) : NULL;
+}
+
 static VixError make_info(const struct fv_handle *h, VixDiskLibInfo **out)
 {
   const struct fv_config *cfg = fv_cfg();
+  const struct fv_disk_info *di = &h->disk.info;
   VixDiskLibInfo *info = calloc(1, sizeof *info);
 
   if (!info)
     return VIX_E_OUT_OF_MEMORY;
   info->capacity = h->disk.capacity;
-  fill_geometry(info, cfg);
-  info->adapterType = cfg->adapter_type;
-  info->numLinks = cfg->num_links;
-  if (cfg->parent_hint)
-    info->parentFileNameHint = strdup(cfg->parent_hint);
+  fill_geometry(info, &h->disk, cfg);
+  info->adapterType = cfg->adapter_type_set ? cfg->adapter_type
+                                            : di->adapter_type;
+  info->numLinks = cfg->num_links_set ? cfg->num_links : di->num_links;
+  info->parentFileNameHint = dup_or_null(cfg->parent_hint ? cfg->parent_hint
+                                                          : di->parent_hint);
   if (cfg->uuid_set)
-    info->uuid = cfg->uuid ? strdup(cfg->uuid) : NULL;
+    info->uuid = dup_or_null(cfg->uuid);
+  else if (di->uuid_known)
+    info->uuid = dup_or_null(di->uuid);
   else
     info->uuid = make_uuid(h->path);
   /* The last two fields only exist in VDDK >= 7, but they are filled for

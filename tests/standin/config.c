@@ -79,10 +79,8 @@ static void set_defaults(struct fv_config *cfg)
 {
   cfg->logical_sector_size = 512;
   cfg->physical_sector_size = 512;
-  cfg->adapter_type = 2;
   cfg->transport_modes = DEFAULT_TRANSPORT_MODES;
   cfg->async_threads = 1;
-  cfg->num_links = 1;
 }
 
 static struct fv_config default_cfg;
@@ -587,10 +585,14 @@ static int parse_global(struct parser *ps, char **tok, int ntok)
     return parse_u32_arg(ps, tok, ntok, &cfg->logical_sector_size);
   if (strcmp(d, "physical_sector_size") == 0)
     return parse_u32_arg(ps, tok, ntok, &cfg->physical_sector_size);
-  if (strcmp(d, "adapter_type") == 0)
+  if (strcmp(d, "adapter_type") == 0) {
+    cfg->adapter_type_set = true;
     return parse_int_arg(ps, tok, ntok, &cfg->adapter_type);
-  if (strcmp(d, "num_links") == 0)
+  }
+  if (strcmp(d, "num_links") == 0) {
+    cfg->num_links_set = true;
     return parse_int_arg(ps, tok, ntok, &cfg->num_links);
+  }
   if (strcmp(d, "transport_modes") == 0)
     return parse_string(ps, tok, ntok, &cfg->transport_modes, true);
   if (strcmp(d, "error_text_null") == 0)

@@ -114,6 +114,7 @@ struct fv_fail {
 struct fv_config {
   uint32_t logical_sector_size;
   uint32_t physical_sector_size;
+  bool adapter_type_set;        /* else the disk's own */
   int adapter_type;
   const char *transport_modes; /* NULL means "return NULL" */
   bool error_text_null;
@@ -126,8 +127,9 @@ struct fv_config {
   VixDiskLibGeometry bios_geo, phys_geo;
   bool uuid_set;
   char *uuid;                  /* when uuid_set; NULL means NULL */
+  bool num_links_set;           /* else the disk's own */
   int num_links;
-  char *parent_hint;
+  char *parent_hint;           /* else the disk's own */
   struct fv_emit *emits[FN__COUNT];
   struct fv_fail *fails[FN__COUNT];
   uint64_t latency_us[FN__COUNT];
