@@ -12,7 +12,7 @@ import nbd
 import pytest
 
 import tally
-from conftest import assert_no_traceback, random_file
+from conftest import assert_no_traceback, random_file, random_vmdk
 from test_params import REMOTE, THUMB, server_config
 
 KiB = 1024
@@ -160,7 +160,7 @@ def test_flush_failures(tmp_path, nbdkit):
 def remote_disk(tmp_path):
     directory = tmp_path / "datastore1"
     (directory / "Fedora").mkdir(parents=True)
-    return random_file(directory / "Fedora" / "Fedora.vmdk", 4 * MiB, seed=9)
+    return random_vmdk(directory / "Fedora" / "Fedora.vmdk", 4 * MiB, seed=9)
 
 
 def remote(nbdkit, remote_disk, server_lines="", filters=(), args=()):

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import tally
-from conftest import assert_no_traceback, random_file, run_nbdkit
+from conftest import (assert_no_traceback, random_file, random_vmdk,
+                      run_nbdkit)
 from test_params import REMOTE, THUMB, server_config
 
 KiB = 1024
@@ -94,7 +95,7 @@ def test_parameter_fuzz(tmp_path, libdir, params):
 def test_careless_configuration(tmp_path, libdir, case):
     store = tmp_path / "datastore1"
     (store / "Fedora").mkdir(parents=True)
-    random_file(store / "Fedora" / "Fedora.vmdk", 64 * KiB)
+    random_vmdk(store / "Fedora" / "Fedora.vmdk", 64 * KiB)
     args = REMOTE[:2] + ["vm=moref=2", "thumbprint=%s" % THUMB,
                          "file=[datastore1] Fedora/Fedora.vmdk"]
     pw = tmp_path / "pw"
@@ -215,8 +216,8 @@ CRAFTED_NAMES = [
 def test_export_names(tmp_path, nbdkit):
     store = tmp_path / "datastore1"
     (store / "Fedora").mkdir(parents=True)
-    random_file(store / "Fedora" / "Fedora.vmdk", 64 * KiB)
-    random_file(store / "Fedora" / "Other.vmdk", 64 * KiB)
+    random_vmdk(store / "Fedora" / "Fedora.vmdk", 64 * KiB)
+    random_vmdk(store / "Fedora" / "Other.vmdk", 64 * KiB)
     server = nbdkit(*REMOTE, "thumbprint=%s" % THUMB,
                     "export=%s" % WILDCARD.decode(),
                     config=server_config(store))

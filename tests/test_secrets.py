@@ -11,7 +11,7 @@ import nbd
 import pytest
 
 from conftest import (ROOT, assert_no_traceback, install_standin,
-                      random_file, run_nbdkit)
+                      random_file, random_vmdk, run_nbdkit)
 from test_params import THUMB, server_config
 
 SECRET = "Pw-8xQ2-s3cr3t"
@@ -28,7 +28,7 @@ SERVER_OWN_LINE = "config key=password, value=%s" % SECRET
 def store(tmp_path):
     directory = tmp_path / "datastore1"
     (directory / "Fedora").mkdir(parents=True)
-    random_file(directory / "Fedora" / "Fedora.vmdk", 1024 * 1024, seed=4)
+    random_vmdk(directory / "Fedora" / "Fedora.vmdk", 1024 * 1024, seed=4)
     return directory
 
 
