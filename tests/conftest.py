@@ -17,6 +17,13 @@ STANDIN = ROOT / "tests" / "standin"
 BUILD = STANDIN / "build"
 TIMEOUT = 60
 
+# The stand-in's emulated ESXi host (see server_config) and its credentials.
+REMOTE = ["server=esxi.example.com", "user=root", "password=sekret",
+          "vm=moref=2"]
+THUMB = "B2:31:BD:DE:9F:DB:9D:E0:78:EF:30:42:8A:41:B0:28:92:93:C8:DD"
+REMOTE_DISK = "[datastore1] Fedora/Fedora.vmdk"
+REMOTE_DISK_ARGS = REMOTE + ["thumbprint=%s" % THUMB, "file=" + REMOTE_DISK]
+
 
 def pytest_sessionstart(session):
     subprocess.run(["make", "-s", "-C", str(STANDIN)], check=True)
@@ -229,3 +236,32 @@ def random_vmdk(path, size, seed=0):
     extent = random_file(path.with_name(path.stem + "-flat.vmdk"), size,
                          seed)
     return flat_vmdk(path, extent)
+
+
+def server_config(datastore, **overrides):
+    settings = {"thumbprint": THUMB, "transports": "nbdssl:nbd"}
+    settings.update(overrides)
+    return (
+        "server esxi.example.com\n"
+        "  port 443\n"
+        "  nfc_port 902\n"
+        "  thumbprint %(thumbprint)s\n"
+        "  user root sekret\n"
+        "  cookie COOKIE42 root\n"
+        "  transports %(transports)s\n"
+        "  vm moref=2\n"
+        "    datastore datastore1 %(datastore)s\n"
+        "    snapshot snapshot-1\n"
+        % dict(settings, datastore=datastore))
+
+
+def remote_disk(directory, size, seed=0):
+    """Put a disk of ``size`` random bytes at REMOTE_DISK on the stand-in's
+    ESXi host (datastore under ``directory``), reached with
+    REMOTE_DISK_ARGS over a network transport (nbdssl), where VDDK's
+    asynchronous requests overlap.  Returns (the stand-in config, the file
+    holding the disk's bytes)."""
+    datastore = directory / "datastore1"
+    (datastore / "Fedora").mkdir(parents=True, exist_ok=True)
+    data = random_vmdk(datastore / "Fedora" / "Fedora.vmdk", size, seed)
+    return server_config(datastore), data

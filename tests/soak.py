@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import nbd
 
-from conftest import Nbdkit, install_standin, random_file
+from conftest import REMOTE_DISK_ARGS, Nbdkit, install_standin, remote_disk
 from tally import rss_kib
 
 KiB = 1024
@@ -24,13 +24,12 @@ OWN_REGION = 2 * MiB
 SLOT = 64 * KiB
 SHARED_SLOTS = 32
 READ_ONLY_REGION = 2 * MiB
-# Latency in every data call, as a network transport has.
+# The disk is on the emulated ESXi host (network transport, so VDDK's
+# asynchronous requests overlap), with latency in every data call.
 STANDIN_CONFIG = """\
 async_threads 2
 latency ReadAsync 300
 latency WriteAsync 500
-latency Read 300
-latency Write 500
 latency Flush 2000
 """
 
@@ -169,10 +168,10 @@ def soak(workdir, seconds, clients=8, libdir=None, sample_every=1.0):
     """Run the soak in ``workdir``; returns a SoakResult."""
     libdir = libdir or install_standin(workdir / "vddk")
     layout = Layout(clients)
-    disk = random_file(workdir / "soak.raw", layout.size, seed=99)
+    config, disk = remote_disk(workdir, layout.size, seed=99)
     model = Model(disk.read_bytes(), layout)
-    server = Nbdkit(workdir, libdir, ["file=%s" % disk],
-                    config=STANDIN_CONFIG, verbose=False).start()
+    server = Nbdkit(workdir, libdir, REMOTE_DISK_ARGS,
+                    config=STANDIN_CONFIG + config, verbose=False).start()
     result = SoakResult(warmup_seconds=min(10.0, seconds / 4))
     try:
         started = time.monotonic()

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from conftest import (ROOT, TIMEOUT, assert_no_traceback, install_standin,
-                      flat_vmdk, random_file, standin_env)
-from test_params import THUMB, server_config
+from conftest import (ROOT, THUMB, TIMEOUT, assert_no_traceback,
+                      flat_vmdk, install_standin, random_file, server_config,
+                      standin_env)
 from test_thumbprint import tls_server
 
 PLUGINDIR = subprocess.run(["nbdkit", "--dump-config"], capture_output=True,

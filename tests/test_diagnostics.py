@@ -3,13 +3,12 @@
 import json
 import os
 import re
-import subprocess
 
 import pytest
 
-from conftest import (BUILD, assert_no_traceback, install_standin,
-                      random_file, random_vmdk, read_calls,
-                      run_nbdkit)
+from conftest import (REMOTE, REMOTE_DISK_ARGS, THUMB, assert_no_traceback,
+                      install_standin, random_file, random_vmdk, read_calls,
+                      remote_disk, run_nbdkit, server_config)
 
 FUNCTIONS = [
     "InitEx", "Exit", "ListTransportModes", "GetErrorText", "FreeErrorText",
@@ -54,17 +53,16 @@ def test_stats_table_every_spelling(tmp_path, libdir, spelling):
     usecs = [r[0] for r in rows.values()]
     assert usecs == sorted(usecs, reverse=True) and min(usecs) > 0
     logged = read_calls(tmp_path / "calls.jsonl")
-    for name in ("ReadAsync", "WriteAsync", "GetInfo", "Open", "Close",
+    # A local disk uses the file transport: synchronous Read and Write.
+    for name in ("Read", "Write", "GetInfo", "Open", "Close",
                  "ConnectEx", "Disconnect", "InitEx", "Exit"):
         count = len([c for c in logged if c["fn"] == name])
         assert count and rows[name][1] == count, (name, rows.get(name))
-    for name in ("ReadAsync", "WriteAsync"):
+    for name in ("Read", "Write"):
         nbytes = sum(c["count"] * 512 for c in logged if c["fn"] == name)
         assert rows[name][2] == nbytes == 4 * 1024 * 1024
     # -D vddk.datapath=0 silences exactly the datapath lines.
-    assert not any("VixDiskLib_ReadAsync" in m or "VixDiskLib_WriteAsync" in m
-                   or re.match(r"command \d+ \(\w+\) completed", m)
-                   for m in messages)
+    assert not any(re.search(r"VixDiskLib_(Read|Write)", m) for m in messages)
     assert "VDDK call: VixDiskLib_Open (connection, %s, 0, &handle)" % disk \
         in messages
 
@@ -81,15 +79,27 @@ def test_first_flag_wins(tmp_path, libdir):
     assert "VDDK function stats" not in off.stderr
 
 
-def test_datapath_lines_by_default(tmp_path, libdir):
-    disk = random_file(tmp_path / "disk.raw", 65536)
+def datapath_messages(tmp_path, libdir, args, config=None):
     script = ("import nbd; h = nbd.NBD(); h.connect_uri('%s'); "
               "h.pwrite(b'x' * 1024, 512); h.pread(1024, 512)")
-    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk],
-                        run='/usr/bin/python3 -c "%s"'
-                        % (script % "$uri"))
+    result = run_nbdkit(tmp_path, libdir, args, config=config,
+                        run='/usr/bin/python3 -c "%s"' % (script % "$uri"))
     assert result.returncode == 0, result.stderr
-    messages = debug_messages(result.stderr)
+    return debug_messages(result.stderr)
+
+
+def test_datapath_lines_by_default(tmp_path, libdir):
+    disk = random_file(tmp_path / "disk.raw", 65536)
+    messages = datapath_messages(tmp_path, libdir, ["file=%s" % disk])
+    assert ("VDDK call: VixDiskLib_Write (handle, 1 sectors, 2 sectors, "
+            "buffer)") in messages
+    assert ("VDDK call: VixDiskLib_Read (handle, 1 sectors, 2 sectors, "
+            "buffer)") in messages
+
+
+def test_datapath_lines_of_asynchronous_requests(tmp_path, libdir):
+    config, _ = remote_disk(tmp_path, 65536)
+    messages = datapath_messages(tmp_path, libdir, REMOTE_DISK_ARGS, config)
     assert ("VDDK call: VixDiskLib_WriteAsync (handle, 1 sectors, 2 sectors, "
             "buffer, callback, 3)") in messages
     assert "command 3 (write) completed" in messages
@@ -99,12 +109,12 @@ def test_datapath_lines_by_default(tmp_path, libdir):
 
 
 def test_stats_file_json(tmp_path, libdir):
-    disk = tmp_path / "disk.raw"
-    disk.write_bytes(bytes(4 * 1024 * 1024))
+    config, _ = remote_disk(tmp_path, 4 * 1024 * 1024)
     stats = tmp_path / "stats.json"
     result = run_nbdkit(tmp_path, libdir,
-                        ["file=%s" % disk, "stats-file=%s" % stats],
-                        run=copy_workload(tmp_path), verbose=False)
+                        REMOTE_DISK_ARGS + ["stats-file=%s" % stats],
+                        config=config, run=copy_workload(tmp_path),
+                        verbose=False)
     assert result.returncode == 0, result.stderr
     data = json.loads(stats.read_text())["functions"]
     logged = read_calls(tmp_path / "calls.jsonl")
@@ -207,7 +217,6 @@ def test_no_reexec_when_already_in_path(tmp_path):
 
 @pytest.mark.parametrize("form", ["literal", "fd", "file"])
 def test_reexec_keeps_password_off_cmdline(tmp_path, form):
-    from test_params import REMOTE, THUMB, server_config
     libdir = install_standin(tmp_path / "vddk", companion=True)
     store = tmp_path / "datastore1" / "Fedora"
     store.mkdir(parents=True)

@@ -12,12 +12,12 @@ import nbd
 import pytest
 
 import tally
-from conftest import assert_no_traceback, random_file, random_vmdk
-from test_params import REMOTE, THUMB, server_config
+from conftest import (REMOTE_DISK, REMOTE_DISK_ARGS, assert_no_traceback,
+                      random_file, remote_disk as make_remote_disk,
+                      server_config)
 
 KiB = 1024
 MiB = 1024 * KiB
-DISK_PATH = "[datastore1] Fedora/Fedora.vmdk"
 
 # Whichever call the plugin uses for data (async or not), failing both
 # covers it; the error line names the call or, for a failure delivered to
@@ -158,15 +158,13 @@ def test_flush_failures(tmp_path, nbdkit):
 
 @pytest.fixture
 def remote_disk(tmp_path):
-    directory = tmp_path / "datastore1"
-    (directory / "Fedora").mkdir(parents=True)
-    return random_vmdk(directory / "Fedora" / "Fedora.vmdk", 4 * MiB, seed=9)
+    """The file holding a 4 MiB disk's bytes on the stand-in's ESXi host."""
+    return make_remote_disk(tmp_path, 4 * MiB, seed=9)[1]
 
 
 def remote(nbdkit, remote_disk, server_lines="", filters=(), args=()):
     config = server_config(remote_disk.parent.parent) + server_lines
-    return nbdkit(*REMOTE, "thumbprint=%s" % THUMB, "file=" + DISK_PATH,
-                  *args, options=list(filters), config=config)
+    return nbdkit(*REMOTE_DISK_ARGS, *args, options=list(filters), config=config)
 
 
 def test_nfc_out_of_memory(tmp_path, nbdkit, remote_disk):
@@ -207,7 +205,7 @@ def test_outage_at_connect_and_open(tmp_path, nbdkit, remote_disk):
     h.shutdown()
     assert server.stop() == 0
     assert plugin_errors(server.stderr) == [
-        "VixDiskLib_Open: %s: %s" % (DISK_PATH, TEXT[14014]),
+        "VixDiskLib_Open: %s: %s" % (REMOTE_DISK, TEXT[14014]),
         "VixDiskLib_ConnectEx: " + TEXT[14014]]
     assert_no_traceback(server.stderr)
     survived(2)

@@ -16,9 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import tally
-from conftest import (assert_no_traceback, random_file, random_vmdk,
-                      run_nbdkit)
-from test_params import REMOTE, THUMB, server_config
+from conftest import (REMOTE, THUMB, assert_no_traceback, random_file,
+                      random_vmdk, run_nbdkit, server_config)
 
 KiB = 1024
 # The same examples every run, and no example database left behind.

@@ -6,11 +6,8 @@ import subprocess
 import nbd
 import pytest
 
-from conftest import assert_no_traceback, random_file, random_vmdk, run_nbdkit
-
-REMOTE = ["server=esxi.example.com", "user=root", "password=sekret",
-          "vm=moref=2"]
-THUMB = "B2:31:BD:DE:9F:DB:9D:E0:78:EF:30:42:8A:41:B0:28:92:93:C8:DD"
+from conftest import (REMOTE, THUMB, assert_no_traceback, random_file,
+                      random_vmdk, run_nbdkit, server_config)
 
 
 def config_error(tmp_path, libdir, args, env=None):
@@ -236,23 +233,6 @@ def test_create_defaults_and_existing_file(tmp_path, libdir):
     # A failed create is tried again by the next connection.
     assert second["path"] == str(existing)
     assert calls(tmp_path, "Open") == []
-
-
-def server_config(datastore, **overrides):
-    settings = {"thumbprint": THUMB, "transports": "nbdssl:nbd"}
-    settings.update(overrides)
-    return (
-        "server esxi.example.com\n"
-        "  port 443\n"
-        "  nfc_port 902\n"
-        "  thumbprint %(thumbprint)s\n"
-        "  user root sekret\n"
-        "  cookie COOKIE42 root\n"
-        "  transports %(transports)s\n"
-        "  vm moref=2\n"
-        "    datastore datastore1 %(datastore)s\n"
-        "    snapshot snapshot-1\n"
-        % dict(settings, datastore=datastore))
 
 
 @pytest.fixture

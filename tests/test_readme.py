@@ -5,7 +5,6 @@ to the stand-in, /absolute/path/to to a directory of test disks, the
 example servers to servers the stand-in emulates.
 """
 
-import os
 import re
 import subprocess
 

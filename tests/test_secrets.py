@@ -11,11 +11,10 @@ import nbd
 import pytest
 
 from conftest import (ROOT, assert_no_traceback, install_standin,
-                      random_file, random_vmdk, run_nbdkit)
-from test_params import THUMB, server_config
+                      REMOTE_DISK, THUMB, random_file, random_vmdk,
+                      run_nbdkit, server_config)
 
 SECRET = "Pw-8xQ2-s3cr3t"
-DISK_PATH = "[datastore1] Fedora/Fedora.vmdk"
 EVERY_DEBUG_FLAG = ["-D", "vddk.diskinfo=1", "-D", "vddk.stats=1",
                     "-D", "vddk.extents=1", "-D", "vddk.datapath=1"]
 # nbdkit itself logs each key=value at -v before any plugin code runs, so
@@ -50,7 +49,7 @@ def password_argument(tmp_path, form):
 
 def remote_args(password):
     return ["server=esxi.example.com", "user=root", password, "vm=moref=2",
-            "thumbprint=%s" % THUMB, "file=" + DISK_PATH]
+            "thumbprint=%s" % THUMB, "file=" + REMOTE_DISK]
 
 
 def assert_secret_hidden(text, form):

@@ -73,7 +73,10 @@ def open(readonly):
 
 
 def close(disk):
-    session.close_disk(disk)
+    try:
+        session.close_disk(disk)
+    finally:
+        disk.thread_states.release()
 
 
 def get_size(disk):
@@ -98,16 +101,20 @@ def can_extents(disk):
 
 
 def pread(disk, buf, offset, flags):
+    disk.thread_states.keep_current()
     disk.pread(buf, offset)
 
 
 def pwrite(disk, buf, offset, flags):
+    disk.thread_states.keep_current()
     disk.pwrite(buf, offset, flags & nbdkit.FLAG_FUA)
 
 
 def flush(disk, flags):
+    disk.thread_states.keep_current()
     disk.flush()
 
 
 def extents(disk, count, offset, flags):
+    disk.thread_states.keep_current()
     return disk.extents(offset, count, flags & nbdkit.FLAG_REQ_ONE)

@@ -35,13 +35,23 @@ class Vddk:
         return name in self.functions
 
     def call(self, name, args_text, *args, nbytes=0):
-        """Call VixDiskLib_NAME(*args); ``args_text`` is for the debug line."""
+        """Call VixDiskLib_NAME(*args).
+
+        ``args_text`` is for the debug line: a string, or on the data path a
+        function returning it, so that nothing is formatted untraced.
+        """
         if self._traced[name]:
+            if callable(args_text):
+                args_text = args_text()
             debug("VDDK call: VixDiskLib_%s (%s)" % (name, args_text))
         if self.stats is None:
             return self.functions[name](*args)
+        return self.timed(name, nbytes, self.functions[name], *args)
+
+    def timed(self, name, nbytes, function, *args):
+        """function(*args), its time and ``nbytes`` added to name's row."""
         start = time.monotonic_ns()
-        result = self.functions[name](*args)
+        result = function(*args)
         self.stats.add(name, (time.monotonic_ns() - start) // 1000, nbytes)
         return result
 

@@ -54,9 +54,10 @@ def _scan(query, start_sector, nr_sectors, builder):
     for offset, length in query(start_sector, nr_sectors):
         block_start = offset * SECTOR_SIZE
         block_end = block_start + length * SECTOR_SIZE
-        debug("QueryAllocatedBlocks returned allocated block at %d-%d "
-              "(length %d)" % (block_start, block_end - 1,
-                               block_end - block_start))
+        if debug_flags.verbose:
+            debug("QueryAllocatedBlocks returned allocated block at %d-%d "
+                  "(length %d)" % (block_start, block_end - 1,
+                                   block_end - block_start))
         builder.add(block_start, is_hole=True)
         builder.add(block_end, is_hole=False)
     builder.add((start_sector + nr_sectors) * SECTOR_SIZE, is_hole=True)
