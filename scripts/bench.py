@@ -11,7 +11,10 @@ a Unix socket in the work directory.  The servers are
 
 where STANDIN is a temporary directory holding the project's VDDK stand-in
 (tests/standin/build/libvixDiskLib.so) as libvixDiskLib.so.8.  Both vddk
-servers therefore talk to the same library; only the plugin differs.
+servers therefore talk to the same library; only the plugin differs.  In
+the -lat1ms cases both vddk servers reach the same file as
+file=[bench] NAME on the stand-in's emulated ESXi host (nbdssl transport),
+as a migration does, so that VDDK's asynchronous requests overlap.
 
 Each case is warmed up once, then run --repeat times (default 5), the
 servers of a case taking turns within each repetition; the table shows the
@@ -55,8 +58,21 @@ GiB = 1024 * MiB
 START_TIMEOUT = 60
 RUN_TIMEOUT = 1800
 THREADS = 16
-LATENCY_CONFIG = "# every ReadAsync/WriteAsync completes 1 ms after submission\n" \
-                 "async_delay_us 1000\n"
+# The latency cases serve the disk from the stand-in's emulated ESXi host
+# (a network transport, where VDDK's asynchronous requests overlap, unlike
+# the file transport of a local disk); every ReadAsync/WriteAsync there
+# completes 1 ms after submission.
+ESXI_ARGS = ["server=esxi.bench", "user=root", "password=bench",
+             "vm=moref=1", "thumbprint=00:11"]
+
+
+def latency_config(disk):
+    return ("async_delay_us 1000\n"
+            "server esxi.bench\n"
+            "  thumbprint 00:11\n"
+            "  user root bench\n"
+            "  vm moref=1\n"
+            "    datastore bench %s\n" % Path(disk).parent)
 SERVER_NAMES = ("vddkpy", "file", "c-vddk")
 VDDK_KINDS = ("vddkpy", "c-vddk")
 
@@ -84,7 +100,7 @@ class Server:
     counter = 0
 
     def __init__(self, kind, disk, ctx, readonly=False, config=None,
-                 calllog=False):
+                 calllog=False, remote=False):
         Server.counter += 1
         self.kind = kind
         self.ctx = ctx
@@ -109,15 +125,17 @@ class Server:
         if readonly:
             cmd.append("-r")
         if kind == "vddkpy":
-            cmd += ["python", str(PLUGIN), "libdir=%s" % ctx.standin,
-                    "file=%s" % disk]
-        elif kind == "file":
-            cmd += ["file", "file=%s" % disk]
+            cmd += ["python", str(PLUGIN), "libdir=%s" % ctx.standin]
         elif kind == "c-vddk":
-            cmd += [str(ctx.c_plugin), "libdir=%s" % ctx.standin,
-                    "file=%s" % disk]
-        else:
+            cmd += [str(ctx.c_plugin), "libdir=%s" % ctx.standin]
+        elif kind != "file":
             raise ValueError(kind)
+        if kind == "file":
+            cmd += ["file", "file=%s" % disk]
+        elif remote:
+            cmd += ESXI_ARGS + ["file=[bench] %s" % Path(disk).name]
+        else:
+            cmd.append("file=%s" % disk)
         self.command = cmd
         self.proc = None
         self.pid = None
@@ -684,14 +702,15 @@ def stop_group(servers):
         s.stop()
 
 
-def probe_copy(ctx, cases, kinds, disk, config, commands):
+def probe_copy(ctx, cases, kinds, disk, config, commands, remote=False):
     """One logged run of each copy command on each vddk server: what the
     stand-in saw (request sizes, requests in flight, QueryAllocatedBlocks).
     Also warms the page cache.  commands: {case: fn(uri) -> argv}."""
     result = {}
     vddk = [k for k in kinds if k in VDDK_KINDS]
     for kind in vddk:
-        s = make_server(ctx, kind, disk, config=config, calllog=True)
+        s = make_server(ctx, kind, disk, config=config, calllog=True,
+                        remote=remote)
         try:
             s.start()
         except BenchError as e:
@@ -754,8 +773,10 @@ def bench_copies(ctx, all_cases):
     if lat:
         kinds = [k for k in ctx.kinds if k in VDDK_KINDS]
         log("== reads with 1 ms latency (%s)" % ", ".join(kinds))
-        probe_copy(ctx, lat, kinds, data, LATENCY_CONFIG, read_cmds)
-        servers = start_group(ctx, lat, kinds, data, config=LATENCY_CONFIG)
+        config = latency_config(data)
+        probe_copy(ctx, lat, kinds, data, config, read_cmds, remote=True)
+        servers = start_group(ctx, lat, kinds, data, config=config,
+                              remote=True)
         try:
             for case in lat:
                 group = {k: s for k, s in servers.items() if k in case.servers}
@@ -919,8 +940,9 @@ def bench_rss(ctx, all_cases):
 def define_cases(ctx):
     vd = [k for k in ctx.kinds if k in VDDK_KINDS]
     everyone = list(ctx.kinds)
-    lat = "stand-in async_delay_us 1000: each ReadAsync completes 1 ms " \
-          "after submission, overlapping"
+    lat = "the disk on the stand-in's emulated ESXi host (nbdssl transport); " \
+          "async_delay_us 1000: each ReadAsync completes 1 ms after " \
+          "submission, overlapping"
     conns = ("nbdcopy opens 4 connections when the server offers "
              "multi-conn (file does, vddk does not), else 1")
     cases = [
