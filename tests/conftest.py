@@ -265,3 +265,15 @@ def remote_disk(directory, size, seed=0):
     (datastore / "Fedora").mkdir(parents=True, exist_ok=True)
     data = random_vmdk(datastore / "Fedora" / "Fedora.vmdk", size, seed)
     return server_config(datastore), data
+
+
+def some_disk(tmp_path, where, size, seed=0):
+    """(plugin args, stand-in config, file holding the bytes) of a disk of
+    ``size`` random bytes: "local" is a raw file (VDDK's file transport,
+    synchronous Read/Write), "remote" is on the stand-in's ESXi host
+    (a network transport: ReadAsync/WriteAsync)."""
+    if where == "local":
+        disk = random_file(tmp_path / "disk.raw", size, seed)
+        return ["file=%s" % disk], "", disk
+    config, disk = remote_disk(tmp_path, size, seed)
+    return REMOTE_DISK_ARGS, config, disk

@@ -6,9 +6,10 @@ import subprocess
 import time
 
 import nbd
+import pytest
 
 import tally
-from conftest import TIMEOUT, assert_no_traceback, random_file
+from conftest import TIMEOUT, assert_no_traceback, random_file, some_disk
 
 MiB = 1024 * 1024
 # Slow writes: a write acknowledged before VDDK finished it would be lost.
@@ -23,10 +24,10 @@ def wait_for_any_call(server, names):
         time.sleep(0.01)
 
 
-def test_acknowledged_writes_survive_sigkill(tmp_path, nbdkit):
-    disk = tmp_path / "disk.raw"
-    disk.write_bytes(bytes(MiB))
-    server = nbdkit("file=%s" % disk, config=SLOW_WRITES)
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_acknowledged_writes_survive_sigkill(tmp_path, nbdkit, where):
+    args, standin, disk = some_disk(tmp_path, where, MiB)
+    server = nbdkit(*args, config=SLOW_WRITES + standin)
     h = server.connect()
     h.pwrite(b"F" * 4096, 0, nbd.CMD_FLAG_FUA)
     for i in range(1, 9):
@@ -53,11 +54,11 @@ def completed_writes(calls):
     return [(c["start"], c["count"]) for c in done]
 
 
-def test_sigterm_in_the_middle_of_a_copy(tmp_path, nbdkit):
-    disk = tmp_path / "disk.raw"
-    disk.write_bytes(bytes(32 * MiB))
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_sigterm_in_the_middle_of_a_copy(tmp_path, nbdkit, where):
+    args, standin, disk = some_disk(tmp_path, where, 32 * MiB)
     source = random_file(tmp_path / "source.raw", 32 * MiB, seed=12)
-    server = nbdkit("file=%s" % disk, config=SLOW_WRITES,
+    server = nbdkit(*args, config=SLOW_WRITES + standin,
                     options=["-D", "vddk.stats=1"])
     copy = subprocess.Popen(["nbdcopy", str(source), server.uri],
                             stderr=subprocess.DEVNULL)
@@ -76,6 +77,7 @@ def test_sigterm_in_the_middle_of_a_copy(tmp_path, nbdkit):
                 and c["result"] == 25000]
     finished = [c for c in calls if c["fn"] == "AsyncDone"]
     assert len(finished) == len(accepted)
+    assert accepted if where == "remote" else not accepted
     # The connection nbdkit left open was closed before Exit.
     assert names.count("Close") == names.count("Open") == 1
     assert names.count("Disconnect") == 1

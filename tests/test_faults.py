@@ -14,7 +14,7 @@ import pytest
 import tally
 from conftest import (REMOTE_DISK, REMOTE_DISK_ARGS, assert_no_traceback,
                       random_file, remote_disk as make_remote_disk,
-                      server_config)
+                      server_config, some_disk)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -26,6 +26,13 @@ READ_PREFIX = (r"(?:VixDiskLib_ReadAsync|VixDiskLib_Read"
                r"|command \d+: asynchronous read failed)")
 WRITE_PREFIX = (r"(?:VixDiskLib_WriteAsync|VixDiskLib_Write"
                 r"|command \d+: asynchronous write failed)")
+
+
+def failure_prefix(kind, where, delivery):
+    """What the error line of a failed Read/Write says failed."""
+    if delivery == "callback":
+        return r"command \d+: asynchronous %s failed" % kind.lower()
+    return "VixDiskLib_%s%s" % (kind, "Async" if where == "remote" else "")
 
 TEXT = {
     1: "Unknown error",
@@ -81,13 +88,25 @@ def expect_failure(errnum, request, *args):
     assert failure.value.errnum == errnum, failure.value
 
 
-@pytest.mark.parametrize("delivery", ["submit", "callback"])
-def test_read_failures_map_to_errno(tmp_path, nbdkit, delivery):
-    disk = random_file(tmp_path / "disk.raw", MiB)
-    data = disk.read_bytes()
+# A local disk is on the file transport (synchronous Read/Write); a disk on
+# the ESXi host uses ReadAsync/WriteAsync, which can fail at submission or
+# in the completion callback.
+DELIVERIES = [("local", "submit"), ("remote", "submit"),
+              ("remote", "callback")]
+
+
+def serve_faulty_disk(tmp_path, nbdkit, where, config):
+    """(server, file holding the disk's bytes) of a 1 MiB disk."""
+    args, standin, disk = some_disk(tmp_path, where, MiB)
+    return nbdkit(*args, config=config + standin), disk
+
+
+@pytest.mark.parametrize("where,delivery", DELIVERIES)
+def test_read_failures_map_to_errno(tmp_path, nbdkit, where, delivery):
     codes = [code for code, _ in READ_FAULTS]
-    server = nbdkit("file=%s" % disk,
-                    config=data_faults("Read", codes, 3, delivery))
+    server, disk = serve_faulty_disk(
+        tmp_path, nbdkit, where, data_faults("Read", codes, 3, delivery))
+    data = disk.read_bytes()
     failing, other = server.connect(), server.connect()
     for i, (code, errnum) in enumerate(READ_FAULTS):
         offset = i * 8 * KiB
@@ -101,19 +120,19 @@ def test_read_failures_map_to_errno(tmp_path, nbdkit, delivery):
     lines = plugin_errors(server.stderr)
     assert len(lines) == len(READ_FAULTS), server.stderr
     for line, (code, _) in zip(lines, READ_FAULTS):
-        assert re.fullmatch(READ_PREFIX + ": " + re.escape(
-            TEXT[code & 0xFFFF]), line), line
+        expected = failure_prefix("Read", where, delivery)
+        assert re.fullmatch(expected + ": " + re.escape(TEXT[code & 0xFFFF]),
+                            line), line
     assert_no_traceback(server.stderr)
     survived(len(READ_FAULTS))
 
 
-@pytest.mark.parametrize("delivery", ["submit", "callback"])
-def test_write_failures_map_to_errno(tmp_path, nbdkit, delivery):
-    disk = random_file(tmp_path / "disk.raw", MiB)
-    original = disk.read_bytes()
+@pytest.mark.parametrize("where,delivery", DELIVERIES)
+def test_write_failures_map_to_errno(tmp_path, nbdkit, where, delivery):
     codes = [code for code, _ in WRITE_FAULTS]
-    server = nbdkit("file=%s" % disk,
-                    config=data_faults("Write", codes, 2, delivery))
+    server, disk = serve_faulty_disk(
+        tmp_path, nbdkit, where, data_faults("Write", codes, 2, delivery))
+    original = disk.read_bytes()
     failing, other = server.connect(), server.connect()
     for i, (code, errnum) in enumerate(WRITE_FAULTS):
         offset, block = i * 8 * KiB, bytes([i + 1]) * 8 * KiB
@@ -128,8 +147,9 @@ def test_write_failures_map_to_errno(tmp_path, nbdkit, delivery):
     lines = plugin_errors(server.stderr)
     assert len(lines) == len(WRITE_FAULTS), server.stderr
     for line, (code, _) in zip(lines, WRITE_FAULTS):
-        assert re.fullmatch(WRITE_PREFIX + ": " + re.escape(
-            TEXT[code & 0xFFFF]), line), line
+        expected = failure_prefix("Write", where, delivery)
+        assert re.fullmatch(expected + ": " + re.escape(TEXT[code & 0xFFFF]),
+                            line), line
     assert_no_traceback(server.stderr)
     survived(len(WRITE_FAULTS))
 
