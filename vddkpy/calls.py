@@ -46,12 +46,8 @@ class Vddk:
             debug("VDDK call: VixDiskLib_%s (%s)" % (name, args_text))
         if self.stats is None:
             return self.functions[name](*args)
-        return self.timed(name, nbytes, self.functions[name], *args)
-
-    def timed(self, name, nbytes, function, *args):
-        """function(*args), its time and ``nbytes`` added to name's row."""
         start = time.monotonic_ns()
-        result = function(*args)
+        result = self.functions[name](*args)
         self.stats.add(name, (time.monotonic_ns() - start) // 1000, nbytes)
         return result
 

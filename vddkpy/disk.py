@@ -96,7 +96,7 @@ class Disk:
         self.commands = itertools.count()   # upstream's command ids
         self._keep = []                     # C strings VDDK may point to
         self.connect_params = self.connection = self.handle = None
-        self.transport = None
+        self.synchronous = False            # Read/Write, not the async ones
         self.size = self.logical_sector = self.physical_sector = 0
         self.can_extents = False            # the probe's answer
         self._block_list = ffi.new("VixDiskLibBlockList **")
@@ -118,9 +118,11 @@ class Disk:
         except BaseException:
             self._free_params()
             raise
-        self.transport = c_string(self.vddk.call("GetTransportMode",
-                                                 "handle", self.handle))
-        debug("transport mode: %s" % _or_null(self.transport))
+        transport = c_string(self.vddk.call("GetTransportMode", "handle",
+                                            self.handle))
+        debug("transport mode: %s" % _or_null(transport))
+        # The file transport does its I/O before returning anyway.
+        self.synchronous = transport == "file"
 
     def start(self):
         """Per-connection facts, read once (outside the open/close lock)."""
@@ -268,38 +270,32 @@ class Disk:
     def pread(self, buf, offset):
         if (offset | len(buf)) % SECTOR_SIZE:
             raise PluginError("read is not aligned to sectors", errno.EINVAL)
-        buffer = ffi.from_buffer("uint8_t[]", buf, require_writable=True)
-        if self.transport == "file":
-            self._synchronous("Read", buffer, offset, len(buf))
-        else:
-            self._asynchronous("ReadAsync", buffer, offset, len(buf))
+        self._transfer("Read", ffi.from_buffer("uint8_t[]", buf,
+                                               require_writable=True),
+                       offset, len(buf))
 
     def pwrite(self, buf, offset, fua):
         if (offset | len(buf)) % SECTOR_SIZE:
             raise PluginError("write is not aligned to sectors", errno.EINVAL)
-        buffer = ffi.from_buffer("uint8_t[]", buf)
-        if self.transport == "file":
-            self._synchronous("Write", buffer, offset, len(buf))
-        else:
-            self._asynchronous("WriteAsync", buffer, offset, len(buf))
+        self._transfer("Write", ffi.from_buffer("uint8_t[]", buf), offset,
+                       len(buf))
         if fua:
             self.flush()
+
+    def _transfer(self, kind, buffer, offset, count):
+        """Read or Write (``kind``) ``count`` bytes at ``offset``."""
+        if self.synchronous:
+            self._synchronous(kind, buffer, offset, count)
+        else:
+            self._asynchronous(kind + "Async", buffer, offset, count)
 
     def _synchronous(self, name, buffer, offset, count):
         next(self.commands)
         start, sectors = offset // SECTOR_SIZE, count // SECTOR_SIZE
-        if debug_flags.datapath:
-            debug("VDDK call: VixDiskLib_%s (handle, %d sectors, %d sectors, "
-                  "buffer)" % (name, start, sectors))
-        function = self.vddk.functions[name]
         with self.lock:
-            if self.vddk.stats is None:
-                code = function(self.handle, start, sectors, buffer)
-            else:
-                code = self.vddk.timed(name, count, function, self.handle,
-                                       start, sectors, buffer)
-        if code != VIX_OK:
-            raise self.vddk.error("VixDiskLib_" + name, code)
+            self.vddk.check(name, lambda: "handle, %d sectors, %d sectors, "
+                            "buffer" % (start, sectors),
+                            self.handle, start, sectors, buffer, nbytes=count)
 
     def _asynchronous(self, name, buffer, offset, count):
         command = next(self.commands)

@@ -103,10 +103,16 @@ def _set_aside(path, force):
     os.rename(path, path + SAVED_SUFFIX)
 
 
-def install(name, force):
+def _locations(name):
+    """(nbdkit, its plugin directory, the path of plugin NAME's script)."""
     nbdkit = _nbdkit_path()
     plugindir = _plugindir(nbdkit)
-    script = os.path.join(plugindir, "nbdkit-%s-plugin" % name)
+    return nbdkit, plugindir, os.path.join(plugindir,
+                                           "nbdkit-%s-plugin" % name)
+
+
+def install(name, force):
+    nbdkit, _, script = _locations(name)
     c_plugin = script + ".so"
     _set_aside(c_plugin, force)     # nbdkit would load the .so first
     _set_aside(script, force)
@@ -124,9 +130,7 @@ def install(name, force):
 
 
 def uninstall(name):
-    nbdkit = _nbdkit_path()
-    plugindir = _plugindir(nbdkit)
-    script = os.path.join(plugindir, "nbdkit-%s-plugin" % name)
+    nbdkit, plugindir, script = _locations(name)
     if not _ours(script):
         raise InstallError("%s is not installed by vddkpy" % script)
     os.unlink(script)
