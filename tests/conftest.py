@@ -1,6 +1,7 @@
 """Fixtures: the VDDK stand-in installed as a VDDK distribution, and nbdkit
 running the plugin against it, observed through real NBD clients."""
 
+import atexit
 import functools
 import json
 import os
@@ -8,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,18 +30,21 @@ REMOTE_DISK = "[datastore1] Fedora/Fedora.vmdk"
 REMOTE_DISK_ARGS = REMOTE + ["thumbprint=%s" % THUMB, "file=" + REMOTE_DISK]
 
 
-def _use_nbdkit_from_environment():
-    """$NBDKIT, when set, names the nbdkit under test: it is put first on
-    PATH (as "nbdkit"), so every test and every shell snippet runs it."""
-    chosen = os.environ.get("NBDKIT")
-    if not chosen:
-        return
-    bindir = tempfile.mkdtemp(prefix="vddkpy-nbdkit-")
-    os.symlink(os.path.abspath(chosen), os.path.join(bindir, "nbdkit"))
+def _put_tools_first_on_path():
+    """Every test and shell snippet finds, first on PATH, "python3" as the
+    Python running the tests (the one nbdkit embeds, holding libnbd's
+    module for nbdsh) and, when $NBDKIT is set, "nbdkit" as the server
+    under test (otherwise the nbdkit already first on PATH is)."""
+    bindir = tempfile.mkdtemp(prefix="vddkpy-tests-bin-")
+    atexit.register(shutil.rmtree, bindir, True)
+    os.symlink(sys.executable, os.path.join(bindir, "python3"))
+    if os.environ.get("NBDKIT"):
+        os.symlink(os.path.abspath(os.environ["NBDKIT"]),
+                   os.path.join(bindir, "nbdkit"))
     os.environ["PATH"] = bindir + os.pathsep + os.environ["PATH"]
 
 
-_use_nbdkit_from_environment()
+_put_tools_first_on_path()
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,6 +100,15 @@ def install_standin(libdir, version=8, layout="flat", variant="",
     if companion:
         shutil.copy(BUILD / "libfakevddk-companion.so", target)
     return Path(libdir)
+
+
+@pytest.fixture(scope="session")
+def private_system():
+    """Tests that install plugins run only where installing cannot change
+    the machine: inside tests/private-system.sh (scripts/test.sh)."""
+    if not os.environ.get("VDDKPY_PRIVATE_SYSTEM"):
+        pytest.skip("installs into nbdkit's plugin directory: run through "
+                    "tests/private-system.sh (scripts/test.sh does)")
 
 
 @pytest.fixture
