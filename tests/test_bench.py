@@ -159,3 +159,16 @@ def test_bench_says_when_the_baseline_falls_short(tmp_path):
     assert "short of its known rate" in case["baseline"]["short_because"]
     assert "**No ranking from rand-read-4k**" in stdout
     assert "Ranking from" not in stdout.replace("No ranking from", "")
+
+
+def test_servers_at_the_baselines_level_are_named():
+    # nbdcopy to null: on 2 CPUs: moving the bytes, not the plugin, sets
+    # the time, so a plugin that matches file shows nothing of its cost.
+    case = bench.Case("seq-read-null", "copy", "s", ALL)
+    for kind, seconds in (("file", 0.649), ("vddkpy", 0.646),
+                          ("c-vddk", 0.90)):
+        case.add(kind, seconds)
+    row = table_row(bench.markdown([case], ALL, META), "seq-read-null")
+    assert "vddkpy at file's level: the harness's floor, not their cost" \
+        in row
+    assert "c-vddk at file's level" not in row
