@@ -144,8 +144,9 @@ def test_map_readonly_is_cached(tmp_path, nbdkit):
               if (q["start"], q["count"]) == (0, 128)]
     scans = [q for q in server.calls("QueryAllocatedBlocks")
              if (q["start"], q["count"]) != (0, 128)]
-    # One whole-disk scan shared by both connections.
-    assert len(scans) == 1 and scans[0]["count"] == 512
+    # One whole-disk scan per connection: the second connection opened
+    # after the first scan, which may be older than it (test_stale_maps).
+    assert [s["count"] for s in scans] == [512, 512]
     assert len(probes) == 2
 
 

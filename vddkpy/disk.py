@@ -92,6 +92,9 @@ class Disk:
         self.params = session.params
         self.filename = filename
         self.readonly = readonly
+        # Maps older than the connection must not be used (extents).
+        self.opened_ns = time.monotonic_ns()
+        self.disk_map = None                # read-only: the whole disk's
         self.lock = threading.Lock()
         self.commands = itertools.count()   # upstream's command ids
         self._keep = []                     # C strings VDDK may point to
@@ -377,8 +380,10 @@ class Disk:
     def extents(self, offset, count, req_one):
         next(self.commands)
         if self.readonly:
-            disk_map = self.session.maps.get(self._map_key(), self._map_disk)
-            return disk_map.covering(offset, count)
+            if self.disk_map is None:
+                self.disk_map = self.session.maps.get(
+                    self._map_key(), self.opened_ns, self._map_disk)
+            return self.disk_map.covering(offset, count)
         return extents.for_request(self._query, self.size, offset, count,
                                    req_one, self.hole_type)
 

@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 
+from . import extents
 from .abi import ffi
 from .calls import Vddk
 from .disk import Disk
@@ -26,22 +27,6 @@ RHEL_54377_HINT = (
     "workarounds: https://issues.redhat.com/browse/RHEL-54377")
 
 
-class SharedMaps:
-    """Whole-disk extent maps of read-only disks, built once per process."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._entries = {}
-
-    def get(self, key, build):
-        with self._lock:
-            entry = self._entries.setdefault(key, [threading.Lock(), None])
-        with entry[0]:
-            if entry[1] is None:
-                entry[1] = build()
-            return entry[1]
-
-
 class Session:
     def __init__(self, params):
         self.params = params
@@ -50,7 +35,7 @@ class Session:
         self.initialized = False
         self.open_close_lock = threading.Lock()
         self.create_pending = False     # set from create= in load()
-        self.maps = SharedMaps()
+        self.maps = extents.SharedMaps()
         self.disks = set()              # open, until close_disk
 
     @property
