@@ -88,8 +88,8 @@ def block_size(disk):
 
 
 def can_flush(disk):
-    # nbdkit passes flush on even under -r: keep it away from VDDK.
-    return not disk.readonly
+    # As upstream, also under -r (Disk.flush keeps it away from VDDK then).
+    return True
 
 
 def can_fua(disk):

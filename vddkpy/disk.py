@@ -320,6 +320,8 @@ class Disk:
 
     def flush(self):
         next(self.commands)
+        if self.readonly:
+            return          # nothing was written: leave VDDK alone
         with self.lock:
             code = self.vddk.call("Wait", "handle", self.handle)
             if code != VIX_OK:
