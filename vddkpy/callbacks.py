@@ -8,7 +8,8 @@ builtin in this module: use ``builtins.open`` if it is ever needed here.)
 
 import nbdkit
 
-from .errors import PluginError, install_reporting
+from . import native
+from .errors import install_reporting
 from .params import Params
 from .session import Session
 
@@ -54,20 +55,9 @@ def cleanup():
     session.shutdown()
 
 
-def _client_export_name():
-    """The NBD export name the client chose (None if it chose none)."""
-    try:
-        return nbdkit.export_name()
-    except RuntimeError:
-        return None
-    except UnicodeDecodeError:
-        raise PluginError("access denied: client requested an export name "
-                          "that is not valid UTF-8") from None
-
-
 def open(readonly):
     # Only export= lets the client choose; otherwise its name is ignored.
-    export_name = _client_export_name() if params.export is not None \
+    export_name = native.export_name() if params.export is not None \
         else None
     return session.open_disk(readonly, export_name)
 

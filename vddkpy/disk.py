@@ -28,6 +28,7 @@ from .errors import PluginError, VddkError
 from .nbdkit_compat import debug, debug_flags, error
 from .threadstate import KeptStates
 from .native import c_string, to_bytes
+from .printable import escape_unprintable
 from .vddklog import silenced_errors
 
 OPEN_HINT = ('VDDK "Unknown error" can be caused by several problems.  '
@@ -210,11 +211,12 @@ class Disk:
     def _open_handle(self):
         flags = self.params.open_flags(self.readonly)
         handle = ffi.new("VixDiskLibHandle *")
+        shown = escape_unprintable(self.filename)     # the client's, maybe
         try:
             self.vddk.check(
-                "Open", "connection, %s, %d, &handle" % (self.filename, flags),
+                "Open", "connection, %s, %d, &handle" % (shown, flags),
                 self.connection, self._c(self.filename), flags, handle,
-                prefix="VixDiskLib_Open: %s" % self.filename)
+                prefix="VixDiskLib_Open: %s" % shown)
         except VddkError as e:
             if self.params.is_remote and e.code == VIX_E_FAIL:
                 error(str(e))

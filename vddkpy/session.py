@@ -18,7 +18,9 @@ from .disk import Disk
 from .errors import PluginError
 from .library import Library, LoadError, MissingSymbol, default_libdir
 from .nbdkit_compat import debug, debug_flags, error, fail_startup
-from .native import FNM_NOMATCH, FNM_PATHNAME, c_string, process, to_bytes
+from .native import (FNM_NOMATCH, FNM_PATHNAME, c_string, fnmatch_bytes,
+                     process, to_bytes)
+from .printable import quoted
 from .reexec import reexec_if_needed
 from .vddklog import error_function, log_function
 
@@ -138,6 +140,8 @@ class Session:
             self.create_pending = False
 
     def _choose_file(self, export_name):
+        """The file to open: file=, or the client's export name (bytes)
+        if it matches export=."""
         wildcard = self.params.export
         if wildcard is None:
             return self.params.file
@@ -145,14 +149,14 @@ class Session:
             raise PluginError("'export' parameter used, but the client did "
                               "not negotiate an export name.  Using oldstyle "
                               "protocol?")
-        r = process.fnmatch(to_bytes(wildcard), to_bytes(export_name),
-                            FNM_PATHNAME)
+        r = fnmatch_bytes(to_bytes(wildcard), export_name, FNM_PATHNAME)
+        name = export_name.decode("utf-8", "surrogateescape")
         if r == 0:
-            return export_name
+            return name
         if r == FNM_NOMATCH:
-            raise PluginError('access denied: client requested "%s" which '
+            raise PluginError('access denied: client requested %s which '
                               'does not match export="%s"'
-                              % (export_name, wildcard))
+                              % (quoted(name), wildcard))
         raise PluginError("fnmatch returned error code %d" % r)
 
     # -- --dump-plugin --------------------------------------------------------
