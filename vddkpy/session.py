@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 
-from . import extents
+from . import extents, statsfile
 from .abi import ffi
 from .calls import Vddk
 from .disk import Disk
@@ -104,7 +104,7 @@ class Session:
                 debug(line)
         if self.params.stats_file:
             try:
-                stats.write_json(self.params.stats_file)
+                statsfile.write(self.params.stats_file, stats.as_json())
             except OSError as e:
                 error("stats-file: %s: %s" % (self.params.stats_file,
                                               e.strerror))
