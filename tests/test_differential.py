@@ -182,11 +182,23 @@ BAD_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("name", list(BAD_CONFIGS))
+# Accepted by one plugin only.
+BAD_CONFIGS_DELIBERATE = {
+    "bare-file-name": (["/dev/null"], deliberate(
+        "nbdkit's python plugin has no magic parameter: file= is needed")),
+    "stats-file": (LOCAL + ["stats-file={tmp}/stats.json"],
+                   deliberate("stats-file= is vddkpy's own")),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CONFIGS) + [
+    pytest.param(n, marks=m) for n, (_, m) in BAD_CONFIGS_DELIBERATE.items()])
 def test_same_config_errors(tmp_path, name):
     libdir = install_standin(tmp_path / "vddk")
-    results = [run(kind, tmp_path, libdir, BAD_CONFIGS[name])
-               for kind in ("py", "c")]
+    args = [a.format(tmp=tmp_path) for a in BAD_CONFIGS[name]] \
+        if name in BAD_CONFIGS else \
+        [a.format(tmp=tmp_path) for a in BAD_CONFIGS_DELIBERATE[name][0]]
+    results = [run(kind, tmp_path, libdir, args) for kind in ("py", "c")]
     assert [r.returncode for r in results] == [1, 1]
     assert error_lines(results[0].stderr) == error_lines(results[1].stderr)
 
@@ -246,3 +258,47 @@ def test_same_open_errors(tmp_path, name):
     assert [r.returncode for r in results] == [0, 0]
     ours, theirs = (error_lines(r.stderr) for r in results)
     assert ours and ours == theirs
+
+
+# -- VDDK calls -------------------------------------------------------------
+
+def vddk_calls(kind, tmp_path, libdir, args, options, client):
+    """The VDDK functions called while ``client`` (Python using libnbd,
+    given the URI as ``uri``) runs against the plugin."""
+    log = tmp_path / "calls.jsonl"
+    log.unlink(missing_ok=True)
+    script = tmp_path / "client.py"
+    script.write_text("import sys\nimport nbd\nuri = sys.argv[1]\n" + client)
+    result = run(kind, tmp_path, libdir, args, options,
+                 run_script='/usr/bin/python3 %s "$uri"' % script)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line)["fn"] for line in log.read_text().splitlines()]
+
+
+@deliberate("a flush on a read-only connection leaves VDDK alone")
+def test_same_calls_for_readonly_flush(tmp_path):
+    libdir = install_standin(tmp_path / "vddk")
+    args = ["file=%s" % sparse_raw(tmp_path)]
+    client = "h = nbd.NBD()\nh.connect_uri(uri)\nh.flush()\nh.shutdown()\n"
+    ours, theirs = (vddk_calls(kind, tmp_path, libdir, args, ["-r"], client)
+                    for kind in ("py", "c"))
+    assert ours.count("Flush") == theirs.count("Flush")
+
+
+@deliberate("read-only maps are shared by connections open before the scan")
+def test_same_queries_for_a_burst_of_clients(tmp_path):
+    libdir = install_standin(tmp_path / "vddk")
+    args = ["file=%s" % sparse_raw(tmp_path)]
+    # Four connections open, then each asks for the map.
+    client = (
+        "hs = [nbd.NBD() for _ in range(4)]\n"
+        "for h in hs:\n"
+        "    h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)\n"
+        "    h.connect_uri(uri)\n"
+        "for h in hs:\n"
+        "    h.block_status(65536, 0, lambda *a: 0)\n"
+        "    h.shutdown()\n")
+    ours, theirs = (vddk_calls(kind, tmp_path, libdir, args, ["-r"], client)
+                    for kind in ("py", "c"))
+    assert ours.count("QueryAllocatedBlocks") == \
+        theirs.count("QueryAllocatedBlocks")
