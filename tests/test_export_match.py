@@ -137,7 +137,8 @@ def test_debug_lines_naming_the_client_file_are_escaped(tmp_path, nbdkit,
                                                         datastore):
     # At -v nbdkit 1.32 itself echoes the export name as it is (its own
     # negotiation lines); the plugin's lines, and VDDK's that it relays,
-    # are escaped.
+    # are escaped.  (nbdkit >= 1.35.2 escapes debug lines once more, "\"
+    # included: there the check is that each stays one line.)
     server = serve(nbdkit, datastore, r"\[datastore1\] Fedora/*")
     with pytest.raises(nbd.Error):
         server.connect(export="[datastore1] Fedora/" + HOSTILE)
@@ -152,4 +153,5 @@ def test_debug_lines_naming_the_client_file_are_escaped(tmp_path, nbdkit,
             "[datastore1] Fedora/%s. Error 4" % UNQUOTED,
             "error: VixDiskLib_Open: [datastore1] Fedora/%s: A file was not "
             "found" % UNQUOTED):
-        assert any(expected in line for line in ours), (expected, ours)
+        assert any(expected in line or expected.replace("\\", "\\\\")
+                   in line for line in ours), (expected, ours)
