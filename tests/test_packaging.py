@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT, TIMEOUT, install_standin, random_file, standin_env
 from vddkpy import __version__
 from vddkpy.host import EmbeddedPython, nbdkit_path, plugindir
+from vddkpy.install import package_script
 
 NBDKIT = nbdkit_path()
 PLUGINDIR = plugindir(NBDKIT)
@@ -116,9 +117,31 @@ def test_installer_and_check_without_python_plugin(system):
     result = private(mounts, installer(), cwd=ROOT)
     assert_one_line(result, "vddkpy.install: " + missing)
     assert not any(mounts[PLUGINDIR].iterdir())
+    # With the plugin script there (e.g. dpkg --force-depends), nbdkit
+    # itself names the missing python plugin; --check still says what to do.
+    script = mounts[PLUGINDIR] / "nbdkit-vddk-plugin"
+    script.write_text(package_script())
+    script.chmod(0o755)
+    result = private(mounts, ["nbdkit", "vddk", "--dump-plugin"])
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        "nbdkit: error: cannot open plugin 'python': %s/%s: cannot open "
+        "shared object file: No such file or directory"
+        % (PLUGINDIR, PYTHON_PLUGIN))
     result = private(mounts, ["/usr/bin/python3", "-m", "vddkpy", "--check"],
                      cwd=ROOT)
     assert_one_line(result, "vddkpy: " + missing)
+
+
+def test_installer_leaves_the_packages_plugin_alone(system):
+    mounts = system()
+    script = mounts[PLUGINDIR] / "nbdkit-vddk-plugin"
+    script.write_text(package_script())
+    result = private(mounts, installer("--force"), cwd=ROOT)
+    assert_one_line(result, "vddkpy.install: error: %s/nbdkit-vddk-plugin "
+                    "belongs to the Debian package nbdkit-plugin-vddkpy, "
+                    "which already installs vddkpy" % PLUGINDIR)
+    assert script.read_text() == package_script()
 
 
 # -- installed for another Python than nbdkit's ------------------------------
