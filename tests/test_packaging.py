@@ -288,11 +288,20 @@ def test_pip_install_into_venv(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv",
                     "--system-site-packages", str(venv)], check=True)
+    before = set(source.rglob("*"))
     pip = subprocess.run(
         [venv / "bin" / "pip", "install", "--no-index",
          "--no-build-isolation", "--disable-pip-version-check", str(source)],
         capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stdout + pip.stderr
+    # What the build left in the source tree is ignored by git.
+    left = sorted(str(p.relative_to(source)) + ("/" if p.is_dir() else "")
+                  for p in set(source.rglob("*")) - before
+                  if p.parent in (source, source / "vddkpy"))
+    assert left
+    ignored = subprocess.run(["git", "check-ignore", "--no-index"] + left,
+                             cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == left
     probe = subprocess.run(
         [venv / "bin" / "python", "-c",
          "import importlib.metadata as m, vddkpy.abi, vddkpy; "

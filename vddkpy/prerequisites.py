@@ -24,14 +24,10 @@ def running_version():
 
 
 def fail(message):
-    """Print ``message`` as nbdkit's error line and exit 1 (inside nbdkit);
-    outside nbdkit raise SystemExit with it."""
-    try:
-        process = ctypes.CDLL(None)
-        report = process.nbdkit_error
-    except (OSError, AttributeError):       # not running inside nbdkit
-        raise SystemExit("error: " + message) from None
-    report(b"%s", message.encode("utf-8", "surrogateescape"))
+    """Print ``message`` as nbdkit's error line and exit 1, as nbdkit does
+    after a configuration error (only ever called inside nbdkit)."""
+    process = ctypes.CDLL(None)
+    process.nbdkit_error(b"%s", message.encode("utf-8", "surrogateescape"))
     sys.stdout.flush()
     sys.stderr.flush()
     process.exit(1)
