@@ -11,7 +11,6 @@ built and checked with lintian; ``pip install .`` still works in a venv.
 
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -22,8 +21,9 @@ from vddkpy.install import package_script
 
 NBDKIT = nbdkit_path()
 PLUGINDIR = plugindir(NBDKIT)
-SITE = EmbeddedPython(NBDKIT, PLUGINDIR).site_packages
-PYTHON = "%d.%d" % sys.version_info[:2]     # /usr/bin/python3, as nbdkit's
+EMBEDDED = EmbeddedPython(NBDKIT, PLUGINDIR)
+SITE = EMBEDDED.site_packages       # where the installer puts vddkpy
+PYTHON = EMBEDDED.version
 PYTHON_PLUGIN = "nbdkit-python-plugin.so"
 CFFI_LINE = ("vddkpy needs python3-cffi, which is not installed for Python "
              "%s (the Python nbdkit embeds): apt install python3-cffi"
@@ -49,6 +49,9 @@ def system(tmp_path):
     """Empty stand-ins for nbdkit's plugin directory (holding only the
     python plugin, or nothing with ``python_plugin=False``) and the
     embedded Python's site-packages."""
+    # Hiding /usr/lib/python3/dist-packages would hide cffi too.
+    assert SITE.startswith("/usr/local/"), SITE
+
     def make(python_plugin=True):
         plugins = tmp_path / "plugins"
         site = tmp_path / "site-packages"
