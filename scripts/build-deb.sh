@@ -63,9 +63,13 @@ command_script vddkpy vddkpy.__main__
 command_script vddkpy-thumbprint vddkpy.thumbprint
 
 # The manual page, and the names it also answers to.
+# pandoc 2.17 (Debian 12) sets code in fonts C, CB and V, which groff 1.23
+# (Debian 13) has not for terminals and warns about: examples in R, inline
+# code in B.
 pandoc --standalone --to man -M footer="vddkpy $version" \
-    -M date="$(date -u -d "@$epoch" +%Y-%m-%d)" \
-    doc/nbdkit-vddk-plugin.md -o "$root/usr/share/man/man1/nbdkit-vddk-plugin.1"
+    -M date="$(date -u -d "@$epoch" +%Y-%m-%d)" doc/nbdkit-vddk-plugin.md \
+    | sed -e 's/\\f\[\(CB\|V\)\]/\\f[B]/g' -e 's/\\f\[C\]/\\f[R]/g' \
+    > "$root/usr/share/man/man1/nbdkit-vddk-plugin.1"
 gzip -9n "$root/usr/share/man/man1/nbdkit-vddk-plugin.1"
 for alias in nbdkit-vddkpy-plugin vddkpy vddkpy-thumbprint; do
     ln -s nbdkit-vddk-plugin.1.gz "$root/usr/share/man/man1/$alias.1.gz"

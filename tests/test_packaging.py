@@ -9,6 +9,7 @@ directories, so nothing is written to the system.  The Debian package is
 built and checked with lintian; ``pip install .`` still works in a venv.
 """
 
+import re
 import shutil
 import subprocess
 
@@ -246,6 +247,15 @@ def test_deb_contents(deb, tmp_path):
                  "./usr/share/doc/nbdkit-plugin-vddkpy/copyright"):
         assert " %s\n" % path in listing or " %s -> " % path in listing, path
     assert "__pycache__" not in listing
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True)
+    page = subprocess.run(
+        ["zcat", str(tmp_path / "usr/share/man/man1/nbdkit-vddk-plugin.1.gz")],
+        capture_output=True, text=True, check=True).stdout
+    # Fonts groff 1.23 (Debian 13) lacks on terminals: lintian warns.
+    assert not re.search(r"\\f\[(C|CB|V)\]", page)
+    render = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z"],
+                            input=page, capture_output=True, text=True)
+    assert render.returncode == 0 and render.stderr == ""
     depends = subprocess.run(["dpkg-deb", "--field", str(deb), "Depends"],
                              capture_output=True, text=True,
                              check=True).stdout
