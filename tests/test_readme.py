@@ -12,19 +12,11 @@ import pytest
 
 from conftest import (ROOT, TIMEOUT, install_standin, random_file,
                       random_vmdk, standin_env)
+from shexamples import sh_examples
 from test_thumbprint import tls_server
 
 README = (ROOT / "README.md").read_text()
 THUMB = "xx:xx:xx:xx"
-
-
-def examples():
-    commands = []
-    for block in re.findall(r"```sh\n(.*?)```", README, re.S):
-        for command in block.replace("\\\n", " ").splitlines():
-            if command.strip():
-                commands.append(command.strip())
-    return commands
 
 
 def servers(datastore):
@@ -37,7 +29,7 @@ def servers(datastore):
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
+def sandbox(tmp_path_factory, private_system):
     root = tmp_path_factory.mktemp("readme")
     libdir = install_standin(root / "vmware-vix-disklib-distrib",
                              layout="lib64")
@@ -74,17 +66,16 @@ def localize(command, sandbox):
     return command
 
 
-@pytest.mark.parametrize("command", examples())
+@pytest.mark.parametrize("command", sh_examples(README))
 def test_readme_example(sandbox, command):
     root = sandbox["root"]
     env = standin_env(root, sandbox["config"])
-    env["PATH"] = "/usr/bin:" + env["PATH"]     # nbdkit's own Python first
     for leftover in ("outputfile.raw", "output.vmdk", "converted.qcow2",
                      "stats.json", "calls.jsonl"):
         for path in (root / leftover, root / "abs" / leftover):
             if path.exists():
                 path.unlink()
-    result = subprocess.run(["bash", "-c", localize(command, sandbox)],
+    result = subprocess.run(["bash", "-ec", localize(command, sandbox)],
                             cwd=root, env=env, capture_output=True,
                             text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
