@@ -6,15 +6,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               python3-pytest python3-hypothesis qemu-utils gcc make zlib1g-dev
-              openssl python3-pexpect fdisk dosfstools mtools)
-missing=()
-for p in "${apt_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd=sudo
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+              openssl python3-pexpect fdisk dosfstools mtools locales
+              pandoc lintian dpkg-dev groff-base python3-venv)
+"$here/scripts/apt-install-missing.sh" "${apt_packages[@]}"
 
 make -s -C "$here/tests/standin"
