@@ -954,8 +954,8 @@ def bench_maps(ctx, all_cases):
             s.start()
             try:
                 cmd = ["nbdinfo", "--map", s.uri]
-                if case.name.endswith("-cached"):
-                    run(cmd, server=s)          # fills vddkpy's map cache
+                if case.name.endswith("-again"):
+                    run(cmd, server=s)          # the server's first client
                     s.reset_calls()
                 t, extra = run_parallel([cmd] * clients, server=s)
                 s.check_alive()
@@ -970,8 +970,9 @@ def bench_maps(ctx, all_cases):
 
     for case in cases:
         group = {k: k for k in ctx.kinds if k in case.servers}
-        # A fresh server for every run: a cold map each time (vddkpy caches
-        # read-only maps per process).
+        # A fresh server for every run: nothing read before it (vddkpy
+        # shares a read-only map between the connections open when it was
+        # read).
         rounds(ctx, case, group,
                lambda kind, case=case: one_map(case, kind)())
         counts = []
@@ -1093,7 +1094,9 @@ def define_cases(ctx):
              "per run; QAB = VixDiskLib_QueryAllocatedBlocks calls per run, "
              "from the stand-in's call log (including each connection's "
              "probe call)" % human(ctx.map_size), "s", everyone),
-        Case("map-ro-cached", "second nbdinfo --map on the same -r server",
+        Case("map-ro-again", "a second nbdinfo --map on the same -r "
+             "server, after the first ended (a connection opened after a "
+             "map was read gets a fresh one, as upstream's)",
              "s", everyone),
         Case("map-rw", "nbdinfo --map, read-write", "s", everyone),
         Case("map-ro-4clients", "4 concurrent nbdinfo --map, -r", "s",
@@ -1132,7 +1135,7 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="cases: seq-read-null seq-read-devnull seq-read-null-lat1ms "
                "seq-read-devnull-lat1ms seq-write rand-read-4k map-ro "
-               "map-ro-cached map-rw map-ro-4clients map-rw-4clients "
+               "map-ro-again map-rw map-ro-4clients map-rw-4clients "
                "rss-idle rss-after-copy rss-after-small rss-small-drift "
                "(--only takes comma-separated names or globs, e.g. "
                "'seq-*,map-ro'; the rss-* cases share one measurement)")
