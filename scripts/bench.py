@@ -84,9 +84,11 @@ def latency_config(disk):
             "  vm moref=1\n"
             "    datastore bench %s\n" % Path(disk).parent)
 # nbdkit's file plugin serves about 100 k random 4 KiB reads/s (64 in
-# flight) to a lean client on the 2-core reference VM; a harness in which it
-# falls below this cannot tell servers apart near that rate.
-BASELINE_IOPS = 80000
+# flight) to a lean client on the 2-core reference VM.  Below 90 % of that,
+# the machine is busy with other work, which slows the servers unevenly:
+# one run with file at 81 k had vddkpy level with the C plugin, which in
+# runs with file at 95-104 k serves 1.45x vddkpy's rate.
+BASELINE_IOPS = 90000
 SERVER_NAMES = ("vddkpy", "c-vddk", "py-empty", "file")
 SERVER_ROLES = {
     "vddkpy": "this plugin",
