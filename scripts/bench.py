@@ -29,8 +29,10 @@ used during a run: near 100 % the client, not the server, sets the pace.
 
 A benchmark ranks servers only if its baseline reaches its known rate in
 the same harness: the random-read case prints a ranking (vddkpy against
-c-vddk and py-empty) only when file reached --baseline-iops, and says so
-otherwise.
+c-vddk and py-empty) only when file reached --baseline-iops and other
+processes used at most --max-other-work of a CPU meanwhile ("other work":
+the machine's busy time from /proc/stat minus the server's and the
+client's), and says why not otherwise.
 
 Run with /usr/bin/python3 (needs Debian's python3-libnbd, nbdkit, nbdcopy,
 nbdinfo).  --quick (repeat 1, small sizes) is a smoke test.  Results go to
@@ -98,6 +100,8 @@ SERVER_ROLES = {
     "file": "the baseline: nbdkit's file plugin",
 }
 VDDK_KINDS = ("vddkpy", "c-vddk")
+# Other work may use at most this share of one CPU during a ranked case.
+OTHERS_LIMIT = 0.15
 # A server within this fraction of the baseline's median is at the
 # harness's floor (runs vary by 10-15 % on the 2-core reference VM).
 AT_BASELINE = 0.10
@@ -311,7 +315,43 @@ def run_parallel(cmds, timeout=RUN_TIMEOUT, server=None):
     return elapsed, {"client_cpu": client_cpu_seconds() - cpu0}
 
 
-def random_io(socket, count, size, disk_size, depth, seed, writes=False):
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds():
+    """CPU time all CPUs have spent busy (stolen by the hypervisor
+    included) since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = (
+            int(x) for x in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICK
+
+
+def process_cpu_seconds(pid):
+    """CPU time (user + system, all threads) of process ``pid``."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+class CpuWatch:
+    """What the machine and one server process spent between start() and
+    stop(), so that a run can tell how much other work shared the CPUs."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def start(self):
+        self.machine = -machine_busy_seconds()
+        self.server = -process_cpu_seconds(self.pid)
+
+    def stop(self):
+        self.machine += machine_busy_seconds()
+        self.server += process_cpu_seconds(self.pid)
+
+
+def random_io(socket, count, size, disk_size, depth, seed, writes=False,
+              watch=None):
     """``count`` requests of ``size`` bytes at random aligned offsets, at
     most ``depth`` in flight, through libnbd's Python binding.  With
     ``writes`` every other request is a write.  Returns (seconds, client
@@ -322,7 +362,8 @@ def random_io(socket, count, size, disk_size, depth, seed, writes=False):
     that allocates a buffer per request tops out near 40 k): one buffer
     per in-flight slot, allocated before the clock starts and reused, and
     a completion callback per slot that frees the slot and retires the
-    command itself (no per-request allocation, no cookie bookkeeping)."""
+    command itself (no per-request allocation, no cookie bookkeeping).
+    ``watch`` (a CpuWatch) is started and stopped with the clock."""
     import nbd
     rng = random.Random(seed)
     blocks = disk_size // size
@@ -344,6 +385,8 @@ def random_io(socket, count, size, disk_size, depth, seed, writes=False):
     try:
         h.connect_unix(str(socket))
         issued = 0
+        if watch is not None:
+            watch.start()
         cpu0, t0 = time.thread_time(), time.perf_counter()
         while len(finished) < count:
             while free and issued < count:
@@ -358,6 +401,8 @@ def random_io(socket, count, size, disk_size, depth, seed, writes=False):
             h.poll(-1)
         elapsed = time.perf_counter() - t0
         cpu = time.thread_time() - cpu0
+        if watch is not None:
+            watch.stop()
         h.shutdown()
     finally:
         del h                           # closes the connection
@@ -448,9 +493,12 @@ def reset_target(path, size):
 
 class Case:
     def __init__(self, name, title, unit, servers, higher_is_better=False,
-                 ratio=True, baseline_floor=None):
+                 ratio=True, baseline_floor=None, others_limit=None):
         self.name = name
         self.baseline_floor = baseline_floor    # file must reach this
+        # ... and other work may use at most this share of one CPU
+        self.others_limit = OTHERS_LIMIT if others_limit is None \
+            else others_limit
         self.title = title
         self.unit = unit
         self.servers = servers          # kinds the case applies to
@@ -484,12 +532,13 @@ class Case:
             return b["median"] / a["median"]
         return a["median"] / b["median"]
 
-    def client_busy(self, kind):
-        """Median share of one CPU the client used during a run (None if
-        not measured): near 1 (or, for several clients, the CPUs there
-        are) means the client, not the server, set the pace."""
+    def busy(self, kind, key="client_cpu"):
+        """Median share of one CPU that ``key`` (client_cpu: the client;
+        others_cpu: everything but the client and the server) used during
+        a run, None if not measured.  A client near 1 (or, for several
+        clients, the CPUs there are) set the pace itself."""
         extra = self.extra.get(kind, {})
-        cpu = extra.get("client_cpu")
+        cpu = extra.get(key)
         seconds = extra.get("seconds") or self.samples.get(kind)
         if not cpu or not seconds or len(cpu) != len(seconds):
             return None
@@ -516,17 +565,23 @@ class Case:
             if r is not None:
                 ratios["%s/%s" % (kind, base)] = r
         out["cost_ratios"] = ratios
-        out["client_busy"] = {k: self.client_busy(k) for k in self.servers
-                              if self.client_busy(k) is not None}
+        for key in ("client_cpu", "others_cpu"):
+            shares = {k: self.busy(k, key) for k in self.servers}
+            out[key.replace("_cpu", "_busy")] = {
+                k: v for k, v in shares.items() if v is not None}
         if self.baseline_floor is not None:
             out["baseline"] = {"floor": self.baseline_floor,
-                               "short_because": self.baseline_shortfall()}
+                               "short_because": self.why_no_ranking()}
         return out
 
-    def baseline_shortfall(self):
-        """Why this case cannot rank servers (None if it can): its
+    def why_no_ranking(self):
+        """Why this case cannot rank servers (None if it can).  Its
         baseline, nbdkit's file plugin, must reach its known rate in this
-        very harness, or the client, not the servers, sets the rates."""
+        very harness, or the client, not the servers, sets the rates; and
+        no other work may share the CPUs, which changes the servers' rates
+        unevenly (a Python plugin's threads hand the GIL over between CPUs
+        less often when another job takes one: vddkpy serves about 1.25x
+        more reads pinned to one CPU than spread over two)."""
         if self.baseline_floor is None:
             return None
         base = self.stats("file")
@@ -540,6 +595,13 @@ class Case:
                     "%s): the client or the machine, not the servers, set "
                     "these rates" % (fmt_num(base["median"]), self.unit,
                                      fmt_num(self.baseline_floor)))
+        others = [(self.busy(k, "others_cpu"), k) for k in self.samples]
+        worst = max((o for o in others if o[0] is not None), default=None)
+        if worst is not None and worst[0] > self.others_limit:
+            return ("other work used %.0f %% of a CPU during %s's runs "
+                    "(median; at most %.0f %% allowed): it changes the "
+                    "servers' rates unevenly" % (100 * worst[0], worst[1],
+                                                 100 * self.others_limit))
         return None
 
 
@@ -593,7 +655,7 @@ def markdown(cases, active, meta):
     for case in cases:
         row = [case.name, case.unit]
         row += [fmt_cell(case, k, active) for k in active]
-        unranked = case.baseline_shortfall() is not None
+        unranked = case.why_no_ranking() is not None
         row += ["no rank" if unranked else fmt_ratio(case.cost_ratio(k, b))
                 for k, b in ratios]
         row.append("; ".join(case.notes + floor_note(case, active) +
@@ -635,10 +697,16 @@ def floor_note(case, active):
 
 
 def client_note(case, active):
-    """e.g. ['client busy: file 88 %, vddkpy 31 %']."""
-    busy = [(k, case.client_busy(k)) for k in active]
-    shown = ["%s %.0f %%" % (k, 100 * b) for k, b in busy if b is not None]
-    return ["client busy: " + ", ".join(shown)] if shown else []
+    """e.g. ['client busy: file 88 %, vddkpy 31 %', 'other work: ...']."""
+    notes = []
+    for key, label in (("client_cpu", "client busy"),
+                       ("others_cpu", "other work")):
+        busy = [(k, case.busy(k, key)) for k in active]
+        shown = ["%s %.0f %%" % (k, 100 * b) for k, b in busy
+                 if b is not None]
+        if shown:
+            notes.append("%s: %s" % (label, ", ".join(shown)))
+    return notes
 
 
 def ranking(cases, active):
@@ -649,7 +717,7 @@ def ranking(cases, active):
         if case.baseline_floor is None:
             continue
         lines.append("")
-        why = case.baseline_shortfall()
+        why = case.why_no_ranking()
         if why is not None:
             lines.append("**No ranking from %s**: %s." % (case.name, why))
             continue
@@ -934,10 +1002,14 @@ def bench_copies(ctx, all_cases):
 
 
 def rand_read(ctx, server):
+    watch = CpuWatch(server.pid)
     t, cpu = random_io(server.socket, ctx.rand_count, 4 * KiB,
-                       ctx.data_size, 64, seed=7)
+                       ctx.data_size, 64, seed=7, watch=watch)
     server.check_alive()
-    return ctx.rand_count / t, {"seconds": t, "client_cpu": cpu}
+    others = max(0.0, watch.machine - watch.server - cpu)
+    return ctx.rand_count / t, {"seconds": t, "client_cpu": cpu,
+                                "server_cpu": watch.server,
+                                "others_cpu": others}
 
 
 def bench_maps(ctx, all_cases):
@@ -1090,7 +1162,8 @@ def define_cases(ctx):
              "py-empty is %s; the ranking holds only if file reaches its "
              "known rate" % (ctx.rand_count, SERVER_ROLES["py-empty"]),
              "IOPS", list(ctx.kinds), higher_is_better=True,
-             baseline_floor=ctx.baseline_iops),
+             baseline_floor=ctx.baseline_iops,
+             others_limit=ctx.max_other_work),
         Case("map-ro", "nbdinfo --map of the %s disk that is 99%% holes "
              "(1%% of 64 KiB chunks hold data), nbdkit -r; a fresh server "
              "per run; QAB = VixDiskLib_QueryAllocatedBlocks calls per run, "
@@ -1157,6 +1230,10 @@ def main(argv=None):
                          "4 KiB reads on this machine; below it the "
                          "harness cannot rank servers (default %(default)d, "
                          "for the 2-core reference VM)")
+    ap.add_argument("--max-other-work", type=float, default=OTHERS_LIMIT,
+                    help="share of one CPU that other processes may use "
+                         "during the random reads for a ranking to be "
+                         "printed (default %(default)s)")
     ap.add_argument("--data-size", type=parse_size, default=None,
                     help="size of the random-data disk (default 1G)")
     ap.add_argument("--map-size", type=parse_size, default=None,
@@ -1186,6 +1263,7 @@ def main(argv=None):
             ap.error("%s must be a positive multiple of 64K" % name)
     ctx.rand_count = 2000 if args.quick else 30000
     ctx.baseline_iops = args.baseline_iops
+    ctx.max_other_work = args.max_other_work
     ctx.small_count = 5000 if args.quick else 100000
     ctx.only = [p.strip() for p in args.only.split(",") if p.strip()]
 

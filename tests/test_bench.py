@@ -77,14 +77,16 @@ def test_random_reads_report_failed_requests(tmp_path):
         server.stop()
 
 
-def rand_case(file_iops, vddkpy_iops, c_iops=None, empty_iops=None):
+def rand_case(file_iops, vddkpy_iops, c_iops=None, empty_iops=None,
+              others_cpu=0.02):
     case = bench.Case("rand-read-4k", "random reads", "IOPS",
                       ["vddkpy", "c-vddk", "py-empty", "file"],
                       higher_is_better=True, baseline_floor=80000)
     for kind, value in (("file", file_iops), ("vddkpy", vddkpy_iops),
                         ("c-vddk", c_iops), ("py-empty", empty_iops)):
         if value is not None:
-            case.add(kind, value, seconds=1.0, client_cpu=0.5)
+            case.add(kind, value, seconds=1.0, client_cpu=0.5,
+                     others_cpu=others_cpu if kind == "vddkpy" else 0.02)
     return case
 
 
@@ -115,6 +117,17 @@ def test_no_ranking_without_a_baseline():
         "plugin) was not measured" in text
 
 
+def test_no_ranking_while_other_work_shares_the_cpus():
+    # The baseline reached its rate, but another job took half a CPU while
+    # vddkpy ran: that changes the servers' rates unevenly.
+    text = bench.markdown([rand_case(100000, 58000, 50000, 51000,
+                                     others_cpu=0.5)], ALL, META)
+    assert "**No ranking from rand-read-4k**: other work used 50 % of a " \
+        "CPU during vddkpy's runs (median; at most 15 % allowed)" in text
+    assert "other work: vddkpy 50 %, c-vddk 2 %" in table_row(
+        text, "rand-read-4k")
+
+
 def test_ranking_against_c_and_the_python_ceiling():
     text = bench.markdown([rand_case(100000, 34000, 50000, 30000)], ALL,
                           META)
@@ -141,7 +154,7 @@ def run_bench(tmp_path, *args):
 def test_bench_ranks_vddkpy_against_the_python_ceiling(tmp_path):
     stdout, results = run_bench(tmp_path, "--servers",
                                 "vddkpy,py-empty,file", "--baseline-iops",
-                                "1")
+                                "1", "--max-other-work", "1000")
     case = results["cases"]["rand-read-4k"]
     assert set(case["servers"]) == {"vddkpy", "py-empty", "file"}
     for entry in case["servers"].values():
