@@ -1228,8 +1228,8 @@ def main(argv=None):
     ap.add_argument("--baseline-iops", type=float, default=BASELINE_IOPS,
                     help="known rate of nbdkit's file plugin for random "
                          "4 KiB reads on this machine; below it the "
-                         "harness cannot rank servers (default %(default)d, "
-                         "for the 2-core reference VM)")
+                         "harness cannot rank servers (default %(default)d: "
+                         "90 %% of its rate on the 2-core reference VM)")
     ap.add_argument("--max-other-work", type=float, default=OTHERS_LIMIT,
                     help="share of one CPU that other processes may use "
                          "during the random reads for a ranking to be "
