@@ -571,6 +571,7 @@ class Case:
                 k: v for k, v in shares.items() if v is not None}
         if self.baseline_floor is not None:
             out["baseline"] = {"floor": self.baseline_floor,
+                               "others_limit": self.others_limit,
                                "short_because": self.why_no_ranking()}
         return out
 
