@@ -1384,15 +1384,16 @@ def main(argv=None):
                 f.write("\n")
         except OSError as e:
             log("warning: cannot write %s: %s" % (args.json, e))
+        # The data files go first: printing can fail (a closed pipe).
+        if args.keep:
+            log("kept %s" % workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
         print(markdown(cases, ctx.kinds, meta))
         log("results: %s (%.0f s)" % (args.json, meta["elapsed_seconds"]))
         if args.png:
             if write_png(args.png, cases, ctx.kinds):
                 log("chart: %s" % args.png)
-        if args.keep:
-            log("kept %s" % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 1 if ctx.failed else 0
 
 
