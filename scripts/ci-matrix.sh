@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The platform matrix: runs the named stages (default: all, in order), each
+# to the end even when an earlier one failed, prints how long each took and
+# exits non-zero if any failed.
+#
+#   debian12   the README's test command on this machine (Debian 12)
+#   debian13   the README's two commands (scripts/demo.sh, scripts/test.sh)
+#              on a clone of this checkout's committed state, in a fresh
+#              Debian 13 (trixie) chroot made by scripts/chroot.sh (as root)
+#
+# A new stage is a function stage_NAME plus its name in all_stages.
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+all_stages=(debian12 debian13)
+
+stage_debian12() {
+    "$here/scripts/test.sh"
+}
+
+# The README's commands inside a fresh system, as a new user would run them.
+readme_commands_in() {       # readme_commands_in SUITE
+    "$here/scripts/chroot.sh" "$1" --clone "$here" /root/vddkpy -- \
+        sh -c 'cd /root/vddkpy || exit 1
+               status=0
+               scripts/demo.sh || status=1
+               scripts/test.sh || status=1
+               exit $status'
+}
+
+stage_debian13() {
+    readme_commands_in trixie
+}
+
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=("${all_stages[@]}")
+for stage in "${stages[@]}"; do
+    declare -F "stage_$stage" >/dev/null || { echo "ci-matrix.sh: no stage $stage (have: ${all_stages[*]})" >&2; exit 2; }
+done
+
+summary=(); failed=0
+for stage in "${stages[@]}"; do
+    echo "=== stage $stage: start $(date -u +%H:%M:%S)"
+    start=$SECONDS
+    "stage_$stage"; status=$?
+    took=$((SECONDS - start))
+    result=passed; [ $status -eq 0 ] || { result="FAILED (exit $status)"; failed=1; }
+    summary+=("$(printf '%-10s %-18s %3dm%02ds' "$stage" "$result" $((took / 60)) $((took % 60)))")
+    echo "=== stage $stage: $result after ${took}s"
+done
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+exit $failed
