@@ -144,9 +144,11 @@ def test_map_readonly_is_cached(tmp_path, nbdkit):
               if (q["start"], q["count"]) == (0, 128)]
     scans = [q for q in server.calls("QueryAllocatedBlocks")
              if (q["start"], q["count"]) != (0, 128)]
-    # One whole-disk scan shared by both connections.
+    # One whole-disk scan shared by both connections, one probe per open
+    # (two connections, each opening the plugin once or, with newer
+    # nbdinfo, twice).
     assert len(scans) == 1 and scans[0]["count"] == 512
-    assert len(probes) == 2
+    assert len(probes) == len(server.calls("Open")) >= 2
 
 
 def test_flush_and_fua_reach_vddk(tmp_path, nbdkit):
