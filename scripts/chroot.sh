@@ -59,8 +59,8 @@ shift
 
 ensure_host_tools() {
     command -v debootstrap >/dev/null && return
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >&2
 }
 
 # The tarball of a fresh minbase system, made at most once at a time.
@@ -71,19 +71,17 @@ ensure_base_tarball() {
     flock 9
     if $refresh || [ ! -s "$tarball" ] || [ -n "$(find "$tarball" -mtime +$max_age_days)" ]; then
         ensure_host_tools
-        local staging
         staging=$(mktemp -d "$cache/debootstrap-$suite.XXXXXX")
+        trap 'rm -rf --one-file-system "$staging"' EXIT     # this subshell's
         echo "chroot.sh: debootstrap $suite (cached in $tarball)" >&2
         if ! debootstrap --variant=minbase "$suite" "$staging/root" "$mirror" \
                 > "$staging/log" 2>&1; then
             tail -20 "$staging/log" >&2
-            rm -rf --one-file-system "$staging"
             die "debootstrap $suite failed"
         fi
         rm -f "$staging/root"/var/cache/apt/archives/*.deb   # as on an installed system
         tar -C "$staging/root" -cf "$tarball.new" .
         mv "$tarball.new" "$tarball"
-        rm -rf --one-file-system "$staging"
     fi
     exec 9>&-
     echo "$tarball"
@@ -114,7 +112,7 @@ keep_downloaded_debs() {
     local archives=$root/var/cache/apt/archives
     ls "$archives"/*.deb >/dev/null 2>&1 || return 0
     mkdir -p "$cache/apt-$suite"
-    cp -n "$archives"/*.deb "$cache/apt-$suite/" 2>/dev/null || true
+    flock "$cache/debootstrap-$suite.lock" cp -n "$archives"/*.deb "$cache/apt-$suite/" 2>/dev/null || true
 }
 
 cleanup() {

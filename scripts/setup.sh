@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh Debian 12 or 13 machine (tested on both by
-# scripts/ci-matrix.sh): system packages, Python
-# packages for the interpreter nbdkit embeds, and the VDDK stand-in build.
+# Idempotent set-up for a fresh Debian 12 or 13 machine (scripts/ci-matrix.sh
+# tests both): system packages, Python packages for the interpreter nbdkit
+# embeds, and the VDDK stand-in build.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
