@@ -8,19 +8,22 @@
 #              on a clone of this checkout's committed state, in a fresh
 #              Debian 13 (trixie) chroot made by scripts/chroot.sh (as root)
 #
-# A new stage is a function stage_NAME plus its name in all_stages.
+# A new stage is a function stage_NAME plus its name in all_stages.  Each
+# stage is stopped after $VDDKPY_STAGE_LIMIT (default 20m): tests end by
+# themselves, this only keeps a broken run from holding CI for good.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+limit=${VDDKPY_STAGE_LIMIT:-20m}
 
 all_stages=(debian12 debian13)
 
 stage_debian12() {
-    "$here/scripts/test.sh"
+    timeout "$limit" "$here/scripts/test.sh"
 }
 
 # The README's commands inside a fresh system, as a new user would run them.
 readme_commands_in() {       # readme_commands_in SUITE
-    "$here/scripts/chroot.sh" "$1" --clone "$here" /root/vddkpy -- \
+    timeout "$limit" "$here/scripts/chroot.sh" "$1" --clone "$here" /root/vddkpy -- \
         sh -c 'cd /root/vddkpy || exit 1
                status=0
                scripts/demo.sh || status=1
