@@ -1,11 +1,16 @@
 """Fixtures: the VDDK stand-in installed as a VDDK distribution, and nbdkit
 running the plugin against it, observed through real NBD clients."""
 
+import atexit
+import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +28,56 @@ REMOTE = ["server=esxi.example.com", "user=root", "password=sekret",
 THUMB = "B2:31:BD:DE:9F:DB:9D:E0:78:EF:30:42:8A:41:B0:28:92:93:C8:DD"
 REMOTE_DISK = "[datastore1] Fedora/Fedora.vmdk"
 REMOTE_DISK_ARGS = REMOTE + ["thumbprint=%s" % THUMB, "file=" + REMOTE_DISK]
+
+
+def _put_tools_first_on_path():
+    """Every test and shell snippet finds, first on PATH, "python3" as the
+    Python running the tests (the one nbdkit embeds, holding libnbd's
+    module for nbdsh) and, when $NBDKIT is set, "nbdkit" as the server
+    under test (otherwise the nbdkit already first on PATH is)."""
+    bindir = tempfile.mkdtemp(prefix="vddkpy-tests-bin-")
+    atexit.register(shutil.rmtree, bindir, True)
+    os.symlink(sys.executable, os.path.join(bindir, "python3"))
+    if os.environ.get("NBDKIT"):
+        os.symlink(os.path.abspath(os.environ["NBDKIT"]),
+                   os.path.join(bindir, "nbdkit"))
+    os.environ["PATH"] = bindir + os.pathsep + os.environ["PATH"]
+
+
+_put_tools_first_on_path()
+
+
+@functools.lru_cache(maxsize=None)
+def server_version():
+    """(major, minor, micro) of the nbdkit under test."""
+    out = subprocess.run(["nbdkit", "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    return tuple(int(n) for n in
+                 re.search(r"(\d+)\.(\d+)\.(\d+)", out).groups())
+
+
+@functools.lru_cache(maxsize=None)
+def has_filter(name):
+    """Whether the nbdkit under test has filter ``name`` (virt-v2v's test)."""
+    return subprocess.run(["nbdkit", "--filter=" + name, "null",
+                           "--dump-plugin"], capture_output=True).returncode \
+        == 0
+
+
+# What a dying server leaves on stderr even when --run hides its status.
+_CRASH_MARKS = ("Fatal Python error", "Segmentation fault", "core dumped",
+                "was killed by signal", "Assertion `", "Assertion '",
+                "Aborted")
+_CRASH_SIGNALS = (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS,
+                  -signal.SIGILL, -signal.SIGFPE)
+
+
+def assert_server_survived(stderr, returncode=0):
+    """The server did not crash (``nbdkit --run`` may exit 0 when the
+    server aborted after the command finished)."""
+    marks = [m for m in _CRASH_MARKS if m in stderr]
+    assert not marks and returncode not in _CRASH_SIGNALS, \
+        "nbdkit crashed (exit %s, %s):\n%s" % (returncode, marks, stderr)
 
 
 def pytest_sessionstart(session):
@@ -45,6 +100,15 @@ def install_standin(libdir, version=8, layout="flat", variant="",
     if companion:
         shutil.copy(BUILD / "libfakevddk-companion.so", target)
     return Path(libdir)
+
+
+@pytest.fixture(scope="session")
+def private_system():
+    """Tests that install plugins run only where installing cannot change
+    the machine: inside tests/private-system.sh (scripts/test.sh)."""
+    if not os.environ.get("VDDKPY_PRIVATE_SYSTEM"):
+        pytest.skip("installs into nbdkit's plugin directory: run through "
+                    "tests/private-system.sh (scripts/test.sh does)")
 
 
 @pytest.fixture
@@ -113,6 +177,9 @@ class Nbdkit:
                 self.proc.wait()
         return self.proc.returncode
 
+    def assert_survived(self):
+        assert_server_survived(self.stderr, self.proc.returncode)
+
     def __enter__(self):
         return self.start()
 
@@ -180,11 +247,15 @@ def nbdkit(tmp_path, libdir):
     yield start
     for server in servers:
         server.stop()
+    for server in servers:
+        server.assert_survived()
 
 
 def run_nbdkit(tmp_path, libdir, args, options=(), config=None, env=None,
-               run=None, verbose=True, timeout=TIMEOUT, **popen):
-    """Run nbdkit to completion (config errors, --dump-plugin, --run)."""
+               run=None, verbose=True, timeout=TIMEOUT, may_crash=False,
+               **popen):
+    """Run nbdkit to completion (config errors, --dump-plugin, --run);
+    the server must not crash unless ``may_crash``."""
     command = ["nbdkit", "-f", "-U", "-"]
     if verbose:
         command.append("-v")
@@ -195,9 +266,12 @@ def run_nbdkit(tmp_path, libdir, args, options=(), config=None, env=None,
     if libdir is not None:
         command.append("libdir=%s" % libdir)
     command += list(args)
-    return subprocess.run(command, env=standin_env(tmp_path, config, env),
-                          capture_output=True, text=True, timeout=timeout,
-                          **popen)
+    result = subprocess.run(command, env=standin_env(tmp_path, config, env),
+                            capture_output=True, text=True, timeout=timeout,
+                            **popen)
+    if not may_crash:
+        assert_server_survived(result.stderr, result.returncode)
+    return result
 
 
 def error_lines(stderr):

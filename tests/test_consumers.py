@@ -9,14 +9,17 @@ import time
 import pytest
 
 from conftest import (ROOT, THUMB, TIMEOUT, assert_no_traceback,
-                      flat_vmdk, install_standin, random_file, server_config,
-                      standin_env)
+                      flat_vmdk, has_filter, install_standin, random_file,
+                      server_config, standin_env)
 from test_thumbprint import tls_server
 
 PLUGINDIR = subprocess.run(["nbdkit", "--dump-config"], capture_output=True,
                            text=True).stdout.split("plugindir=")[1].split()[0]
-NAME = "vddk" if not os.path.exists(
-    os.path.join(PLUGINDIR, "nbdkit-vddk-plugin.so")) else "vddkpy"
+# In the private system (see the fixture) no other vddk plugin is visible.
+NAME = "vddk"
+# virt-v2v adds cacheextents only where the server has it (gone in 1.45).
+V2V_FILTERS = tuple(f for f in ("retry", "cacheextents", "cow")
+                    if has_filter(f))
 
 
 def install(*args):
@@ -26,7 +29,7 @@ def install(*args):
 
 
 @pytest.fixture(scope="module")
-def installed():
+def installed(private_system):
     result = install("--name", NAME)
     assert result.returncode == 0, result.stderr
     yield NAME
@@ -71,8 +74,7 @@ def test_virt_v2v_probe(tmp_path, installed):
 
 
 def start_v2v_style(tmp_path, installed, libdir, datastore, extra=(),
-                    thumbprint=THUMB, filters=("retry", "cacheextents",
-                                               "cow")):
+                    thumbprint=THUMB, filters=V2V_FILTERS):
     """nbdkit exactly as virt-v2v's input/nbdkit_vddk.ml runs it."""
     (tmp_path / "pw").write_text("sekret")
     sock = tmp_path / "v2v.sock"
@@ -160,7 +162,8 @@ def test_cloudstack_settings(tmp_path, installed, vcenter_disk):
 @pytest.mark.parametrize("filters,args", [
     (["blocksize"], ["minblock=512", "maxdata=2M"]),
     (["noextents"], []),
-    (["cacheextents"], []),
+    pytest.param(["cacheextents"], [], marks=pytest.mark.skipif(
+        not has_filter("cacheextents"), reason="server has no cacheextents")),
     (["readahead"], []),
     (["retry"], []),
     (["cow"], []),

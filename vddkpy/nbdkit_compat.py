@@ -1,8 +1,8 @@
 """What nbdkit gives a C plugin but not a Python one.
 
 * The ``-D vddk.FLAG=N`` debug flags and ``-v``: the server applies them
-  only to C plugins, so they are read from nbdkit's own command line, with
-  nbdkit's rules (every spelling, first occurrence wins).
+  only to C plugins, so they are read from nbdkit's own command line
+  (``cmdline``), with nbdkit's rules (first occurrence wins).
 * ``nbdkit_error`` / ``nbdkit_debug`` and the server's parsers, called
   through cffi so messages are exactly the server's.
 * Failing at start-up the way nbdkit does: one error line, exit status 1.
@@ -10,26 +10,10 @@
 
 import sys
 
+from . import cmdline
 from .native import ffi, process, to_bytes
 
-# nbdkit's options that take an argument (nbdkit 1.32 .. 1.45), so that
-# their values are not mistaken for options.
-_SHORT_WITH_ARG = set("DegipPtuU")
-_LONG_WITH_ARG = {
-    "debug", "export", "export-name", "exportname", "filter", "group",
-    "ip-addr", "ipaddr", "log", "mask-handshake", "pid-file", "pidfile",
-    "port", "run", "selinux-label", "threads", "tls", "tls-certificates",
-    "tls-psk", "unix", "user", "timeout", "keepalive",
-}
 _DEFAULT_FLAGS = {"datapath": 1, "diskinfo": 0, "extents": 0, "stats": 0}
-
-
-def read_cmdline(path="/proc/self/cmdline"):
-    """nbdkit's argv, from the kernel."""
-    with open(path, "rb") as f:
-        data = f.read()
-    return [a.decode("utf-8", "surrogateescape")
-            for a in data.split(b"\0")[:-1]]
 
 
 def _c_int(text):
@@ -44,34 +28,15 @@ def _c_int(text):
     return sign * int(digits or "0")
 
 
-def _options(argv):
-    """Yield (option, value) for nbdkit's options in argv, as getopt would."""
-    args = iter(argv[1:])
-    for arg in args:
-        if arg == "--":
-            return
-        if arg.startswith("--"):
-            name, eq, value = arg[2:].partition("=")
-            if not eq and name in _LONG_WITH_ARG:
-                value = next(args, "")
-            yield name, value
-        elif arg.startswith("-") and len(arg) > 1:
-            for i, letter in enumerate(arg[1:], 1):
-                if letter in _SHORT_WITH_ARG:
-                    value = arg[i + 1:] or next(args, "")
-                    yield letter, value
-                    break
-                yield letter, None
-
-
-def parse_debug_flags(argv, plugin="vddk"):
-    """(verbose, {flag: value}) with nbdkit's first-occurrence-wins rule."""
+def parse_debug_flags(argv, version=cmdline.server_version, plugin="vddk"):
+    """(verbose, {flag: value}) with nbdkit's first-occurrence-wins rule;
+    ``version`` gives the server's version when a prefix needs it."""
     verbose = False
     seen = {}
-    for option, value in _options(argv):
-        if option in ("v", "verbose"):
+    for option, value in cmdline.options(argv, version):
+        if option == "v":
             verbose = True
-        elif option in ("D", "debug"):
+        elif option == "D":
             name, eq, number = value.partition("=")
             prefix, dot, flag = name.partition(".")
             if eq and dot and prefix == plugin and flag not in seen:
@@ -96,7 +61,7 @@ def _nbdkit_argv():
     """nbdkit's command line, or [] when not running inside nbdkit."""
     try:
         import nbdkit  # noqa: F401  (only present inside nbdkit)
-        return read_cmdline()
+        return cmdline.read_cmdline()
     except (ImportError, OSError):
         return []
 

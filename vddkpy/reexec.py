@@ -12,7 +12,8 @@ import os
 import sys
 import tempfile
 
-from .nbdkit_compat import debug, fail_startup, read_cmdline
+from .cmdline import read_cmdline
+from .nbdkit_compat import debug, fail_startup
 from .native import ffi, process
 
 

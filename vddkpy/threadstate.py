@@ -6,56 +6,111 @@ destroys it again, so each request would pay for building and tearing down
 a thread state and its frame stack.  Measured on a 2-core machine: server
 CPU per 4 KiB read 58 -> 26-43 µs, per block-status request 86 -> 37-55 µs.
 
-So a connection takes one extra Ensure on each thread's first request,
-which keeps that thread's state alive.  When the connection closes, nbdkit
-has already joined the connection's worker threads: the states of threads
-that have exited are freed, and the closing thread (which served the
-requests itself when nbdkit runs one thread per connection) gives its extra
-hold back.  A thread still alive keeps its state: leaking one is harmless,
-freeing one in use is not.
+So a thread takes one extra Ensure on its first data request, which keeps
+its state alive between callbacks.  Every state is given back by the thread
+that owns it, through the public PyGILState API only: since Python 3.12,
+deleting another thread's state also unbinds the *calling* thread's own
+state, and nbdkit then aborts in its next PyGILState_Release.
 
-These calls must be made holding the GIL, which cffi always releases around
-a foreign call, so they go through ctypes.pythonapi, CPython's own binding.
+- nbdkit's worker threads (default, several threads per connection) give
+  their hold back when they exit, from a thread-exit hook registered with
+  glibc's ``__cxa_thread_atexit_impl`` (the hook C++ ``thread_local``
+  destructors use).  Those hooks run before the thread's TLS keys are torn
+  down, so PyGILState still finds the state, and nbdkit joins a
+  connection's workers before it closes the connection and long before it
+  unloads the plugin, so no hook runs after Python is finalised.
+- The thread that opened the disk (the connection's own thread, which
+  serves the requests itself under ``-t 1``) is not joined before unload:
+  it gives its hold back in ``close``.
+
+Without the glibc hook (another C library) threads other than the opener
+keep nothing: each request then builds its own state, slower but correct.
+
+The hold is taken and given back with the GIL held, which cffi always
+releases around a foreign call, so these go through ctypes.pythonapi.
 """
 
 import ctypes
-import os
 import threading
+
+from .native import ffi, process
 
 _api = ctypes.pythonapi
 _api.PyGILState_Ensure.restype = ctypes.c_int
 _api.PyGILState_Release.argtypes = [ctypes.c_int]
-_api.PyThreadState_Get.restype = ctypes.c_void_p
-_api.PyThreadState_Clear.argtypes = [ctypes.c_void_p]
-_api.PyThreadState_Delete.argtypes = [ctypes.c_void_p]
+
+ffi.cdef("""
+int __cxa_thread_atexit_impl(void (*func)(void *), void *obj,
+                             void *dso_symbol);
+""")
 
 
-def _thread_exists(native_id):
-    return os.path.isdir("/proc/self/task/%d" % native_id)
+def _find_exit_hook():
+    try:
+        return process.__cxa_thread_atexit_impl
+    except AttributeError:
+        return None
+
+
+_register_exit_hook = _find_exit_hook()
+
+# Native ids of the threads whose hold their exit hook gives back.
+_held_until_exit = set()
+
+
+# Holds are taken inside callbacks, with the GIL held, so Ensure always
+# answers PyGILState_LOCKED: releasing with it never gives up the GIL.
+_LOCKED = 0
+
+
+def _take_hold():
+    _api.PyGILState_Ensure()
+
+
+def _give_back_hold():
+    _api.PyGILState_Release(_LOCKED)
+
+
+@ffi.callback("void(void *)")
+def _give_back_at_exit(_unused):
+    # cffi has made this thread's kept state current for the call; dropping
+    # our hold leaves cffi's own, whose release then frees the state.
+    _held_until_exit.discard(threading.get_native_id())
+    _give_back_hold()
+
+
+# The hook is tied to the library holding this symbol (libpython), which
+# glibc then keeps loaded until the hook has run; with NULL glibc would
+# dereference a null link map on a thread's first registration.
+_PYTHON_SYMBOL = ffi.cast(
+    "void *", ctypes.cast(_api.PyGILState_Ensure, ctypes.c_void_p).value)
+
+
+def _keep_until_exit(native_id):
+    _take_hold()
+    _held_until_exit.add(native_id)
+    _register_exit_hook(_give_back_at_exit, ffi.NULL, _PYTHON_SYMBOL)
 
 
 class KeptStates:
     """The thread states one connection keeps alive."""
 
     def __init__(self):
-        # native thread id -> (PyThreadState *, PyGILState_STATE)
-        self._states = {}
+        self._opener = threading.get_native_id()
+        self._opener_holds = False
 
     def keep_current(self):
-        """Keep the calling thread's state until release() (cheap if kept)."""
+        """Keep the calling thread's state (cheap once kept)."""
         native_id = threading.get_native_id()
-        if native_id not in self._states:
-            held = _api.PyGILState_Ensure()
-            self._states[native_id] = (_api.PyThreadState_Get(), held)
+        if native_id == self._opener:
+            if not self._opener_holds:
+                _take_hold()
+                self._opener_holds = True
+        elif native_id not in _held_until_exit and _register_exit_hook:
+            _keep_until_exit(native_id)
 
     def release(self):
-        me = threading.get_native_id()
-        # Without /proc a living thread could not be told from an exited one.
-        can_tell = _thread_exists(me)
-        for native_id, (state, held) in self._states.items():
-            if native_id == me:
-                _api.PyGILState_Release(held)
-            elif can_tell and not _thread_exists(native_id):
-                _api.PyThreadState_Clear(state)
-                _api.PyThreadState_Delete(state)
-        self._states.clear()
+        """Give back the opener's hold; called by close on its thread."""
+        if self._opener_holds and threading.get_native_id() == self._opener:
+            _give_back_hold()
+            self._opener_holds = False
