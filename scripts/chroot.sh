@@ -140,6 +140,9 @@ tarball=$(ensure_base_tarball)
 root=$(mktemp -d "/var/tmp/vddkpy-chroot-$suite.XXXXXX")
 tar -C "$root" -xf "$tarball"
 
+# The root a mount point of its own, as on a real system: `unshare
+# --propagation` (the test suite's private namespace) fails otherwise.
+mount_in_root / --bind "$root"
 mount_in_root /proc -t proc proc
 mount_in_root /sys --bind /sys
 mount_in_root /dev --bind /dev

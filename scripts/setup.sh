@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               python3-pytest python3-hypothesis qemu-utils gcc make zlib1g-dev
-              openssl python3-pexpect fdisk dosfstools mtools)
+              openssl python3-pexpect fdisk dosfstools mtools
+              file)   # Debian 13's nbdinfo runs `file` to describe the content
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
