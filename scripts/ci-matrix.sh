@@ -7,6 +7,8 @@
 #   debian13   the README's two commands (scripts/demo.sh, scripts/test.sh)
 #              on a clone of this checkout's committed state, in a fresh
 #              Debian 13 (trixie) chroot made by scripts/chroot.sh (as root)
+#   deb_bookworm, deb_trixie   the Debian package in fresh chroots (hook,
+#              not yet in all_stages: see deb_check_in)
 #
 # A new stage is a function stage_NAME plus its name in all_stages.  Each
 # stage is stopped after $VDDKPY_STAGE_LIMIT (default 20m): tests end by
@@ -34,6 +36,26 @@ readme_commands_in() {       # readme_commands_in SUITE
 stage_debian13() {
     readme_commands_in trixie
 }
+
+# Hook for the Debian package (branch deb): once scripts/build-deb.sh and
+# scripts/check-deb.sh are merged, add deb_bookworm and deb_trixie to
+# all_stages.  The package is built here once, then installed and checked
+# in a fresh system of each suite with the stand-in as VDDK.
+deb=""
+deb_check_in() {       # deb_check_in SUITE
+    if [ -z "$deb" ]; then
+        "$here/scripts/build-deb.sh" && make -s -C "$here/tests/standin" || return 1
+        deb=$(ls -t "$here"/build/nbdkit-plugin-vddkpy_*.deb | head -1)
+    fi
+    timeout "$limit" "$here/scripts/chroot.sh" "$1" \
+        --copy "$here/scripts/check-deb.sh" /root/check/check-deb.sh \
+        --copy "$deb" "/root/check/${deb##*/}" \
+        --copy "$here/tests/standin/build/libvixDiskLib.so" /root/check/libvixDiskLib.so -- \
+        /root/check/check-deb.sh "/root/check/${deb##*/}" /root/check/libvixDiskLib.so
+}
+
+stage_deb_bookworm() { deb_check_in bookworm; }
+stage_deb_trixie() { deb_check_in trixie; }
 
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=("${all_stages[@]}")
