@@ -7,8 +7,8 @@
 #   debian13   the README's two commands (scripts/demo.sh, scripts/test.sh)
 #              on a clone of this checkout's committed state, in a fresh
 #              Debian 13 (trixie) chroot made by scripts/chroot.sh (as root)
-#   deb_bookworm, deb_trixie   the Debian package in fresh chroots (hook,
-#              not yet in all_stages: see deb_check_in)
+#   deb_bookworm, deb_trixie   the Debian package (scripts/build-deb.sh)
+#              checked by scripts/check-deb.sh in fresh chroots
 #
 # A new stage is a function stage_NAME plus its name in all_stages.  Each
 # stage is stopped after $VDDKPY_STAGE_LIMIT (default 20m): tests end by
@@ -17,7 +17,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 limit=${VDDKPY_STAGE_LIMIT:-20m}
 
-all_stages=(debian12 debian13)
+all_stages=(debian12 debian13 deb_bookworm deb_trixie)
 
 stage_debian12() {
     timeout "$limit" "$here/scripts/test.sh"
@@ -37,10 +37,8 @@ stage_debian13() {
     readme_commands_in trixie
 }
 
-# Hook for the Debian package (branch deb): once scripts/build-deb.sh and
-# scripts/check-deb.sh are merged, add deb_bookworm and deb_trixie to
-# all_stages.  The package is built here once, then installed and checked
-# in a fresh system of each suite with the stand-in as VDDK.
+# The Debian package is built here once, then installed and checked in a
+# fresh system of each suite with the stand-in as VDDK.
 deb=""
 deb_check_in() {       # deb_check_in SUITE
     if [ -z "$deb" ]; then

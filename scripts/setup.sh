@@ -8,6 +8,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               python3-pytest python3-hypothesis qemu-utils gcc make zlib1g-dev
               openssl python3-pexpect fdisk dosfstools mtools
+              pandoc lintian dpkg-dev groff-base python3-venv
               file)   # Debian 13's nbdinfo runs `file` to describe the content
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -8,9 +8,13 @@ builtin in this module: use ``builtins.open`` if it is ever needed here.)
 
 import nbdkit
 
-from .errors import PluginError, install_reporting
-from .params import Params
-from .session import Session
+from .prerequisites import require_cffi
+
+require_cffi()      # one error line, before cffi's ImportError could escape
+
+from .errors import PluginError, install_reporting  # noqa: E402
+from .params import Params  # noqa: E402
+from .session import Session  # noqa: E402
 
 __all__ = [
     "API_VERSION", "thread_model", "dump_plugin", "config",

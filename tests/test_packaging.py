@@ -1,0 +1,341 @@
+"""Issue 13: installed like an nbdkit plugin.
+
+Each missing piece gives one exact line and a non-zero exit, never a
+traceback: python3-cffi, nbdkit's python plugin, the vddkpy package for
+the Python nbdkit embeds, an install from a virtual environment.  The
+installer is tried only in a private mount namespace, where nbdkit's plugin
+directory and the embedded Python's site-packages are temporary
+directories, so nothing is written to the system.  The Debian package is
+built and checked with lintian; ``pip install .`` still works in a venv.
+"""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT, TIMEOUT, install_standin, random_file, standin_env
+from vddkpy import __version__
+from vddkpy.host import EmbeddedPython, nbdkit_path, plugindir
+from vddkpy.install import package_script
+
+NBDKIT = nbdkit_path()
+PLUGINDIR = plugindir(NBDKIT)
+EMBEDDED = EmbeddedPython(NBDKIT, PLUGINDIR)
+SITE = EMBEDDED.site_packages       # where the installer puts vddkpy
+PYTHON = EMBEDDED.version
+PYTHON_PLUGIN = "nbdkit-python-plugin.so"
+CFFI_LINE = ("vddkpy needs python3-cffi, which is not installed for Python "
+             "%s (the Python nbdkit embeds): apt install python3-cffi"
+             % PYTHON)
+DEB = ROOT / "build" / ("nbdkit-plugin-vddkpy_%s_amd64.deb" % __version__)
+
+
+def private(mounts, command, env=None, cwd=None):
+    """Run ``command`` in a private mount namespace in which each target
+    directory of ``mounts`` ({target: source}) shows the source instead."""
+    pairs = [str(p) for target, source in mounts.items()
+             for p in (source, target)]
+    script = ('set -e; while [ "$1" != -- ]; do mount --bind "$1" "$2"; '
+              'shift 2; done; shift; exec "$@"')
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         script, "sh"] + pairs + ["--"] + [str(c) for c in command],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def system(tmp_path):
+    """Empty stand-ins for nbdkit's plugin directory (holding only the
+    python plugin, or nothing with ``python_plugin=False``) and the
+    embedded Python's site-packages."""
+    # Hiding /usr/lib/python3/dist-packages would hide cffi too.
+    assert SITE.startswith("/usr/local/"), SITE
+
+    def make(python_plugin=True):
+        plugins = tmp_path / "plugins"
+        site = tmp_path / "site-packages"
+        plugins.mkdir(exist_ok=True)
+        site.mkdir(exist_ok=True)
+        if python_plugin:
+            shutil.copy2("%s/%s" % (PLUGINDIR, PYTHON_PLUGIN), plugins)
+        return {PLUGINDIR: plugins, SITE: site}
+    return make
+
+
+def installer(*args):
+    return ["/usr/bin/python3", "-m", "vddkpy.install"] + list(args)
+
+
+def assert_one_line(result, line):
+    assert result.returncode != 0
+    assert result.stderr == line + "\n", result.stderr
+
+
+# -- no python3-cffi ---------------------------------------------------------
+
+@pytest.fixture
+def no_cffi(tmp_path):
+    """An environment in which ``import cffi`` fails as when python3-cffi
+    is not installed (nbdkit's Python reads PYTHONPATH)."""
+    shadow = tmp_path / "no-cffi"
+    shadow.mkdir()
+    (shadow / "cffi.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'cffi'\", name='cffi')\n")
+    return standin_env(tmp_path, extra={"PYTHONPATH": str(shadow)})
+
+
+def test_plugin_without_cffi(tmp_path, no_cffi):
+    for mode in (["--run", "true", "file=/dev/null"], ["--dump-plugin"]):
+        result = subprocess.run(
+            ["nbdkit", "-U", "-", "python", str(ROOT / "plugin" / "plugin.py")]
+            + mode, env=no_cffi, capture_output=True, text=True,
+            timeout=TIMEOUT)
+        assert result.returncode == 1
+        assert result.stderr == "nbdkit: error: %s\n" % CFFI_LINE
+
+
+def test_installer_without_cffi(system, no_cffi):
+    mounts = system()
+    result = private(mounts, installer(), env=no_cffi, cwd=ROOT)
+    assert_one_line(result, "vddkpy.install: error: " + CFFI_LINE)
+    assert not any(mounts[PLUGINDIR].glob("nbdkit-vddk*"))
+    assert not any(mounts[SITE].iterdir())
+
+
+def test_usage_without_cffi(no_cffi):
+    result = subprocess.run(["/usr/bin/python3", "-m", "vddkpy"], cwd=ROOT,
+                            env=no_cffi, capture_output=True, text=True)
+    assert_one_line(result, "vddkpy: error: vddkpy needs python3-cffi, which "
+                    "is not installed for Python %s (/usr/bin/python3): apt "
+                    "install python3-cffi" % PYTHON)
+
+
+# -- no nbdkit-plugin-python ---------------------------------------------------
+
+def test_installer_and_check_without_python_plugin(system):
+    mounts = system(python_plugin=False)
+    missing = ("error: nbdkit's python plugin is not installed (no %s/%s): "
+               "apt install nbdkit-plugin-python" % (PLUGINDIR, PYTHON_PLUGIN))
+    result = private(mounts, installer(), cwd=ROOT)
+    assert_one_line(result, "vddkpy.install: " + missing)
+    assert not any(mounts[PLUGINDIR].iterdir())
+    # With the plugin script there (e.g. dpkg --force-depends), nbdkit
+    # itself names the missing python plugin; --check still says what to do.
+    script = mounts[PLUGINDIR] / "nbdkit-vddk-plugin"
+    script.write_text(package_script())
+    script.chmod(0o755)
+    result = private(mounts, ["nbdkit", "vddk", "--dump-plugin"])
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        "nbdkit: error: cannot open plugin 'python': %s/%s: cannot open "
+        "shared object file: No such file or directory"
+        % (PLUGINDIR, PYTHON_PLUGIN))
+    result = private(mounts, ["/usr/bin/python3", "-m", "vddkpy", "--check"],
+                     cwd=ROOT)
+    assert_one_line(result, "vddkpy: " + missing)
+
+
+def test_installer_leaves_the_packages_plugin_alone(system):
+    mounts = system()
+    script = mounts[PLUGINDIR] / "nbdkit-vddk-plugin"
+    script.write_text(package_script())
+    result = private(mounts, installer("--force"), cwd=ROOT)
+    assert_one_line(result, "vddkpy.install: error: %s/nbdkit-vddk-plugin "
+                    "belongs to the Debian package nbdkit-plugin-vddkpy, "
+                    "which already installs vddkpy" % PLUGINDIR)
+    assert script.read_text() == package_script()
+
+
+# -- installed for another Python than nbdkit's ------------------------------
+
+def in_namespace(mounts, tmp_path, *commands):
+    """Shell commands, joined with &&, in one private namespace (from the
+    checkout; the stand-in's call log goes to ``tmp_path``)."""
+    return private(mounts, ["bash", "-c", " && ".join(commands)],
+                   cwd=ROOT, env=standin_env(tmp_path))
+
+
+def test_private_install_serves_then_uninstalls(tmp_path, system):
+    mounts = system()
+    libdir = install_standin(tmp_path / "vddk", layout="lib64")
+    disk = random_file(tmp_path / "disk.raw", 2 * 1024 * 1024, seed=3)
+    result = in_namespace(
+        mounts, tmp_path, "/usr/bin/python3 -m vddkpy.install",
+        "nbdkit vddk --dump-plugin >/dev/null",
+        "/usr/bin/python3 -m vddkpy --check",
+        "cd %s && nbdkit -U - vddk libdir=%s file=%s --run 'nbdcopy "
+        "\"$uri\" out.raw'" % (tmp_path, libdir, disk))
+    assert result.returncode == 0, result.stderr
+    assert "installed %s/nbdkit-vddk-plugin\n" % PLUGINDIR in result.stdout
+    assert "nbdkit vddk runs vddkpy (%s/nbdkit-vddk-plugin)\n" % PLUGINDIR \
+        in result.stdout
+    assert (tmp_path / "out.raw").read_bytes() == disk.read_bytes()
+    assert (mounts[SITE] / "vddkpy" / "callbacks.py").exists()
+    result = in_namespace(mounts, tmp_path, "/usr/bin/python3 -m "
+                          "vddkpy.install --uninstall")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in mounts[PLUGINDIR].iterdir()) == \
+        [PYTHON_PLUGIN]
+    assert not any(mounts[SITE].iterdir())
+
+
+def test_installed_for_another_python(tmp_path, system):
+    """After an upgrade, the Python nbdkit embeds no longer has the
+    site-packages vddkpy was installed in: here, the same directory now
+    empty."""
+    mounts = system()
+    assert in_namespace(mounts, tmp_path, "/usr/bin/python3 -m "
+                        "vddkpy.install").returncode == 0
+    upgraded = dict(mounts)
+    upgraded[SITE] = tmp_path / "empty"
+    upgraded[SITE].mkdir()
+    result = private(upgraded, ["nbdkit", "-U", "-", "vddk",
+                                "file=/dev/null", "--run", "true"],
+                     cwd=tmp_path)
+    assert_one_line(
+        result, "nbdkit: error: vddkpy is not installed for Python %s, the "
+        "Python nbdkit embeds (it was installed in %s): run 'python3 -m "
+        "vddkpy.install' again as root" % (PYTHON, SITE))
+
+
+# -- an install from a virtual environment ------------------------------------
+
+def test_install_from_venv_refused(tmp_path, system):
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip",
+                    "--system-site-packages", str(venv)], check=True)
+    env = standin_env(tmp_path, extra={
+        "VIRTUAL_ENV": str(venv),
+        "PATH": "%s/bin:/usr/bin:/bin" % venv})      # as `activate` does
+    mounts = system()
+    result = private(mounts, [venv / "bin" / "python3", "-m",
+                              "vddkpy.install"], env=env, cwd=ROOT)
+    assert_one_line(
+        result, "vddkpy.install: error: nbdkit's Python sees the virtual "
+        "environment %s only because it is active here; nbdkit started by "
+        "virt-v2v, CloudStack or a service will not: run 'deactivate', then "
+        "install as root (or apt install ./nbdkit-plugin-vddkpy_*.deb)"
+        % venv)
+    assert not any(mounts[PLUGINDIR].glob("nbdkit-vddk*"))
+    assert not list(venv.rglob("callbacks.py"))
+
+
+# -- the Debian package ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def deb():
+    result = subprocess.run([str(ROOT / "scripts" / "build-deb.sh")],
+                            cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "build/%s\n" % DEB.name
+    return DEB
+
+
+def test_deb_contents(deb, tmp_path):
+    listing = subprocess.run(["dpkg-deb", "--contents", str(deb)],
+                             capture_output=True, text=True,
+                             check=True).stdout
+    for path in ("./usr/lib/python3/dist-packages/vddkpy/callbacks.py",
+                 "./usr/lib/python3/dist-packages/vddkpy/prerequisites.py",
+                 ".%s/nbdkit-vddk-plugin" % PLUGINDIR,
+                 ".%s/nbdkit-vddkpy-plugin" % PLUGINDIR,
+                 "./usr/bin/vddkpy", "./usr/bin/vddkpy-thumbprint",
+                 "./usr/share/man/man1/nbdkit-vddk-plugin.1.gz",
+                 "./usr/share/doc/nbdkit-plugin-vddkpy/copyright"):
+        assert " %s\n" % path in listing or " %s -> " % path in listing, path
+    assert "__pycache__" not in listing
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True)
+    page = subprocess.run(
+        ["zcat", str(tmp_path / "usr/share/man/man1/nbdkit-vddk-plugin.1.gz")],
+        capture_output=True, text=True, check=True).stdout
+    # Fonts groff 1.23 (Debian 13) lacks on terminals: lintian warns.
+    assert not re.search(r"\\f\[(C|CB|V)\]", page)
+    render = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z"],
+                            input=page, capture_output=True, text=True)
+    assert render.returncode == 0 and render.stderr == ""
+    depends = subprocess.run(["dpkg-deb", "--field", str(deb), "Depends"],
+                             capture_output=True, text=True,
+                             check=True).stdout
+    names = {d.split()[0].split(":")[0] for d in depends.split(",")}
+    assert {"nbdkit", "nbdkit-plugin-python", "python3",
+            "python3-cffi"} <= names
+
+
+def test_deb_lintian_has_no_errors(deb):
+    result = subprocess.run(["lintian", "--no-tag-display-limit", str(deb)],
+                            capture_output=True, text=True, timeout=300)
+    tags = result.stdout.splitlines()
+    assert not [t for t in tags if t.startswith("E:")], result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_deb_plugin_without_vddkpy(deb, tmp_path):
+    """The package's plugin script, when its vddkpy files are gone."""
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / "root")],
+                   check=True)
+    script = tmp_path / "root" / PLUGINDIR.lstrip("/") / "nbdkit-vddk-plugin"
+    assert script.read_text().startswith("#!/usr/bin/nbdkit python\n")
+    (tmp_path / "empty").mkdir()
+    result = private({SITE: tmp_path / "empty"},     # whatever is there now
+                     [script, "file=/dev/null"], cwd=tmp_path)
+    assert_one_line(
+        result, "nbdkit: error: vddkpy is not installed for Python %s, the "
+        "Python nbdkit embeds: apt install --reinstall nbdkit-plugin-vddkpy"
+        % PYTHON)
+
+
+# -- Python packaging --------------------------------------------------------
+
+def test_pip_install_into_venv(tmp_path):
+    source = tmp_path / "source"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv",
+                    "--system-site-packages", str(venv)], check=True)
+    before = set(source.rglob("*"))
+    pip = subprocess.run(
+        [venv / "bin" / "pip", "install", "--no-index",
+         "--no-build-isolation", "--disable-pip-version-check", str(source)],
+        capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    # What the build left in the source tree is ignored by git.
+    left = sorted(str(p.relative_to(source)) + ("/" if p.is_dir() else "")
+                  for p in set(source.rglob("*")) - before
+                  if p.parent in (source, source / "vddkpy"))
+    assert left
+    ignored = subprocess.run(["git", "check-ignore", "--no-index"] + left,
+                             cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == left
+    probe = subprocess.run(
+        [venv / "bin" / "python", "-c",
+         "import importlib.metadata as m, vddkpy.abi, vddkpy; "
+         "print(m.version('vddkpy'), vddkpy.__file__, "
+         "m.metadata('vddkpy')['License'])"],
+        cwd=tmp_path, capture_output=True, text=True, check=True)
+    version, location, license_ = probe.stdout.split(None, 2)
+    assert version == __version__
+    assert location.startswith(str(venv))
+    assert license_.strip() == "BSD-3-Clause"
+    usage = subprocess.run([venv / "bin" / "vddkpy"], capture_output=True,
+                           text=True, cwd=tmp_path)
+    assert usage.returncode == 0 and "man nbdkit-vddk-plugin" in usage.stdout
+    for tool in ("vddkpy-thumbprint", "vddkpy-install"):
+        assert (venv / "bin" / tool).exists()
+
+
+def test_license_matches_pyproject():
+    assert (ROOT / "LICENSE").read_text().startswith("BSD 3-Clause License")
+    assert "the vddkpy authors" in (ROOT / "LICENSE").read_text()
+    assert 'license = { text = "BSD-3-Clause" }' in \
+        (ROOT / "pyproject.toml").read_text()
+    assert 'version = { attr = "vddkpy.__version__" }' in \
+        (ROOT / "pyproject.toml").read_text()

@@ -1,0 +1,48 @@
+"""What the plugin needs before it can even be imported, said in one line.
+
+The plugin binds VDDK through cffi.  When cffi (or its compiled part,
+``_cffi_backend``) is missing for the Python that nbdkit embeds, the
+import would end in a traceback; instead the plugin prints one nbdkit
+error line saying what to install and exits 1, as nbdkit does for a bad
+configuration.  cffi is what is missing, so the line goes out through
+ctypes, which every CPython has.
+"""
+
+import ctypes
+import sys
+
+EMBEDDED = "the Python nbdkit embeds"
+
+
+def cffi_missing_message(version, which=EMBEDDED):
+    return ("vddkpy needs python3-cffi, which is not installed for Python %s "
+            "(%s): apt install python3-cffi" % (version, which))
+
+
+def running_version():
+    return "%d.%d" % sys.version_info[:2]
+
+
+def fail(message):
+    """Print ``message`` as nbdkit's error line and exit 1, as nbdkit does
+    after a configuration error (only ever called inside nbdkit)."""
+    process = ctypes.CDLL(None)
+    process.nbdkit_error(b"%s", message.encode("utf-8", "surrogateescape"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    process.exit(1)
+
+
+def cffi_missing():
+    """True when cffi cannot work in this Python."""
+    try:
+        import _cffi_backend  # noqa: F401  (cffi's compiled part)
+        import cffi  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def require_cffi():
+    if cffi_missing():
+        fail(cffi_missing_message(running_version()))
