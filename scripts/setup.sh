@@ -9,7 +9,8 @@ apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               python3-pytest python3-hypothesis qemu-utils gcc make zlib1g-dev
               openssl python3-pexpect fdisk dosfstools mtools
               pandoc lintian dpkg-dev groff-base python3-venv
-              file)   # Debian 13's nbdinfo runs `file` to describe the content
+              file    # Debian 13's nbdinfo runs `file` to describe the content
+              git)    # tests/test_packaging.py asks git which files are the source
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
