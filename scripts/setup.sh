@@ -12,14 +12,6 @@ apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               python3-setuptools   # Python 3.13's venv brings pip only
               file    # Debian 13's nbdinfo runs `file` to describe the content
               git)    # tests/test_packaging.py asks git which files are the source
-missing=()
-for p in "${apt_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd=sudo
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+"$here/scripts/apt-install-missing.sh" "${apt_packages[@]}"
 
 make -s -C "$here/tests/standin"

@@ -1,13 +1,10 @@
 """The ```sh examples of a Markdown text (README.md, the man page's
-source), one command per line once continuation lines are joined."""
+source): each block is one script, since a line may set what the next
+one uses."""
 
 import re
 
 
 def sh_examples(text):
-    commands = []
-    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
-        for command in block.replace("\\\n", " ").splitlines():
-            if command.strip():
-                commands.append(command.strip())
-    return commands
+    return [block.strip()
+            for block in re.findall(r"```sh\n(.*?)```", text, re.S)]

@@ -3,12 +3,14 @@
 import json
 import os
 import re
+import subprocess
 
 import pytest
 
-from conftest import (REMOTE, REMOTE_DISK_ARGS, THUMB, assert_no_traceback,
+from conftest import (PLUGIN, REMOTE, REMOTE_DISK_ARGS, THUMB,
+                      assert_no_traceback, assert_server_survived,
                       install_standin, random_file, random_vmdk, read_calls,
-                      remote_disk, run_nbdkit, server_config)
+                      remote_disk, run_nbdkit, server_config, standin_env)
 
 FUNCTIONS = [
     "InitEx", "Exit", "ListTransportModes", "GetErrorText", "FreeErrorText",
@@ -159,6 +161,17 @@ def test_dump_plugin(tmp_path):
             libdir, version)
         assert ours[4] == "vddk_transport_modes=file:san:hotadd:nbdssl:nbd"
         assert ours[5:] == ["VixDiskLib_%s=1" % f for f in FUNCTIONS]
+
+
+def test_dump_plugin_into_a_closed_pipe(tmp_path, libdir):
+    """`nbdkit … --dump-plugin | head -1`: the reader leaves early; nbdkit
+    exits cleanly (1.32's python plugin crashed if dump_plugin raised)."""
+    command = ("nbdkit python %s libdir=%s --dump-plugin | head -c 1 "
+               ">/dev/null; exit ${PIPESTATUS[0]}" % (PLUGIN, libdir))
+    result = subprocess.run(["bash", "-c", command], capture_output=True,
+                            text=True, env=standin_env(tmp_path), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert_server_survived(result.stderr)
 
 
 def test_dump_plugin_without_library(tmp_path):

@@ -12,16 +12,11 @@ import pytest
 
 from conftest import (ROOT, TIMEOUT, install_standin, random_file,
                       random_vmdk, standin_env)
+from shexamples import sh_examples
 from test_thumbprint import tls_server
 
 README = (ROOT / "README.md").read_text()
 THUMB = "xx:xx:xx:xx"
-
-
-def examples():
-    """Each sh block, run as one script (a line may set what the next uses)."""
-    return [block.strip()
-            for block in re.findall(r"```sh\n(.*?)```", README, re.S)]
 
 
 def servers(datastore):
@@ -71,7 +66,7 @@ def localize(command, sandbox):
     return command
 
 
-@pytest.mark.parametrize("command", examples())
+@pytest.mark.parametrize("command", sh_examples(README))
 def test_readme_example(sandbox, command):
     root = sandbox["root"]
     env = standin_env(root, sandbox["config"])

@@ -177,8 +177,12 @@ class Session:
         process.fflush(ffi.NULL)
         try:
             self._dump()
-        finally:
             sys.stdout.flush()      # nbdkit exits without finalising Python
+        except BrokenPipeError:
+            # The reader has gone (`| head`), so nothing more can be said;
+            # raising would crash nbdkit 1.32, whose python plugin does not
+            # expect dump_plugin to fail.
+            pass
 
     def _dump(self):
         try:

@@ -102,11 +102,13 @@ class KeptStates:
     def keep_current(self):
         """Keep the calling thread's state (cheap once kept)."""
         native_id = threading.get_native_id()
+        if native_id in _held_until_exit:
+            return          # kept already (also if it reopened the disk)
         if native_id == self._opener:
             if not self._opener_holds:
                 _take_hold()
                 self._opener_holds = True
-        elif native_id not in _held_until_exit and _register_exit_hook:
+        elif _register_exit_hook:
             _keep_until_exit(native_id)
 
     def release(self):
