@@ -21,6 +21,7 @@
 # left inside the chroot are killed first; then the system is deleted.
 set -euo pipefail
 
+here=$(cd "$(dirname "$0")/.." && pwd)
 mirror=http://deb.debian.org/debian
 cache=${VDDKPY_CHROOT_CACHE:-/var/cache/vddkpy}
 max_age_days=7
@@ -57,11 +58,6 @@ done
 [ "${1:-}" = -- ] && [ $# -ge 2 ] || usage
 shift
 
-ensure_host_tools() {
-    command -v debootstrap >/dev/null && return
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >&2
-}
 
 # The tarball of a fresh minbase system, made at most once at a time.
 ensure_base_tarball() {
@@ -70,7 +66,7 @@ ensure_base_tarball() {
     exec 9>"$cache/debootstrap-$suite.lock"
     flock 9
     if $refresh || [ ! -s "$tarball" ] || [ -n "$(find "$tarball" -mtime +$max_age_days)" ]; then
-        ensure_host_tools
+        "$here/scripts/apt-install-missing.sh" debootstrap >&2
         staging=$(mktemp -d "$cache/debootstrap-$suite.XXXXXX")
         trap 'rm -rf --one-file-system "$staging"' EXIT     # this subshell's
         echo "chroot.sh: debootstrap $suite (cached in $tarball)" >&2
