@@ -58,7 +58,6 @@ done
 [ "${1:-}" = -- ] && [ $# -ge 2 ] || usage
 shift
 
-
 # The tarball of a fresh minbase system, made at most once at a time.
 ensure_base_tarball() {
     local tarball=$cache/debootstrap-$suite.tar
