@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               python3-pytest python3-hypothesis qemu-utils gcc make zlib1g-dev
-              openssl python3-pexpect fdisk dosfstools mtools
+              openssl python3-pexpect fdisk dosfstools mtools locales
               pandoc lintian dpkg-dev groff-base python3-venv
               python3-setuptools   # Python 3.13's venv brings pip only
               file    # Debian 13's nbdinfo runs `file` to describe the content

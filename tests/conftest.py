@@ -229,7 +229,9 @@ def read_calls(path, fn=None):
     path = Path(path)
     if not path.exists():
         return []
-    calls = [json.loads(line) for line in path.read_text().splitlines()]
+    # Paths are logged as the plugin passed them: maybe not UTF-8.
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    calls = [json.loads(line) for line in text.splitlines()]
     return [c for c in calls if fn is None or c["fn"] == fn]
 
 

@@ -144,10 +144,11 @@ def test_map_readonly_is_cached(tmp_path, nbdkit):
               if (q["start"], q["count"]) == (0, 128)]
     scans = [q for q in server.calls("QueryAllocatedBlocks")
              if (q["start"], q["count"]) != (0, 128)]
-    # One whole-disk scan shared by both connections, one probe per open
-    # (two connections, each opening the plugin once or, with newer
-    # nbdinfo, twice).
-    assert len(scans) == 1 and scans[0]["count"] == 512
+    # One whole-disk scan per connection: the second connection opened
+    # after the first scan, which may be older than it (test_stale_maps).
+    # One extents probe per open (nbdinfo from libnbd 1.22 opens the plugin
+    # twice per connection: NBD_OPT_INFO, then NBD_OPT_GO).
+    assert [s["count"] for s in scans] == [512, 512]
     assert len(probes) == len(server.calls("Open")) >= 2
 
 
@@ -169,6 +170,24 @@ def test_flush_and_fua_reach_vddk(tmp_path, nbdkit):
     # A flush waits for outstanding requests first.
     assert names == ["Write", "Wait", "Flush", "Write", "Wait", "Flush",
                      "Wait"]
+
+
+def test_readonly_flush_is_advertised_and_leaves_vddk_alone(tmp_path,
+                                                           nbdkit):
+    disk = random_file(tmp_path / "disk.raw", MiB)
+    server = nbdkit("file=%s" % disk, readonly=True)
+    can = subprocess.run(["nbdinfo", "--can", "flush", server.uri],
+                         timeout=60)
+    assert can.returncode == 0
+    h = server.connect()
+    assert h.can_flush()
+    h.flush()
+    assert h.pread(512, 0) == disk.read_bytes()[:512]
+    h.shutdown()
+    server.stop()
+    assert server.calls("Flush") == []
+    # nbdkit's own -r refuses writes before they reach the plugin.
+    assert server.calls("Write") == []
 
 
 def test_close_waits_for_outstanding_writes(tmp_path, nbdkit):
@@ -235,6 +254,25 @@ def test_missing_library(tmp_path):
             "you may need to\nset libdir=/path/to/vmware-vix-disklib-distrib."
             "\n\nSee nbdkit-vddk-plugin(1) man page section \"LIBRARY "
             "LOCATION\" for details.\n" % empty) in result.stderr
+
+
+@pytest.mark.parametrize("layout", ["flat", "lib64"])
+def test_vddk_5_is_refused(tmp_path, layout):
+    libdir = install_standin(tmp_path / "vddk", version=5, layout=layout)
+    result = run_nbdkit(tmp_path, libdir, ["file=/dev/null"], verbose=False)
+    assert result.returncode == 1
+    assert_no_traceback(result.stderr)
+    found = libdir / ("lib64" if layout == "lib64" else "") / \
+        "libvixDiskLib.so.5"
+    assert result.stderr.splitlines() == [
+        'nbdkit: error: %s is VDDK 5, which is too old: VDDK version must '
+        'be >= 6.7. See nbdkit-vddk-plugin(1) man page section "SUPPORTED '
+        'VERSIONS OF VDDK".' % found]
+    # A supported version next to it is used.
+    install_standin(libdir, version=6, layout=layout)
+    dump = run_nbdkit(tmp_path, libdir, ["noreexec=true"],
+                      options=["--dump-plugin"])
+    assert "vddk_library_version=6\n" in dump.stdout, dump.stderr
 
 
 def test_missing_required_symbol(tmp_path):

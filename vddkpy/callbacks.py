@@ -12,7 +12,8 @@ from .prerequisites import require_cffi
 
 require_cffi()      # one error line, before cffi's ImportError could escape
 
-from .errors import PluginError, install_reporting  # noqa: E402
+from . import native  # noqa: E402
+from .errors import install_reporting  # noqa: E402
 from .params import Params  # noqa: E402
 from .session import Session  # noqa: E402
 
@@ -58,20 +59,9 @@ def cleanup():
     session.shutdown()
 
 
-def _client_export_name():
-    """The NBD export name the client chose (None if it chose none)."""
-    try:
-        return nbdkit.export_name()
-    except RuntimeError:
-        return None
-    except UnicodeDecodeError:
-        raise PluginError("access denied: client requested an export name "
-                          "that is not valid UTF-8") from None
-
-
 def open(readonly):
     # Only export= lets the client choose; otherwise its name is ignored.
-    export_name = _client_export_name() if params.export is not None \
+    export_name = native.export_name() if params.export is not None \
         else None
     return session.open_disk(readonly, export_name)
 
@@ -92,8 +82,8 @@ def block_size(disk):
 
 
 def can_flush(disk):
-    # nbdkit passes flush on even under -r: keep it away from VDDK.
-    return not disk.readonly
+    # As upstream, also under -r (Disk.flush keeps it away from VDDK then).
+    return True
 
 
 def can_fua(disk):

@@ -28,6 +28,7 @@ from .errors import PluginError, VddkError
 from .nbdkit_compat import debug, debug_flags, error
 from .threadstate import KeptStates
 from .native import c_string, to_bytes
+from .printable import escape_unprintable
 from .vddklog import silenced_errors
 
 OPEN_HINT = ('VDDK "Unknown error" can be caused by several problems.  '
@@ -92,6 +93,9 @@ class Disk:
         self.params = session.params
         self.filename = filename
         self.readonly = readonly
+        # Maps older than the connection must not be used (extents).
+        self.opened_ns = time.monotonic_ns()
+        self.disk_map = None                # read-only: the whole disk's
         self.lock = threading.Lock()
         self.commands = itertools.count()   # upstream's command ids
         self._keep = []                     # C strings VDDK may point to
@@ -207,11 +211,12 @@ class Disk:
     def _open_handle(self):
         flags = self.params.open_flags(self.readonly)
         handle = ffi.new("VixDiskLibHandle *")
+        shown = escape_unprintable(self.filename)     # the client's, maybe
         try:
             self.vddk.check(
-                "Open", "connection, %s, %d, &handle" % (self.filename, flags),
+                "Open", "connection, %s, %d, &handle" % (shown, flags),
                 self.connection, self._c(self.filename), flags, handle,
-                prefix="VixDiskLib_Open: %s" % self.filename)
+                prefix="VixDiskLib_Open: %s" % shown)
         except VddkError as e:
             if self.params.is_remote and e.code == VIX_E_FAIL:
                 error(str(e))
@@ -317,6 +322,8 @@ class Disk:
 
     def flush(self):
         next(self.commands)
+        if self.readonly:
+            return          # nothing was written: leave VDDK alone
         with self.lock:
             code = self.vddk.call("Wait", "handle", self.handle)
             if code != VIX_OK:
@@ -377,8 +384,10 @@ class Disk:
     def extents(self, offset, count, req_one):
         next(self.commands)
         if self.readonly:
-            disk_map = self.session.maps.get(self._map_key(), self._map_disk)
-            return disk_map.covering(offset, count)
+            if self.disk_map is None:
+                self.disk_map = self.session.maps.get(
+                    self._map_key(), self.opened_ns, self._map_disk)
+            return self.disk_map.covering(offset, count)
         return extents.for_request(self._query, self.size, offset, count,
                                    req_one, self.hole_type)
 

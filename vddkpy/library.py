@@ -19,6 +19,9 @@ DEFAULT_LIBDIRS = [
     "/opt/vmware-vix-disklib-distrib",
 ]
 KNOWN_MAJORS = [9, 8, 7, 6]
+# VDDK 6.7 is the oldest supported; it is libvixDiskLib.so.6, as are 6.0
+# and 6.5, which the check for required symbols refuses.
+MIN_MAJOR = 6
 _SONAME = re.compile(r"^libvixDiskLib\.so\.(\d+)$")
 
 
@@ -38,8 +41,9 @@ def default_libdir():
     return DEFAULT_LIBDIRS[0]
 
 
-def _majors_on_disk(libdir):
-    found = set()
+def _sonames_on_disk(libdir):
+    """{major: path} of the libvixDiskLib.so.N files in libdir."""
+    found = {}
     for sub in ("lib64", ""):
         try:
             names = os.listdir(os.path.join(libdir, sub))
@@ -48,14 +52,16 @@ def _majors_on_disk(libdir):
         for name in names:
             match = _SONAME.match(name)
             if match:
-                found.add(int(match.group(1)))
+                found.setdefault(int(match.group(1)),
+                                 os.path.join(libdir, sub, name))
     return found
 
 
 def candidates(libdir):
     """(path, major) in the order they are tried: newest major first,
     the VDDK tarball's lib64/ layout before the flat one."""
-    majors = sorted(set(KNOWN_MAJORS) | _majors_on_disk(libdir), reverse=True)
+    on_disk = {m for m in _sonames_on_disk(libdir) if m >= MIN_MAJOR}
+    majors = sorted(set(KNOWN_MAJORS) | on_disk, reverse=True)
     for major in majors:
         for sub in ("lib64/", ""):
             yield (os.path.join(libdir, "%slibvixDiskLib.so.%d" % (sub, major)),
@@ -64,6 +70,18 @@ def candidates(libdir):
 
 def _dlerror():
     return c_string(process.dlerror()) or "(unknown error)"
+
+
+def _too_old_message(libdir):
+    """Why an older VDDK found in libdir is not used, or None."""
+    too_old = {m: p for m, p in _sonames_on_disk(libdir).items()
+               if m < MIN_MAJOR}
+    if not too_old:
+        return None
+    major = max(too_old)
+    return ("%s is VDDK %d, which is too old: VDDK version must be >= 6.7. "
+            "See nbdkit-vddk-plugin(1) man page section \"SUPPORTED "
+            "VERSIONS OF VDDK\"." % (os.path.normpath(too_old[major]), major))
 
 
 def _not_found_message(first_error):
@@ -94,7 +112,9 @@ class Library:
             if present_error is None and os.path.exists(path):
                 present_error = error
         else:
-            raise LoadError(_not_found_message(present_error or first_error))
+            raise LoadError(present_error and _not_found_message(present_error)
+                            or _too_old_message(libdir)
+                            or _not_found_message(first_error))
         self.path = path
         self.directory = os.path.dirname(path)
         self.version = major

@@ -7,7 +7,7 @@ passwords is delegated to the nbdkit server's own helpers.
 
 import os
 
-from . import abi
+from . import abi, statsfile
 from .nbdkit_compat import (debug, exit_startup, fail_startup, parse_bool,
                             parse_size, parse_uint16, read_password, realpath)
 
@@ -163,6 +163,11 @@ class Params:
             if self.create_size == 0:
                 yield ("if using create=true you must specify the size "
                        "using the create-size parameter")
+        if self.stats_file is not None:
+            problem = statsfile.problem(
+                self.stats_file, None if self.is_remote else self.file)
+            if problem:
+                yield problem
 
     def _restore_library_path(self):
         """Give --run commands the LD_LIBRARY_PATH the user started with."""

@@ -11,35 +11,22 @@ import os
 import sys
 import threading
 
+from . import extents, statsfile
 from .abi import ffi
 from .calls import Vddk
 from .disk import Disk
 from .errors import PluginError
 from .library import Library, LoadError, MissingSymbol, default_libdir
 from .nbdkit_compat import debug, debug_flags, error, fail_startup
-from .native import FNM_NOMATCH, FNM_PATHNAME, c_string, process, to_bytes
+from .native import (FNM_NOMATCH, FNM_PATHNAME, c_string, fnmatch_bytes,
+                     process, to_bytes)
+from .printable import quoted
 from .reexec import reexec_if_needed
 from .vddklog import error_function, log_function
 
 RHEL_54377_HINT = (
     "if nbdkit crashes when you open a connection, read this link for "
     "workarounds: https://issues.redhat.com/browse/RHEL-54377")
-
-
-class SharedMaps:
-    """Whole-disk extent maps of read-only disks, built once per process."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._entries = {}
-
-    def get(self, key, build):
-        with self._lock:
-            entry = self._entries.setdefault(key, [threading.Lock(), None])
-        with entry[0]:
-            if entry[1] is None:
-                entry[1] = build()
-            return entry[1]
 
 
 class Session:
@@ -50,7 +37,7 @@ class Session:
         self.initialized = False
         self.open_close_lock = threading.Lock()
         self.create_pending = False     # set from create= in load()
-        self.maps = SharedMaps()
+        self.maps = extents.SharedMaps()
         self.disks = set()              # open, until close_disk
 
     @property
@@ -117,7 +104,7 @@ class Session:
                 debug(line)
         if self.params.stats_file:
             try:
-                stats.write_json(self.params.stats_file)
+                statsfile.write(self.params.stats_file, stats.as_json())
             except OSError as e:
                 error("stats-file: %s: %s" % (self.params.stats_file,
                                               e.strerror))
@@ -153,6 +140,8 @@ class Session:
             self.create_pending = False
 
     def _choose_file(self, export_name):
+        """The file to open: file=, or the client's export name (bytes)
+        if it matches export=."""
         wildcard = self.params.export
         if wildcard is None:
             return self.params.file
@@ -160,14 +149,14 @@ class Session:
             raise PluginError("'export' parameter used, but the client did "
                               "not negotiate an export name.  Using oldstyle "
                               "protocol?")
-        r = process.fnmatch(to_bytes(wildcard), to_bytes(export_name),
-                            FNM_PATHNAME)
+        r = fnmatch_bytes(to_bytes(wildcard), export_name, FNM_PATHNAME)
+        name = export_name.decode("utf-8", "surrogateescape")
         if r == 0:
-            return export_name
+            return name
         if r == FNM_NOMATCH:
-            raise PluginError('access denied: client requested "%s" which '
+            raise PluginError('access denied: client requested %s which '
                               'does not match export="%s"'
-                              % (export_name, wildcard))
+                              % (quoted(name), wildcard))
         raise PluginError("fnmatch returned error code %d" % r)
 
     # -- --dump-plugin --------------------------------------------------------

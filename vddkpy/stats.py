@@ -1,11 +1,11 @@
-"""Per-function VDDK statistics: upstream's table, and a JSON file.
+"""Per-function VDDK statistics: upstream's table, and a JSON document
+(written by ``statsfile``).
 
 Latencies are kept in a log-scale histogram (16 buckets per power of two,
 so percentiles are within ~4 %) rather than as samples: a migration makes
 millions of calls and memory must stay flat.
 """
 
-import json
 import threading
 
 _SUB_BUCKETS = 16
@@ -92,8 +92,3 @@ class Stats:
                 for f in self._functions.values() if f.calls
             }
         return {"functions": functions}
-
-    def write_json(self, path):
-        with open(path, "w") as f:
-            json.dump(self.as_json(), f, indent=2, sort_keys=True)
-            f.write("\n")

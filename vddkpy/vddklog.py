@@ -12,6 +12,7 @@ import threading
 from .abi import ffi
 from .nbdkit_compat import debug, debug_flags, error
 from .native import process
+from .printable import escape_unprintable
 
 _BUFFER_SIZE = 65536
 _NOISE = ("Get CEIP status failed", "VDDK_PhoneHome:")
@@ -24,8 +25,13 @@ def _format(fmt, args):
     buffer = ffi.new("char[]", _BUFFER_SIZE)
     if process.vsnprintf(buffer, _BUFFER_SIZE, fmt, args) < 0:
         return None
-    text = ffi.string(buffer).decode("utf-8", "replace")
-    return text[:-1] if text.endswith("\n") else text
+    text = ffi.string(buffer).decode("utf-8", "surrogateescape")
+    if text.endswith("\n"):
+        text = text[:-1]                # nbdkit adds one, as upstream
+    # VDDK's messages name files, which export= lets clients choose: escape
+    # within the message; newlines VDDK adds at its end stay (blank lines).
+    body = text.rstrip("\n")
+    return escape_unprintable(body) + text[len(body):]
 
 
 def _report_callback_failure(exception, value, traceback):
