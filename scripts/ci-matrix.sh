@@ -7,6 +7,7 @@
 #   debian13   the README's two commands (scripts/demo.sh, scripts/test.sh)
 #              on a clone of this checkout's committed state, in a fresh
 #              Debian 13 (trixie) chroot made by scripts/chroot.sh (as root)
+#   debian12_fresh   the same in a fresh Debian 12 (bookworm) chroot
 #   deb_bookworm, deb_trixie   the Debian package (scripts/build-deb.sh)
 #              checked by scripts/check-deb.sh in fresh chroots
 #
@@ -17,7 +18,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 limit=${VDDKPY_STAGE_LIMIT:-20m}
 
-all_stages=(debian12 debian13 deb_bookworm deb_trixie)
+all_stages=(debian12 debian13 debian12_fresh deb_bookworm deb_trixie)
 
 stage_debian12() {
     timeout "$limit" "$here/scripts/test.sh"
@@ -35,6 +36,11 @@ readme_commands_in() {       # readme_commands_in SUITE
 
 stage_debian13() {
     readme_commands_in trixie
+}
+
+# What setup.sh installs is complete on a fresh Debian 12 too.
+stage_debian12_fresh() {
+    readme_commands_in bookworm
 }
 
 # The Debian package is built here once, then installed and checked in a
