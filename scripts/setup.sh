@@ -9,7 +9,8 @@ apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               python3-pytest python3-hypothesis qemu-utils gcc make zlib1g-dev
               openssl python3-pexpect fdisk dosfstools mtools locales
               pandoc lintian dpkg-dev groff-base python3-venv
-              python3-setuptools   # Python 3.13's venv brings pip only
+              python3-setuptools python3-wheel   # test_pip_install_into_venv builds
+                                                 # with them (3.13's venv has pip only)
               file    # Debian 13's nbdinfo runs `file` to describe the content
               git)    # tests/test_packaging.py asks git which files are the source
 "$here/scripts/apt-install-missing.sh" "${apt_packages[@]}"
