@@ -74,7 +74,7 @@ for stage in "${stages[@]}"; do
     "stage_$stage"; status=$?
     took=$((SECONDS - start))
     result=passed; [ $status -eq 0 ] || { result="FAILED (exit $status)"; failed=1; }
-    summary+=("$(printf '%-12s %-18s %3dm%02ds' "$stage" "$result" $((took / 60)) $((took % 60)))")
+    summary+=("$(printf '%-15s %-18s %3dm%02ds' "$stage" "$result" $((took / 60)) $((took % 60)))")
     echo "=== stage $stage: $result after ${took}s"
 done
 echo "=== summary"
