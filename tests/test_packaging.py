@@ -133,10 +133,12 @@ def test_installer_and_check_without_python_plugin(system):
     script.chmod(0o755)
     result = private(mounts, ["nbdkit", "vddk", "--dump-plugin"])
     assert result.returncode == 1
-    assert result.stderr.splitlines()[0] == (
-        "nbdkit: error: cannot open plugin 'python': %s/%s: cannot open "
-        "shared object file: No such file or directory"
-        % (PLUGINDIR, PYTHON_PLUGIN))
+    # The server's own words for a missing python plugin (they changed
+    # between versions), from the server under test.
+    server_says = private(mounts, ["nbdkit", "python", "--dump-plugin"])
+    assert "nbdkit-python-plugin.so" in server_says.stderr
+    assert result.stderr.splitlines()[0] == \
+        server_says.stderr.splitlines()[0]
     result = private(mounts, ["/usr/bin/python3", "-m", "vddkpy", "--check"],
                      cwd=ROOT)
     assert_one_line(result, "vddkpy: " + missing)
@@ -145,9 +147,7 @@ def test_installer_and_check_without_python_plugin(system):
 def test_installer_leaves_the_packages_plugin_alone(system):
     mounts = system()
     script = mounts[PLUGINDIR] / "nbdkit-vddk-plugin"
-    # Run by the nbdkit under test (the package names Debian's).
-    script.write_text(package_script().replace(
-        "#!/usr/bin/nbdkit ", "#!%s " % NBDKIT, 1))
+    script.write_text(package_script())
     result = private(mounts, installer("--force"), cwd=ROOT)
     assert_one_line(result, "vddkpy.install: error: %s/nbdkit-vddk-plugin "
                     "belongs to the Debian package nbdkit-plugin-vddkpy, "
