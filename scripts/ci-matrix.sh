@@ -30,9 +30,21 @@ readme_commands_in() {       # readme_commands_in SUITE
         sh -c 'cd /root/vddkpy || exit 1
                status=0
                scripts/demo.sh || status=1
+               # A vddk plugin the user installed before the tests must
+               # still be installed and working after them.
+               scripts/install-plugin.sh || status=1
                scripts/test.sh || status=1
+               '"$installed_plugin_still_serves"' || status=1
                exit $status'
 }
+
+# After demo.sh: the installed `nbdkit vddk` copies demo.sh's VMDK out.
+installed_plugin_still_serves='nbdkit vddk --dump-plugin >/dev/null &&
+    nbdkit -r -U - vddk libdir=$PWD/demo/vmware-vix-disklib-distrib \
+        file=$PWD/demo/disk.vmdk --run "nbdcopy \"\$uri\" /tmp/out.raw" &&
+    cmp /tmp/out.raw demo/input.raw &&
+    echo "the vddk plugin installed before the tests still serves"'
+
 
 stage_debian13() {
     readme_commands_in trixie
