@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh Debian 12 machine: system packages, Python
-# packages for the interpreter nbdkit embeds, and the VDDK stand-in build.
+# Idempotent set-up for a fresh Debian 12 or 13 machine (scripts/ci-matrix.sh
+# tests both): system packages, Python packages for the interpreter nbdkit
+# embeds, and the VDDK stand-in build.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               python3-pytest python3-hypothesis qemu-utils gcc make zlib1g-dev
               openssl python3-pexpect fdisk dosfstools mtools locales
-              pandoc lintian dpkg-dev groff-base python3-venv)
+              pandoc lintian dpkg-dev groff-base python3-venv
+              python3-setuptools python3-wheel   # test_pip_install_into_venv builds
+                                                 # with them (3.13's venv has pip only)
+              file    # Debian 13's nbdinfo runs `file` to describe the content
+              git)    # tests/test_packaging.py asks git which files are the source
 "$here/scripts/apt-install-missing.sh" "${apt_packages[@]}"
 
 make -s -C "$here/tests/standin"
