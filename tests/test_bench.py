@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, TIMEOUT
+from conftest import ROOT
 
 BENCH = ROOT / "scripts" / "bench.py"
 

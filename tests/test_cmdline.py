@@ -1,6 +1,5 @@
 """Issue 12: nbdkit's command line read as each server version reads it."""
 
-import shutil
 import subprocess
 import sys
 
@@ -112,8 +111,7 @@ def test_server_version_from_the_executable(tmp_path):
 def test_server_version_of_the_server_under_test():
     out = subprocess.run(["nbdkit", "--version"], capture_output=True,
                          text=True, check=True).stdout
-    assert cmdline.server_version(shutil.which("nbdkit")) == server_version()
-    assert "%d.%d.%d" % server_version() in out
+    assert "nbdkit %d.%d.%d" % server_version() in out
 
 
 @pytest.mark.parametrize("option", ["--keepalive", "--keep"])

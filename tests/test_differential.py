@@ -9,7 +9,6 @@ VDDK_C_PLUGIN_DIR names a directory holding an ``nbdkit-vddk-plugin.so``
 built for the nbdkit under test; otherwise they are skipped.
 """
 
-import hashlib
 import json
 import os
 import subprocess

@@ -4,8 +4,6 @@ when that is safe (a scan that started after the connection opened)."""
 
 import subprocess
 
-import nbd
-
 from conftest import Nbdkit
 
 MiB = 1024 * 1024

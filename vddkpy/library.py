@@ -84,6 +84,14 @@ def _too_old_message(libdir):
             "VERSIONS OF VDDK\"." % (os.path.normpath(too_old[major]), major))
 
 
+def _failure_message(libdir, present_error, first_error):
+    """Why no library was loaded: a library present but failing to load
+    says most, then an older VDDK in libdir, then the first failure."""
+    if present_error is not None:
+        return _not_found_message(present_error)
+    return _too_old_message(libdir) or _not_found_message(first_error)
+
+
 def _not_found_message(first_error):
     # Upstream names the .so.9 candidate whatever failed; so do we, since
     # users search for this text.
@@ -112,9 +120,8 @@ class Library:
             if present_error is None and os.path.exists(path):
                 present_error = error
         else:
-            raise LoadError(present_error and _not_found_message(present_error)
-                            or _too_old_message(libdir)
-                            or _not_found_message(first_error))
+            raise LoadError(_failure_message(libdir, present_error,
+                                             first_error))
         self.path = path
         self.directory = os.path.dirname(path)
         self.version = major
