@@ -19,6 +19,7 @@ USAGE_HEAD = """\
 usage: nbdkit vddk [libdir=DIR] file=FILENAME [PARAMETER=VALUE ...]
        nbdkit python plugin/plugin.py ...    (from a checkout)
        vddkpy --check                        (is nbdkit vddk ready?)
+       vddkpy changed-areas KEY=VALUE ...    (changed-since= areas, JSON)
 
 """
 
@@ -56,6 +57,9 @@ def check():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["changed-areas"]:
+        from .changed_areas import main as changed_areas
+        return changed_areas(argv[1:])
     try:
         if argv == ["--check"]:
             print("nbdkit vddk runs vddkpy (%s)" % check())

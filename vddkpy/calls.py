@@ -27,7 +27,9 @@ class Vddk:
         self.library = library
         self.version = library.version
         self.functions = library.functions
-        self.stats = Stats([f.name for f in FUNCTIONS]) if collect_stats \
+        # QueryChangedDiskAreas (vSphere's, for changed-since=) is timed too.
+        self.stats = Stats([f.name for f in FUNCTIONS]
+                           + ["QueryChangedDiskAreas"]) if collect_stats \
             else None
         self._traced = {f.name: _traced(f) for f in FUNCTIONS}
 

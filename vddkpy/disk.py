@@ -22,7 +22,7 @@ import _thread
 import threading
 import time
 
-from . import abi, extents
+from . import abi, changed, extents
 from .abi import SECTOR_SIZE, VIX_ASYNC, VIX_E_FAIL, VIX_OK, ffi
 from .errors import PluginError, VddkError
 from .nbdkit_compat import debug, debug_flags, error
@@ -80,6 +80,11 @@ def _c_or_null(text):
     return ffi.NULL if text is None else ffi.new("char[]", to_bytes(text))
 
 
+def params_delta(params):
+    """changed-since=CHANGEID (not "*"): unchanged areas read as zeros."""
+    return params.changed_since not in (None, changed.ALL)
+
+
 def _or_null(text):
     return "NULL" if text is None else text
 
@@ -96,6 +101,10 @@ class Disk:
         # Maps older than the connection must not be used (extents).
         self.opened_ns = time.monotonic_ns()
         self.disk_map = None                # read-only: the whole disk's
+        # changed-since=: the map from vSphere's change tracking; for a
+        # delta (not "*") what it calls holes also reads as zeros.
+        self.changed_map = None
+        self.delta = params_delta(self.params)
         self.lock = threading.Lock()
         self.commands = itertools.count()   # upstream's command ids
         self._keep = []                     # C strings VDDK may point to
@@ -131,7 +140,14 @@ class Disk:
     def start(self):
         """Per-connection facts, read once (outside the open/close lock)."""
         self._read_info()
-        self.can_extents = self._probe_extents()
+        if self.params.changed_since is None:
+            self.can_extents = self._probe_extents()
+        else:
+            if not self.readonly:
+                raise PluginError("changed-since serves a read-only export",
+                                  errno.EROFS)
+            self.changed_map = self.session.changed_map(self)
+            self.can_extents = True
 
     def close(self):
         """Close once: shutdown may have closed it before nbdkit's close."""
@@ -267,7 +283,8 @@ class Disk:
 
     def block_size(self):
         next(self.commands)
-        preferred = max(self.logical_sector, self.physical_sector, 4096)
+        preferred = max(self.logical_sector, self.physical_sector, 4096,
+                        changed.DELTA_ALIGNMENT if self.delta else 0)
         return SECTOR_SIZE, preferred, MAX_REQUEST
 
     # -- data path ----------------------------------------------------------
@@ -275,9 +292,25 @@ class Disk:
     def pread(self, buf, offset):
         if (offset | len(buf)) % SECTOR_SIZE:
             raise PluginError("read is not aligned to sectors", errno.EINVAL)
+        if self.delta:
+            self._read_delta(memoryview(buf), offset)
+        else:
+            self._read(buf, offset)
+
+    def _read(self, buf, offset):
         self._transfer("Read", ffi.from_buffer("uint8_t[]", buf,
                                                require_writable=True),
                        offset, len(buf))
+
+    def _read_delta(self, view, offset):
+        """Changed areas from VDDK, the rest as zeros (see changed)."""
+        for start, length, is_data in changed.pieces(
+                self.changed_map, offset, len(view)):
+            part = view[start - offset:start - offset + length]
+            if is_data:
+                self._read(part, start)
+            else:
+                part[:] = bytes(length)
 
     def pwrite(self, buf, offset, fua):
         if (offset | len(buf)) % SECTOR_SIZE:
@@ -383,6 +416,8 @@ class Disk:
 
     def extents(self, offset, count, req_one):
         next(self.commands)
+        if self.changed_map is not None:
+            return self.changed_map.covering(offset, count)
         if self.readonly:
             if self.disk_map is None:
                 self.disk_map = self.session.maps.get(

@@ -9,7 +9,8 @@ import os
 
 from . import abi, statsfile
 from .nbdkit_compat import (debug, exit_startup, fail_startup, parse_bool,
-                            parse_size, parse_uint16, read_password, realpath)
+                            parse_size, parse_uint16, read_password,
+                            readonly_server, realpath)
 
 USAGE = """\
 file=<FILENAME>                The filename (eg. VMDK file) to serve.
@@ -18,10 +19,11 @@ file=<FILENAME>                The filename (eg. VMDK file) to serve.
 export=<WILDCARD>              Let client choose file matching wildcard.
 libdir=<DIR>                   VDDK directory (vmware-vix-disklib-distrib).
 stats-file=<PATH>              Write per-function VDDK statistics as JSON.
+changed-since=<CHANGEID>|*     Serve what changed since CHANGEID (vSphere).
 Many optional parameters are supported, see nbdkit-vddk-plugin(1)."""
 
 # Keys whose value is stored as given.
-_VERBATIM = {"cookie", "file", "server", "snapshot", "thumbprint",
+_VERBATIM = {"changed-since", "cookie", "file", "server", "snapshot", "thumbprint",
              "transports", "user", "vm", "reexeced_"}
 _BOOLEANS = {"create", "noreexec", "single-link", "unbuffered"}
 _PORTS = {"port", "nfchostport"}
@@ -41,6 +43,7 @@ class Params:
     """Every parameter, with upstream's defaults."""
 
     def __init__(self):
+        self.changed_since = None       # a changeId, or changed.ALL
         self.compression = 0            # open flag bits
         self.config = None
         self.cookie = None
@@ -163,6 +166,9 @@ class Params:
             if self.create_size == 0:
                 yield ("if using create=true you must specify the size "
                        "using the create-size parameter")
+        if self.changed_since is not None:
+            from .tracked import parameter_problems
+            yield from parameter_problems(self, readonly_server())
         if self.stats_file is not None:
             problem = statsfile.problem(
                 self.stats_file, None if self.is_remote else self.file)

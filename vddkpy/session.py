@@ -39,6 +39,7 @@ class Session:
         self.create_pending = False     # set from create= in load()
         self.maps = extents.SharedMaps()
         self.disks = set()              # open, until close_disk
+        self._vsphere = None            # changed-since=: one API session
 
     @property
     def libdir(self):
@@ -129,6 +130,16 @@ class Session:
             self.disks.discard(disk)
             disk.close()
 
+    def changed_map(self, disk):
+        """changed-since=: the map of ``disk``, built for it alone."""
+        from .tracked import served_map
+        from .vsphere import Session as VsphereSession
+        with self.open_close_lock:
+            if self._vsphere is None:
+                self._vsphere = VsphereSession(self.params)
+        return served_map(self._vsphere, self.params, disk.filename,
+                          disk.size, self.vddk.stats)
+
     def create_if_pending(self, disk):
         """Create the local disk on the first connection (until it works)."""
         if self.create_pending:
@@ -183,6 +194,7 @@ class Session:
             library = None
         print("vddk_default_libdir=%s" % default_libdir())
         print("vddk_has_nfchostport=1")
+        print("vddkpy_changed_since=1")
         if library is None:
             return
         print("vddk_library_version=%d" % library.version)
