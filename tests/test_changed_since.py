@@ -78,3 +78,252 @@ def test_changed_areas_command_errors_name_no_secret(vcsim):
     assert wrong.stderr.startswith(
         "vddkpy: error: vSphere %s:%d refused the login of user root: "
         % (bed.host, bed.port))
+
+
+# -- helpers for the change-tracking tests -----------------------------------
+
+GRAIN = 64 * 1024          # the bed's change-tracking granularity
+
+
+def write_through_nbdkit(nbdkit, bed, writes, tmp_path):
+    """``writes`` [(offset, bytes)] through a read-write nbdkit vddk (the
+    stand-in records them in the disk's change-tracking sidecar)."""
+    server = nbdkit(*bed.plugin_args(), config=bed.standin_config(),
+                    verbose=False)
+    h = server.connect()
+    for offset, data in writes:
+        h.pwrite(data, offset)
+    h.flush()
+    h.shutdown()
+    server.stop()
+
+
+def grains_of(writes):
+    """The merged 64 KiB-grain areas [(start, length)] the writes touch."""
+    touched = sorted({g for offset, data in writes
+                      for g in range(offset // GRAIN,
+                                     -(-(offset + len(data)) // GRAIN))})
+    areas = []
+    for g in touched:
+        if areas and areas[-1][0] + areas[-1][1] == g * GRAIN:
+            areas[-1][1] += GRAIN
+        else:
+            areas.append([g * GRAIN, GRAIN])
+    return [tuple(a) for a in areas]
+
+
+def data_extents(server):
+    """The data extents of base:allocation, merged, over the whole disk."""
+    import nbd
+    h = server.connect()
+    size = h.get_size()
+    found = []
+
+    def collect(metacontext, offset, entries, err):
+        position = offset
+        for length, flags in zip(entries[0::2], entries[1::2]):
+            if not flags & nbd.STATE_HOLE:
+                if found and found[-1][0] + found[-1][1] == position:
+                    found[-1][1] += length
+                else:
+                    found.append([position, length])
+            position += length
+        collected[0] = position
+        return 0
+
+    collected = [0]
+    while collected[0] < size:
+        h.block_status(min(size - collected[0], 1 << 30), collected[0],
+                       collect)
+    h.shutdown()
+    return [tuple(a) for a in found]
+
+
+def frozen_copy(bed, path):
+    """A sparse copy of the disk's bytes now (just after a snapshot)."""
+    subprocess.run(["cp", "--sparse=always", str(bed.data_path), str(path)],
+                   check=True)
+    return path
+
+
+def cmp(a, b):
+    return subprocess.run(["cmp", str(a), str(b)], capture_output=True,
+                          text=True)
+
+
+# -- changed-since=* ----------------------------------------------------------
+
+def test_star_map_is_the_written_areas_from_cbt_alone(vcsim, nbdkit,
+                                                      tmp_path):
+    import random
+    rng = random.Random(5)
+    bed = vcsim(size=64 << 20)
+    bed.enable_cbt()
+    writes = [(rng.randrange(0, (64 << 20) - 8192, 512),
+               rng.randbytes(rng.choice((512, 4096, 8192))))
+              for _ in range(60)]
+    writes.append(((64 << 20) - 512, b"\1" * 512))      # the last sector
+    write_through_nbdkit(nbdkit, bed, writes, tmp_path)
+    snapshot, change_id = bed.create_snapshot("s1")
+    expected = grains_of(writes)
+    bed.reset()
+    bed.set_page_size(7)
+    server = served(nbdkit, bed, "changed-since=*", "snapshot=" + snapshot)
+    assert data_extents(server) == expected
+    pages = bed.calls("QueryChangedDiskAreas")
+    assert pages == -(-len(expected) // 7)
+    assert server.calls("QueryAllocatedBlocks") == []
+    # Reads are the disk's, holes included.
+    h = server.connect()
+    assert h.pread(1 << 20, 0) == bed.data_path.read_bytes()[:1 << 20]
+    h.shutdown()
+    server.stop()
+    assert "changed-since: changeId to give next time for [datastore1] " \
+        "vm/vm.vmdk: %s" % change_id in server.stderr
+
+
+def test_nbdinfo_map_calls_cbt_not_query_allocated_blocks(vcsim, nbdkit):
+    bed = vcsim(size=16 << 20)
+    bed.enable_cbt()
+    writes = [(i * (1 << 20), b"\7" * 4096) for i in range(16)]
+    write_through_nbdkit(nbdkit, bed, writes, None)
+    snapshot, _ = bed.create_snapshot("s1")
+    bed.reset()
+    bed.set_page_size(5)
+    server = served(nbdkit, bed, "changed-since=*", "snapshot=" + snapshot,
+                    verbose=False)
+    result = subprocess.run(["nbdinfo", "--map", server.uri],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    data = [line.split() for line in result.stdout.splitlines()
+            if line.split()[2] == "0"]
+    assert [(int(o), int(n)) for o, n, *_ in data] == grains_of(writes)
+    assert bed.calls("QueryChangedDiskAreas") == 4
+    assert server.calls("QueryAllocatedBlocks") == []
+
+
+def test_changed_areas_command(vcsim, nbdkit):
+    bed = vcsim(size=16 << 20)
+    bed.enable_cbt()
+    first, a = bed.create_snapshot("s0")
+    writes = [(3 << 20, b"\1" * 100 * 1024), ((16 << 20) - 4096, b"\2" * 4096)]
+    write_through_nbdkit(nbdkit, bed, writes, None)
+    snapshot, b = bed.create_snapshot("s1")
+    result = changed_areas(bed, "changed-since=" + a, "snapshot=" + snapshot,
+                           password="sekret")
+    assert result.returncode == 0, result.stderr
+    assert "sekret" not in result.stdout + result.stderr
+    assert json.loads(result.stdout) == {
+        "file": bed.disk_file, "changed_since": a, "capacity": 16 << 20,
+        "next_change_id": b, "areas": [list(x) for x in grains_of(writes)]}
+
+
+# -- the documented warm migration, end to end --------------------------------
+
+def documented_commands():
+    """The README's two changed-since examples (full copy, delta)."""
+    import re
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```\{\.sh \.vsphere\}\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    return blocks
+
+
+def localize(command, bed, libdir, snapshots):
+    for placeholder, value in (
+            ("/opt/vmware-vix-disklib-distrib", str(libdir)),
+            ("server=esxi.example.com",
+             "server=%s port=%d" % (bed.host, bed.port)),
+            ("+/tmp/rootpw", "+%s" % bed.password_file),
+            ("thumbprint=xx:xx:xx:xx", "thumbprint=%s" % bed.thumbprint),
+            ("vm=moref=2", "vm=moref=%s" % bed.vm),
+            ("snapshot=snapshot-1", "snapshot=%s" % snapshots[0]),
+            ("snapshot=snapshot-2", "snapshot=%s" % snapshots[-1]),
+            ("[datastore1] Fedora/Fedora.vmdk", bed.disk_file)):
+        command = command.replace(placeholder, value)
+    return command
+
+
+def run_documented(command, bed, libdir, snapshots, directory):
+    from conftest import standin_env
+    result = subprocess.run(
+        ["bash", "-ec", localize(command, bed, libdir, snapshots)],
+        cwd=directory, env=standin_env(directory, bed.standin_config()),
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert_no_traceback(result.stderr)
+    return result
+
+
+def migration_writes(rng, size, before):
+    """5000 scattered writes after the full copy: zeros over 1000 grains
+    that held data, random data of 512 B to 64 KiB in 3900 other grains
+    (every other grain, so each stays an area of its own), and 100 writes
+    filling a region that was empty (an area that grows); nothing in the
+    middle quarter, so that pages there are empty."""
+    quarter = size // 4
+    usable = [g for g in range(0, size // GRAIN, 2)
+              if not quarter * 2 <= g * GRAIN < quarter * 3
+              and g * GRAIN < size - (8 << 20)]
+    held = [offset // GRAIN for offset, _ in before]
+    zeroed = rng.sample(held, 1000)
+    fresh = rng.sample(sorted(set(usable) - set(held)), 3900)
+    writes = [(g * GRAIN, bytes(GRAIN)) for g in zeroed]
+    for g in fresh:
+        length = rng.choice((512, 4096, 65536))
+        start = g * GRAIN + rng.randrange(0, GRAIN - length + 1, 512)
+        writes.append((start, rng.randbytes(length)))
+    grown = size - (8 << 20)
+    writes += [(grown + i * 80 * 1024, rng.randbytes(80 * 1024))
+               for i in range(100)]
+    rng.shuffle(writes)
+    return writes
+
+
+def test_warm_migration_end_to_end(vcsim, nbdkit, libdir, tmp_path):
+    import random
+    rng = random.Random(20)
+    size = 1 << 30
+    bed = vcsim(size=size)
+    bed.enable_cbt()
+    quarter = size // 4
+    before = [(g * GRAIN, rng.randbytes(GRAIN))
+              for g in rng.sample(range(0, quarter * 2 // GRAIN, 2), 1500)]
+    write_through_nbdkit(nbdkit, bed, before, tmp_path)
+    first, change_a = bed.create_snapshot("full")
+    full, delta = documented_commands()
+    work = tmp_path / "work"
+    work.mkdir()
+    run_documented(full, bed, libdir, [first], work)
+    assert cmp(work / "previous.raw", bed.data_path).returncode == 0
+    assert (work / "changeid").read_text().strip() == change_a
+
+    writes = migration_writes(rng, size, before)
+    assert len(writes) == 5000
+    write_through_nbdkit(nbdkit, bed, writes, tmp_path)
+    second, change_b = bed.create_snapshot("delta")
+    expected = frozen_copy(bed, tmp_path / "expected.raw")
+    areas = len(grains_of(writes))
+    assert areas > 4000
+
+    bed.reset()                     # pages of 2000 areas
+    run_documented(delta, bed, libdir, [first, second], work)
+    assert cmp(work / "previous.raw", expected).returncode == 0
+    assert (work / "changeid").read_text().strip() == change_b
+    stats = json.loads((work / "delta.json").read_text())
+    calls = stats["functions"]["QueryChangedDiskAreas"]["calls"]
+    assert calls == bed.calls("QueryChangedDiskAreas")
+    connections = calls // 3
+    assert calls == 3 * connections > 0       # 2000 + 2000 + the rest
+
+    # The same again from the full copy, with answers of 64 MiB each:
+    # four of them, in the middle quarter, hold no area.
+    again = tmp_path / "work2"
+    again.mkdir()
+    run_documented(full, bed, libdir, [first], again)
+    bed.reset()
+    bed.set_page_bytes(64 << 20)
+    run_documented(delta, bed, libdir, [first, second], again)
+    assert cmp(again / "previous.raw", expected).returncode == 0
+    calls = bed.calls("QueryChangedDiskAreas")
+    assert calls % 16 == 0 and calls >= 16, calls
