@@ -31,12 +31,17 @@ type Bed struct {
 	vm     types.ManagedObjectReference
 	disks  []*trackedDisk
 
-	mu       sync.Mutex // protects everything below
-	state    State
-	knobs    knobs
-	calls    map[string]int
-	snapshot sync.Mutex // one CreateSnapshot at a time
+	client *govmomi.Client // the server's own session (internalAgent)
+
+	snapshotLock sync.Mutex // one CreateSnapshot at a time
+	mu           sync.Mutex // protects everything below
+	state        State
+	knobs        knobs
+	calls        map[string]int
 }
+
+// internalAgent marks the server's own requests.
+const internalAgent = "vddkpy-vcsim-internal"
 
 // trackedDisk is one of the VM's disks and where it lives on this machine.
 type trackedDisk struct {
@@ -82,7 +87,8 @@ func (b *Bed) populate() error {
 	if err != nil {
 		return err
 	}
-	defer c.Logout(ctx)
+	c.Client.UserAgent = internalAgent
+	b.client = c
 	finder := find.NewFinder(c.Client, false)
 	dc, err := finder.DefaultDatacenter(ctx)
 	if err != nil {
