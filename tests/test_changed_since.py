@@ -230,7 +230,10 @@ def documented_commands():
 
 
 def localize(command, bed, libdir, snapshots):
+    from conftest import PLUGIN
     for placeholder, value in (
+            # The checkout's plugin, rather than an installed "vddk".
+            (" vddk libdir=", " python %s libdir=" % PLUGIN),
             ("/opt/vmware-vix-disklib-distrib", str(libdir)),
             ("server=esxi.example.com",
              "server=%s port=%d" % (bed.host, bed.port)),
