@@ -330,3 +330,112 @@ def test_warm_migration_end_to_end(vcsim, nbdkit, libdir, tmp_path):
     assert cmp(again / "previous.raw", expected).returncode == 0
     calls = bed.calls("QueryChangedDiskAreas")
     assert calls % 16 == 0 and calls >= 16, calls
+
+
+# -- vSphere's refusals, and sessions ------------------------------------------
+
+def tracked_bed(vcsim, nbdkit, size=8 << 20):
+    """A bed with change tracking on, one write, and a snapshot after it:
+    (bed, snapshot moref, the changeId before the write)."""
+    bed = vcsim(size=size)
+    bed.enable_cbt()
+    _, before = bed.create_snapshot("s0")
+    write_through_nbdkit(nbdkit, bed, [(1 << 20, b"\5" * 4096)], None)
+    snapshot, _ = bed.create_snapshot("s1")
+    return bed, snapshot, before
+
+
+REFUSED = ("changed-since=%s: vSphere refused this changeId for [datastore1] "
+           "vm/vm.vmdk (InvalidArgument: A specified parameter was not "
+           "correct: changeId): it is not one of this disk's or has expired "
+           "(change tracking was reset): make a full copy with "
+           "changed-since=* and use the changeId it reports")
+
+
+def test_invalid_change_id(vcsim, nbdkit):
+    bed, snapshot, _ = tracked_bed(vcsim, nbdkit)
+    assert open_error(nbdkit, bed, "changed-since=52 00 bogus/1",
+                      "snapshot=" + snapshot) == REFUSED % "52 00 bogus/1"
+
+
+def test_expired_change_id(vcsim, nbdkit):
+    """Change tracking turned off and on again forgets every changeId."""
+    bed, _, before = tracked_bed(vcsim, nbdkit)
+    bed.enable_cbt(False)
+    bed.enable_cbt()
+    snapshot, _ = bed.create_snapshot("s2")
+    assert open_error(nbdkit, bed, "changed-since=" + before,
+                      "snapshot=" + snapshot) == REFUSED % before
+
+
+def test_running_vm_without_snapshot(vcsim, nbdkit):
+    bed, _, before = tracked_bed(vcsim, nbdkit)
+    assert open_error(nbdkit, bed, "changed-since=" + before) == (
+        "changed-since: vSphere QueryChangedDiskAreas: [datastore1] "
+        "vm/vm.vmdk: FileFault: Error caused by file [datastore1] vm/vm.vmdk "
+        "(the changes of a running VM's disk can only be read from a "
+        "snapshot: give snapshot=)")
+
+
+def test_logs_in_again_when_the_session_ends(vcsim, nbdkit):
+    bed, snapshot, before = tracked_bed(vcsim, nbdkit)
+    bed.reset()
+    server = served(nbdkit, bed, "changed-since=" + before,
+                    "snapshot=" + snapshot)
+    server.connect().shutdown()
+    assert bed.calls("Login") == 1
+    manager = bed.si.content.sessionManager
+    ours = [s.key for s in manager.sessionList
+            if s.key != manager.currentSession.key]
+    assert ours
+    manager.TerminateSession(ours)
+    h = server.connect()
+    assert h.pread(4096, 1 << 20) == b"\5" * 4096
+    h.shutdown()
+    assert bed.calls("Login") == 2
+    assert error_lines(server.stderr) == []
+
+
+def test_cookie_session(vcsim, nbdkit):
+    """cookie=: an existing session, no Login of its own."""
+    bed, snapshot, before = tracked_bed(vcsim, nbdkit)
+    session = bed.connect()
+    cookie = session._stub.cookie.split(";")[0].split("=", 1)[1].strip('"')
+    config = bed.standin_config().replace(
+        "  user root sekret\n", "  user root sekret\n  cookie %s root\n"
+        % cookie)
+    bed.reset()
+    server = nbdkit(*bed.plugin_args(), "cookie=" + cookie,
+                    "changed-since=" + before, "snapshot=" + snapshot,
+                    config=config, readonly=True)
+    h = server.connect()
+    assert h.pread(4096, 1 << 20) == b"\5" * 4096
+    h.shutdown()
+    assert bed.calls("Login") == 0
+    assert bed.calls("QueryChangedDiskAreas") == 1
+
+
+def test_stats_and_extents_debug(vcsim, nbdkit, tmp_path):
+    bed, snapshot, before = tracked_bed(vcsim, nbdkit)
+    bed.reset()
+    server = served(nbdkit, bed, "changed-since=" + before,
+                    "snapshot=" + snapshot,
+                    "stats-file=%s" % (tmp_path / "stats.json"),
+                    options=["-D", "vddk.stats=1", "-D", "vddk.extents=1"])
+    h = server.connect()
+    assert h.pread(4096, 1 << 20) == b"\5" * 4096
+    assert h.pread(4096, 0) == bytes(4096)        # unchanged: zeros
+    h.shutdown()
+    server.stop()
+    change_id = bed.state["snapshots"][-1]["changeIds"][bed.disk_file]
+    err = server.stderr
+    assert "changed area at [1048576...1310719] (length 262144)" in err
+    rows = [line.split("nbdkit: ", 1)[-1] for line in err.splitlines()]
+    assert any(r.split()[:1] == ["QueryChangedDiskAreas"]
+               and r.split()[2] == "1" for r in
+               (x.split("debug: ", 1)[-1].strip() for x in rows)), err
+    assert "next changed-since for [datastore1] vm/vm.vmdk: %s" % change_id \
+        in err
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["functions"]["QueryChangedDiskAreas"]["calls"] == 1
+    assert stats["next_change_ids"] == {bed.disk_file: change_id}

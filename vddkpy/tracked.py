@@ -14,6 +14,9 @@ ENABLE_HINT = ("enable it (ReconfigVM_Task with changeTrackingEnabled=true, "
                "or the VM option ctkEnabled=TRUE), take a snapshot, and "
                "make a full copy with changed-since=*")
 
+NO_SNAPSHOT_HINT = (" (the changes of a running VM's disk can only be read "
+                    "from a snapshot: give snapshot=)")
+
 
 def vm_moref(vm):
     """The managed object id of vm=moref=ID, or None."""
@@ -92,6 +95,11 @@ class TrackedDisk:
                 startOffset=offset, changeId=change_id)
         except self.vsphere.vmodl.fault.InvalidArgument as e:
             raise PluginError(self._refused(change_id, e)) from None
+        except self.vsphere.vim.fault.FileFault as e:
+            raise PluginError("changed-since: vSphere %s: %s: %s%s"
+                              % (CALL, self.filename, fault_text(e),
+                                 "" if snapshot else NO_SNAPSHOT_HINT)) \
+                from None
         except self.vsphere.vmodl.MethodFault as e:
             raise PluginError("changed-since: vSphere %s: %s: %s"
                               % (CALL, self.filename, fault_text(e))) \

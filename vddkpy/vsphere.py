@@ -10,7 +10,6 @@ a byte of a request is sent.  With a password the session logs in again
 once when the server says it is no longer authenticated.
 """
 
-import contextlib
 import http.client
 import socket
 import ssl
@@ -85,8 +84,7 @@ class Session:
         and once more if the server says the session ended."""
         stub = self._logged_in()
         try:
-            with self._network_errors():
-                return function(stub, *args, **kwargs)
+            return self._guarded(function, stub, *args, **kwargs)
         except self.vim.fault.NotAuthenticated:
             if self.params.cookie is not None:
                 raise PluginError("vSphere %s no longer accepts cookie= "
@@ -95,14 +93,15 @@ class Session:
             with self._lock:
                 if self._stub is stub:
                     self._stub = None
-            stub = self._logged_in()
-            with self._network_errors():
-                return function(stub, *args, **kwargs)
+            return self._guarded(function, self._logged_in(), *args,
+                                 **kwargs)
 
-    @contextlib.contextmanager
-    def _network_errors(self):
+    def _guarded(self, function, *args, **kwargs):
+        """function(*args, **kwargs), network failures said in one line.
+        (Not a contextlib manager: it sets __traceback__ on exceptions
+        passing through, which pyvmomi's faults refuse.)"""
         try:
-            yield
+            return function(*args, **kwargs)
         except ThumbprintMismatch as e:
             raise PluginError("vSphere %s has %s (vddkpy-thumbprint %s "
                               "prints it)" % (self.address, e.args[0],
@@ -114,8 +113,7 @@ class Session:
     def _logged_in(self):
         with self._lock:
             if self._stub is None:
-                with self._network_errors():
-                    self._stub = self._login()
+                self._stub = self._guarded(self._login)
             return self._stub
 
     def _login(self):
