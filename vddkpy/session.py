@@ -192,9 +192,9 @@ class Session:
             fail_startup(str(e))
         except LoadError:
             library = None
+        print("vddkpy_changed_since=1")         # vddkpy's own, first
         print("vddk_default_libdir=%s" % default_libdir())
         print("vddk_has_nfchostport=1")
-        print("vddkpy_changed_since=1")
         if library is None:
             return
         print("vddk_library_version=%d" % library.version)
