@@ -12,7 +12,8 @@ apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               python3-setuptools python3-wheel   # test_pip_install_into_venv builds
                                                  # with them (3.13's venv has pip only)
               file    # Debian 13's nbdinfo runs `file` to describe the content
-              git)    # tests/test_packaging.py asks git which files are the source
+              git     # tests/test_packaging.py asks git which files are the source
+              fio hyperfine)   # scripts/bench.py drives them
 "$here/scripts/apt-install-missing.sh" "${apt_packages[@]}"
 
 make -s -C "$here/tests/standin"
