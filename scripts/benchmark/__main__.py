@@ -53,6 +53,11 @@ def parse_args(argv):
                     help="99 %% sparse disk (default 64G)")
     ap.add_argument("--fio-seconds", type=float, default=None,
                     help="length of one fio run (default 5; 1 with --quick)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="hyperfine runs per server and round (default 1)")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="hyperfine warm-up runs in the first round "
+                         "(default 1)")
     ap.add_argument("--workdir", default="/var/tmp",
                     help="parent of the work directory (default /var/tmp)")
     ap.add_argument("--json", default="bench-results.json")
@@ -71,7 +76,7 @@ class Context:
         self.map_size = args.map_size or (
             4 * disks.GiB if args.quick else 64 * disks.GiB)
         self.fio_seconds = args.fio_seconds or (1 if args.quick else 5)
-        self.hyperfine_runs, self.hyperfine_warmup = 1, 1
+        self.hyperfine_runs, self.hyperfine_warmup = args.runs, args.warmup
         self.c_plugin = c_plugin
         wanted = [k.strip() for k in args.servers.split(",") if k.strip()]
         self.kinds = [k for k in servers.KINDS if (k in wanted or not wanted)

@@ -15,7 +15,7 @@ def fio_command(uri, output, runtime, block_size="4k", depth=64,
     return ["fio", "--name=bench", "--ioengine=nbd", "--uri=%s" % uri,
             "--rw=%s" % rw, "--bs=%s" % block_size,
             "--iodepth=%d" % depth, "--numjobs=1",
-            "--runtime=%g" % runtime, "--time_based",
+            "--runtime=%dms" % (runtime * 1000), "--time_based",
             "--output-format=json", "--output=%s" % output]
 
 

@@ -66,6 +66,8 @@ class Case:
     def to_json(self):
         servers = {}
         for kind in self.kinds:
+            if kind not in self.samples and kind not in self.errors:
+                continue                # not among the servers run
             entry = {}
             values = self.samples.get(kind)
             if values:
