@@ -20,12 +20,13 @@ def hyperfine_command(argv, output, runs, warmup):
 
 
 def parse_hyperfine(text):
-    """Wall seconds of every timed run of hyperfine's only command."""
+    """(wall seconds of every timed run of hyperfine's only command, mean
+    CPU seconds of a run: the command and what it waited for)."""
     result = json.loads(text)["results"][0]
     if any(result.get("exit_codes") or []):
         raise BenchError("%s exited %s" % (result["command"],
                                            result["exit_codes"]))
-    return list(result["times"])
+    return list(result["times"]), result["user"] + result["system"]
 
 
 def run_hyperfine(argv, output, env=None, runs=1, warmup=0, server_pid=None):
@@ -41,8 +42,8 @@ def run_hyperfine(argv, output, env=None, runs=1, warmup=0, server_pid=None):
     if p.returncode != 0:
         raise BenchError("hyperfine exited %d on %s:\n%s" % (
             p.returncode, shlex.join(argv), p.stderr[-3000:]))
-    times = parse_hyperfine(output.read_text())
+    times, cpu_seconds = parse_hyperfine(output.read_text())
     elapsed = time.monotonic() - started
     value = sorted(times)[len(times) // 2]
-    return value, {"times": times,
+    return value, {"times": times, "cpu_seconds": cpu_seconds,
                    "others_share": cpu.others / elapsed}

@@ -33,6 +33,10 @@ def notes(case):
         if cpu is not None:
             out.append("%s %.1f µs CPU/request" % (kind, cpu))
     for kind in case.kinds:
+        cpu = case.extra_median(kind, "cpu_seconds")
+        if case.whole_command and cpu is not None:
+            out.append("%s %s s CPU/run" % (kind, fmt_num(cpu)))
+    for kind in case.kinds:
         calls = case.extra.get(kind, {}).get("QueryAllocatedBlocks")
         if calls:
             out.append("%s QAB %s" % (kind, "/".join(
@@ -74,7 +78,8 @@ def markdown(cases, kinds, meta, no_ranking):
     lines = ["# vddkpy benchmark, %s" % meta.get("date", ""), "",
              "%s, Python %s, %s CPUs; %d rounds, servers taking "
              "turns; cells: median [min–max]; s = wall seconds (hyperfine), "
-             "IOPS from fio." % (meta.get("versions", {}).get("nbdkit"),
+             "IOPS from fio; ratios of medians (s: > 1 = vddkpy slower; "
+             "IOPS: < 1 = vddkpy slower)." % (meta.get("versions", {}).get("nbdkit"),
                                  meta.get("python"), meta.get("cpus"),
                                  meta.get("repeat", 0)), ""]
     lines += ["- %s: %s" % (k, ROLES[k]) for k in kinds] + [""]

@@ -30,6 +30,9 @@ class Case:
     # session(ctx, case) -> context manager yielding ``state`` (e.g. the
     # long-running servers of the case); None: state is None.
     session: Optional[Callable] = None
+    # The timed command runs the server itself (nbdkit … --run): its CPU
+    # time is the server's and the client's.
+    whole_command: bool = False
     samples: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)

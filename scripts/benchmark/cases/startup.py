@@ -30,7 +30,7 @@ def define(ctx):
     return [
         Case("start-run-true", "nbdkit -U - PLUGIN file=DISK --run true: "
              "start, load the plugin, parse its parameters, serve nothing",
-             "s", KINDS, measure("run"), goal=goal),
+             "s", KINDS, measure("run"), goal=goal, whole_command=True),
         Case("start-dump-plugin", "nbdkit PLUGIN --dump-plugin", "s", KINDS,
-             measure("dump"), goal=goal),
+             measure("dump"), goal=goal, whole_command=True),
     ]
