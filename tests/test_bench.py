@@ -181,7 +181,8 @@ def test_ranking_gives_each_goal_met_or_not():
 def test_bench_runs_fio_and_hyperfine_cases(tmp_path):
     out = tmp_path / "bench.json"
     p = subprocess.run([sys.executable, str(BENCH), "--quick", "--only",
-                        "start-run-true,fio-randread-4k", "--servers",
+                        "start-run-true,copy-esxi-256k,fio-randread-4k,"
+                        "map-ro", "--servers",
                         "vddkpy,py-empty,file", "--baseline-iops", "1",
                         "--max-other-work", "1000", "--json", str(out)],
                        capture_output=True, text=True, timeout=300)
@@ -195,5 +196,12 @@ def test_bench_runs_fio_and_hyperfine_cases(tmp_path):
     start = results["cases"]["start-run-true"]
     assert set(start["servers"]) == {"vddkpy", "py-empty"}
     assert start["goal"]["other"] == "py-empty"
+    copy = results["cases"]["copy-esxi-256k"]["servers"]["vddkpy"]
+    assert copy["median"] > 0 and copy["cpu_seconds"][0] > 0
+    # The stand-in's call log, read per run: one map, one call per
+    # connection's probe and one for the whole disk at least.
+    map_ro = results["cases"]["map-ro"]["servers"]
+    assert map_ro["vddkpy"]["QueryAllocatedBlocks"][0] >= 2
+    assert "QueryAllocatedBlocks" not in map_ro["file"]
     assert "**Ranking and goals**" in p.stdout
     assert "- fio-randread-4k: goal ≥ 0.8× c-vddk not measured" in p.stdout
