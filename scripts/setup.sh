@@ -11,11 +11,11 @@ apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               pandoc lintian dpkg-dev groff-base python3-venv
               python3-setuptools python3-wheel   # test_pip_install_into_venv builds
                                                  # with them (3.13's venv has pip only)
-              python3-pyvmomi  # changed-since= talks to vSphere with it
               file    # Debian 13's nbdinfo runs `file` to describe the content
               git     # tests/test_packaging.py asks git which files are the source
               golang-go golang-github-vmware-govmomi-dev  # tests/vcsim (vCenter simulator)
-              python3-pyvmomi)  # vSphere sessions (changed-since=) and the CBT tests
+              python3-pyvmomi  # vSphere sessions (changed-since=) and the CBT tests
+              fio hyperfine)   # scripts/bench.py drives them
 "$here/scripts/apt-install-missing.sh" "${apt_packages[@]}"
 
 make -s -C "$here/tests/standin"
