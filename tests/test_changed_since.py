@@ -439,3 +439,27 @@ def test_stats_and_extents_debug(vcsim, nbdkit, tmp_path):
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["functions"]["QueryChangedDiskAreas"]["calls"] == 1
     assert stats["next_change_ids"] == {bed.disk_file: change_id}
+
+
+def test_maps_past_4_gib(vcsim, nbdkit, tmp_path):
+    """Extents of 4 GiB or more are cut to the request, so that nbdkit
+    1.32 does not cut them at 4 GiB - 1 (nbdinfo: "request is
+    unaligned"): a local -r disk, and a CBT map."""
+    local = tmp_path / "big.raw"
+    with open(local, "wb") as f:
+        f.truncate(5 << 30)
+    server = nbdkit("file=%s" % local, readonly=True, verbose=False)
+    result = subprocess.run(["nbdinfo", "--map", server.uri],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", str(5 << 30), "3", "hole,zero"]
+    server.stop()
+
+    bed = vcsim(size=6 << 30, power_on=False)
+    bed.enable_cbt()
+    write_through_nbdkit(nbdkit, bed, [(5 << 30, b"\3" * 512)], None)
+    server = served(nbdkit, bed, "changed-since=*", verbose=False)
+    assert data_extents(server) == [(5 << 30, GRAIN)]
+    result = subprocess.run(["nbdinfo", "--map", server.uri],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

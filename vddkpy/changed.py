@@ -77,12 +77,3 @@ def disk_map(areas, size):
         builder.add(start + length, is_hole=False)
     builder.add(size, is_hole=True)
     return extents.DiskMap(builder.result())
-
-
-def pieces(delta_map, offset, count):
-    """(start, length, is_data) covering [offset, offset+count)."""
-    end = offset + count
-    for start, length, kind in delta_map.covering(offset, count):
-        begin, finish = max(start, offset), min(start + length, end)
-        if begin < finish:
-            yield begin, finish - begin, kind == extents.DATA

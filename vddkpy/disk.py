@@ -304,10 +304,10 @@ class Disk:
 
     def _read_delta(self, view, offset):
         """Changed areas from VDDK, the rest as zeros (see changed)."""
-        for start, length, is_data in changed.pieces(
-                self.changed_map, offset, len(view)):
+        for start, length, kind in self.changed_map.within(offset,
+                                                         len(view)):
             part = view[start - offset:start - offset + length]
-            if is_data:
+            if kind == extents.DATA:
                 self._read(part, start)
             else:
                 part[:] = bytes(length)
@@ -417,12 +417,12 @@ class Disk:
     def extents(self, offset, count, req_one):
         next(self.commands)
         if self.changed_map is not None:
-            return self.changed_map.covering(offset, count)
+            return self.changed_map.within(offset, count)
         if self.readonly:
             if self.disk_map is None:
                 self.disk_map = self.session.maps.get(
                     self._map_key(), self.opened_ns, self._map_disk)
-            return self.disk_map.covering(offset, count)
+            return self.disk_map.within(offset, count)
         return extents.for_request(self._query, self.size, offset, count,
                                    req_one, self.hole_type)
 
