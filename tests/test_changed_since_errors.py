@@ -170,3 +170,56 @@ def test_wrong_thumbprint_sends_nothing(tmp_path, libdir):
         "thumbprint=%s (vddkpy-thumbprint 127.0.0.1:%d prints it)"
         % (port, actual, THUMB, port))
     assert received and not any(received), received
+
+
+def test_every_handshake_is_pinned(tmp_path):
+    """http.client (under every pyvmomi) reconnects by itself when a
+    server closes a kept-alive connection; the pinned context checks that
+    handshake too, before the request is sent: here the second connection
+    meets another certificate."""
+    import http.client
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT))
+    from vddkpy.vsphere import PinnedContext, ThumbprintMismatch
+    contexts, prints = [], []
+    for name in ("a", "b"):
+        key, cert = tmp_path / (name + ".key"), tmp_path / (name + ".pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                        "-nodes", "-days", "1", "-subj", "/CN=" + name,
+                        "-keyout", str(key), "-out", str(cert)],
+                       check=True, capture_output=True)
+        prints.append(subprocess.run(
+            ["openssl", "x509", "-in", str(cert), "-noout", "-fingerprint",
+             "-sha1"], capture_output=True, text=True,
+            check=True).stdout.strip().split("=", 1)[1])
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        contexts.append(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    requests = []
+
+    def serve():
+        for context in contexts:
+            conn, _ = listener.accept()
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    requests.append(tls.recv(65536))
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                b"Connection: close\r\n\r\nok")
+            except (ssl.SSLError, OSError):
+                requests.append(b"")
+
+    threading.Thread(target=serve, daemon=True).start()
+    with listener:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", listener.getsockname()[1],
+            context=PinnedContext(prints[0]), timeout=30)
+        conn.request("POST", "/sdk", b"first")
+        assert conn.getresponse().read() == b"ok"
+        with pytest.raises(ThumbprintMismatch) as e:
+            conn.request("POST", "/sdk", b"second")
+    assert e.value.args[0] == ("certificate thumbprint %s, not "
+                                 "thumbprint=%s" % (prints[1], prints[0]))
+    assert requests[0].endswith(b"first")
+    assert len(requests) == 1 or requests[1] == b""
