@@ -350,3 +350,31 @@ def test_not_logged_in_is_refused(vcsim):
     with pytest.raises(vim.fault.NotAuthenticated):
         vm.QueryChangedDiskAreas(snapshot=vim.vm.Snapshot(snap, si._stub),
                                  deviceKey=2000, startOffset=0, changeId="*")
+
+
+def test_expired_sessions_are_not_authenticated_until_login(vcsim):
+    from pyVmomi import vim
+    bed = vcsim(size=4 << 20)
+    si = bed.connect()
+    vm = vim.VirtualMachine(bed.vm, si._stub)
+    assert vm.name == "vm"
+    bed.expire_sessions()
+    with pytest.raises(vim.fault.NotAuthenticated):
+        vm.name
+    assert bed.vm_object().name == "vm"     # a new login works
+
+
+def test_a_sidecar_in_another_format_fails_writable_opens(vcsim, nbdkit):
+    bed = vcsim(size=4 << 20)
+    bed.disk_path.with_name("vm-ctk.vmdk").write_bytes(b"x" * 8192)
+    server = nbdkit(*bed.plugin_args(), config=bed.standin_config())
+    import nbd
+    with pytest.raises(nbd.Error):
+        server.connect()
+    assert "fakevddk: %s: not a change-tracking file" % \
+        bed.disk_path.with_name("vm-ctk.vmdk") in server.stderr
+    server.stop()
+    # Read-only handles never touch it.
+    reader = nbdkit(*bed.plugin_args(), config=bed.standin_config(),
+                    readonly=True)
+    assert reader.connect().get_size() == 4 << 20

@@ -273,6 +273,12 @@ class Vcsim:
         the disk (0: no limit), so answers may hold no area."""
         self._control(page_bytes=nbytes)
 
+    def expire_sessions(self):
+        """End every client session (as when vCenter's sessions time
+        out): the next call of each is NotAuthenticated."""
+        self._control(expire_sessions=True)
+        self._si = None     # the fixture's own session ended too
+
     def reset(self):
         """Knobs back to their defaults, call counters to 0."""
         self._control(reset=True)
