@@ -169,16 +169,18 @@ class Vcsim:
                 "thumbprint=%s" % self.thumbprint,
                 "vm=moref=%s" % self.vm, "file=%s" % self.disk_file]
 
-    def standin_config(self, extra=""):
+    def standin_config(self, extra="", cookies=()):
         """FAKEVDDK_CONFIG text: ``extra`` directives, then this host as a
-        ``server`` block (its VM, datastore and snapshots)."""
+        ``server`` block (its VM, datastore and snapshots); ``cookies``
+        are session cookies the stand-in accepts for the user."""
         st = self.state
         lines = [extra.rstrip("\n"),
                  "server %s" % st["host"],
                  "  port %d" % st["port"],
                  "  thumbprint %s" % st["thumbprint"],
-                 "  user %s %s" % (self.user, self.password),
-                 "  vm moref=%s" % st["vm"],
+                 "  user %s %s" % (self.user, self.password)]
+        lines += ["  cookie %s %s" % (c, self.user) for c in cookies]
+        lines += ["  vm moref=%s" % st["vm"],
                  "    datastore %s %s" % (DATASTORE, self.datastore)]
         for snap in st["snapshots"]:
             lines.append("    snapshot %s %s" % (snap["moref"], " ".join(
