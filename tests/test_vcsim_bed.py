@@ -396,3 +396,22 @@ def test_a_pyvmomi_session_cookie_opens_the_disk(vcsim, nbdkit):
     assert server.connect().pread(4096, 0) == \
         bed.data_path.read_bytes()[:4096]
     assert server.calls("ConnectEx")[0]["cookie"] == cookie
+
+
+def test_removed_snapshot_is_gone_for_the_standin_too(vcsim, nbdkit):
+    bed = vcsim(size=4 << 20)
+    bed.enable_cbt()
+    keep, _ = bed.create_snapshot("keep")
+    gone, _ = bed.create_snapshot("gone")
+    frozen = bed.dir / "snapshots" / gone
+    assert frozen.is_dir()
+    bed.remove_snapshot(gone)
+    assert not frozen.exists()
+    assert [s["moref"] for s in bed.state["snapshots"]] == [keep]
+    assert "snapshot %s " % gone not in bed.standin_config()
+    server = nbdkit(*bed.plugin_args(), "snapshot=%s" % gone,
+                    config=bed.standin_config(), readonly=True)
+    import nbd
+    with pytest.raises(nbd.Error):
+        server.connect()
+    assert server.calls("ConnectEx")[-1]["result"] == 13003

@@ -242,6 +242,12 @@ class Vcsim:
             name=name, description="", memory=False, quiesce=False))
         return snap._moId, self.disk_device(snap.config).backing.changeId
 
+    def remove_snapshot(self, moref):
+        """RemoveSnapshot_Task (the frozen copy goes too)."""
+        from pyVmomi import vim
+        self._run_task(vim.vm.Snapshot(moref, self.si._stub)
+                       .RemoveSnapshot_Task(removeChildren=False))
+
     def query_changed_areas(self, change_id, start=0, snapshot=None):
         """One QueryChangedDiskAreas call: the DiskChangeInfo."""
         from pyVmomi import vim

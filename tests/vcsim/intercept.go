@@ -78,6 +78,8 @@ func (b *Bed) dispatch(w http.ResponseWriter, r *http.Request, call *soapCall) {
 		b.queryChangedDiskAreas(w, r, call)
 	case "CreateSnapshot_Task", "CreateSnapshotEx_Task":
 		b.createSnapshot(w, r, call)
+	case "RemoveSnapshot_Task", "RemoveAllSnapshots_Task":
+		b.removeSnapshot(w, r)
 	case "ReconfigVM_Task":
 		b.beforeReconfigure(call)
 		b.inner.ServeHTTP(w, r)
