@@ -3,13 +3,17 @@ tests/vcsim/): vcsim answers pyvmomi with the server's thumbprint
 verified, the stand-in serves the VM's disk to nbdkit, and what is written
 through it comes back from QueryChangedDiskAreas."""
 
+import re
+import time
+
+import nbd
 import pytest
+from pyVmomi import vim, vmodl
 
 
 def test_login_verifies_the_thumbprint_and_finds_vm_and_disk(vcsim):
     bed = vcsim(size=8 << 20)
     si = bed.connect()
-    from pyVmomi import vim
     vm = vim.VirtualMachine(bed.vm, si._stub)
     assert vm.name == "vm"
     assert vm.runtime.powerState == "poweredOn"
@@ -35,7 +39,6 @@ def test_wrong_thumbprint_refused_by_pyvmomi(vcsim):
 
 def test_wrong_password_refused(vcsim):
     bed = vcsim()
-    from pyVmomi import vim
     with pytest.raises(vim.fault.InvalidLogin):
         bed.connect(password="wrong")
 
@@ -59,7 +62,6 @@ def test_standin_refuses_another_thumbprint(vcsim, nbdkit):
     wrong = "AA:" * 19 + "AA"
     server = nbdkit(*args, "thumbprint=" + wrong,
                     config=bed.standin_config(), readonly=True)
-    import nbd
     with pytest.raises(nbd.Error):
         server.connect()
     assert "actual thumbprint=%s expected=%s" % (bed.thumbprint, wrong) \
@@ -256,7 +258,6 @@ def test_empty_pages_in_the_middle(vcsim, nbdkit):
 
 
 def test_invalid_change_ids_are_the_servers_invalid_argument(vcsim, nbdkit):
-    from pyVmomi import vmodl
     bed = vcsim(size=4 << 20)
     bed.enable_cbt()
     current = bed.change_id()
@@ -279,7 +280,6 @@ def test_invalid_change_ids_are_the_servers_invalid_argument(vcsim, nbdkit):
 
 
 def test_start_offset_at_the_end_is_invalid(vcsim):
-    from pyVmomi import vmodl
     bed = vcsim(size=4 << 20)
     bed.enable_cbt()
     snap, _ = bed.create_snapshot()
@@ -289,7 +289,6 @@ def test_start_offset_at_the_end_is_invalid(vcsim):
 
 
 def test_cbt_disabled_is_a_file_fault(vcsim):
-    from pyVmomi import vim
     bed = vcsim(size=4 << 20)
     snap, snap_id = bed.create_snapshot()
     assert snap_id is None
@@ -300,7 +299,6 @@ def test_cbt_disabled_is_a_file_fault(vcsim):
 
 
 def test_current_state_only_for_a_powered_off_vm(vcsim, nbdkit):
-    from pyVmomi import vim
     running = vcsim(size=4 << 20)
     running.enable_cbt()
     with pytest.raises(vim.fault.FileFault):
@@ -313,7 +311,6 @@ def test_current_state_only_for_a_powered_off_vm(vcsim, nbdkit):
 
 
 def test_unknown_snapshot_and_disk(vcsim):
-    from pyVmomi import vim, vmodl
     bed = vcsim(size=4 << 20)
     bed.enable_cbt()
     snap, _ = bed.create_snapshot()
@@ -327,7 +324,6 @@ def test_unknown_snapshot_and_disk(vcsim):
 
 
 def test_latency_and_call_counts(vcsim):
-    import time
     bed = vcsim(size=4 << 20)
     bed.enable_cbt()
     snap, _ = bed.create_snapshot()
@@ -341,7 +337,6 @@ def test_latency_and_call_counts(vcsim):
 
 
 def test_not_logged_in_is_refused(vcsim):
-    from pyVmomi import vim
     bed = vcsim(size=4 << 20)
     bed.enable_cbt()
     snap, _ = bed.create_snapshot()
@@ -354,7 +349,6 @@ def test_not_logged_in_is_refused(vcsim):
 
 
 def test_expired_sessions_are_not_authenticated_until_login(vcsim):
-    from pyVmomi import vim
     bed = vcsim(size=4 << 20)
     si = bed.connect()
     vm = vim.VirtualMachine(bed.vm, si._stub)
@@ -369,7 +363,6 @@ def test_a_sidecar_in_another_format_fails_writable_opens(vcsim, nbdkit):
     bed = vcsim(size=4 << 20)
     bed.disk_path.with_name("vm-ctk.vmdk").write_bytes(b"x" * 8192)
     server = nbdkit(*bed.plugin_args(), config=bed.standin_config())
-    import nbd
     with pytest.raises(nbd.Error):
         server.connect()
     assert "fakevddk: %s: not a change-tracking file" % \
@@ -383,7 +376,6 @@ def test_a_sidecar_in_another_format_fails_writable_opens(vcsim, nbdkit):
 
 def session_cookie(si):
     """The vmware_soap_session value of a pyvmomi session."""
-    import re
     return re.search(r'vmware_soap_session="?([^";]+)', si._stub.cookie)[1]
 
 
@@ -411,7 +403,36 @@ def test_removed_snapshot_is_gone_for_the_standin_too(vcsim, nbdkit):
     assert "snapshot %s " % gone not in bed.standin_config()
     server = nbdkit(*bed.plugin_args(), "snapshot=%s" % gone,
                     config=bed.standin_config(), readonly=True)
-    import nbd
     with pytest.raises(nbd.Error):
         server.connect()
     assert server.calls("ConnectEx")[-1]["result"] == 13003
+
+
+def test_concurrent_async_writes_are_all_recorded(vcsim, nbdkit):
+    """Many requests in flight, completed by several stand-in threads:
+    every write is in the sidecar, each with its own sequence number."""
+    import random
+    bed = vcsim(size=64 << 20)
+    bed.enable_cbt()
+    base = bed.change_id()
+    rng = random.Random(1)
+    writes = [(rng.randrange(0, (64 << 20) // 4096) * 4096, 4096)
+              for _ in range(300)]
+    server = nbdkit(*bed.plugin_args(),
+                    config=bed.standin_config("async_threads 4\n"))
+    h = server.connect()
+    for i, (offset, length) in enumerate(writes):
+        h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray([i % 255 + 1])
+                                               * length), offset)
+    while h.aio_in_flight() > 0:
+        h.poll(-1)
+    h.flush()
+    h.shutdown()
+    server.stop()
+    submitted = server.calls("WriteAsync")
+    assert len(submitted) == len(writes)
+    assert max(c["inflight"] for c in submitted) > 1
+    assert bed.change_id() == "%s/%d" % (base.rsplit("/", 1)[0],
+                                         1 + len(writes))
+    snap, _ = bed.create_snapshot()
+    assert snapshot_areas(bed, base, snap) == grain_areas(writes, bed.size)

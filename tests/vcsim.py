@@ -93,10 +93,13 @@ class Vcsim:
         inventory_path = self.dir / "inventory.json"
         inventory_path.write_text(json.dumps(inventory, indent=2))
         with open(self.stderr_path, "wb") as err:
+            # Our end of its stdin closes when this process dies, however
+            # it dies: the server then exits (-exit-on-eof).
             self.proc = subprocess.Popen(
-                [str(VCSIM), "-inventory", str(inventory_path)],
+                [str(VCSIM), "-inventory", str(inventory_path),
+                 "-exit-on-eof"],
                 stdout=subprocess.DEVNULL, stderr=err,
-                stdin=subprocess.DEVNULL)
+                stdin=subprocess.PIPE)
         self._wait_ready()
         return self
 
@@ -122,6 +125,7 @@ class Vcsim:
                 pass
             self._si = None
         if self.proc and self.proc.poll() is None:
+            self.proc.stdin.close()
             self.proc.terminate()
             try:
                 self.proc.wait(10)
