@@ -215,7 +215,8 @@ def test_snapshot_freezes_the_disk_while_writes_continue(vcsim, nbdkit):
     server = nbdkit(*bed.plugin_args(), "snapshot=%s" % snap1,
                     config=bed.standin_config(), readonly=True)
     h = server.connect()
-    assert h.pread(bed.size, 0) == frozen
+    assert h.pread(bed.size, 0) == frozen == \
+        bed.snapshot_data_path(snap1).read_bytes()
     assert h.pread(512, GRAIN) == b"A" * 512
     assert bed.data_path.read_bytes()[GRAIN:GRAIN + 512] == b"B" * 512
     assert snapshot_areas(bed, base, snap1) == [(GRAIN, GRAIN)]

@@ -246,6 +246,13 @@ class Vcsim:
             name=name, description="", memory=False, quiesce=False))
         return snap._moId, self.disk_device(snap.config).backing.changeId
 
+    def snapshot_data_path(self, moref):
+        """The file holding the disk's bytes as of snapshot ``moref`` (its
+        frozen copy, what ``snapshot=MOREF`` reads)."""
+        snap = next(s for s in self.state["snapshots"] if s["moref"] == moref)
+        return Path(snap["datastores"][DATASTORE]) / self.data_path.relative_to(
+            self.datastore)
+
     def remove_snapshot(self, moref):
         """RemoveSnapshot_Task (the frozen copy goes too)."""
         from pyVmomi import vim
