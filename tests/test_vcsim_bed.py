@@ -26,6 +26,20 @@ def test_login_verifies_the_thumbprint_and_finds_vm_and_disk(vcsim):
     assert bed.calls("Login") == 1
 
 
+def test_thumbprint_is_the_served_certificates_and_new_each_run(vcsim):
+    import hashlib
+    import ssl
+    first, second = vcsim(), vcsim()
+    for bed in (first, second):
+        der = ssl.PEM_cert_to_DER_cert(
+            ssl.get_server_certificate((bed.host, bed.port)))
+        digest = hashlib.sha1(der).hexdigest().upper()
+        assert bed.thumbprint == ":".join(
+            digest[i:i + 2] for i in range(0, 40, 2))
+    assert first.thumbprint != second.thumbprint
+    assert first.port != second.port
+
+
 def test_wrong_thumbprint_refused_by_pyvmomi(vcsim):
     bed = vcsim()
     wrong = "00:" * 19 + "00"

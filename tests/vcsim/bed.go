@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha1"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -58,7 +57,11 @@ func startBed(inv *Inventory) (*Bed, error) {
 	if err := model.Create(); err != nil {
 		return nil, err
 	}
-	model.Service.TLS = new(tls.Config)
+	tlsConfig, err := selfSignedTLS()
+	if err != nil {
+		return nil, err
+	}
+	model.Service.TLS = tlsConfig
 	model.Service.Listen = &url.URL{Host: "127.0.0.1:0",
 		User: url.UserPassword(inv.User, inv.Password)}
 	b := &Bed{inv: inv, model: model, calls: map[string]int{}}
