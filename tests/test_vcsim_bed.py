@@ -414,7 +414,8 @@ def test_removed_snapshot_is_gone_for_the_standin_too(vcsim, nbdkit):
     assert frozen.is_dir()
     bed.remove_snapshot(gone)
     assert not frozen.exists()
-    assert [s["moref"] for s in bed.state["snapshots"]] == [keep]
+    assert [(s["moref"], s["name"]) for s in bed.state["snapshots"]] == \
+        [(keep, "keep")]
     assert "snapshot %s " % gone not in bed.standin_config()
     server = nbdkit(*bed.plugin_args(), "snapshot=%s" % gone,
                     config=bed.standin_config(), readonly=True)

@@ -18,6 +18,7 @@ type soapCall struct {
 	DeviceKey   int32  `xml:"deviceKey"`
 	StartOffset int64  `xml:"startOffset"`
 	ChangeId    string `xml:"changeId"`
+	Name        string `xml:"name"` // CreateSnapshot's
 	Spec        struct {
 		ChangeTrackingEnabled *bool `xml:"changeTrackingEnabled"`
 	} `xml:"spec"`

@@ -25,7 +25,7 @@ func (b *Bed) createSnapshot(w http.ResponseWriter, r *http.Request, call *soapC
 	rec := httptest.NewRecorder()
 	b.inner.ServeHTTP(rec, r)
 	if rec.Code == http.StatusOK {
-		if err := b.afterSnapshot(rec.Body.Bytes()); err != nil {
+		if err := b.afterSnapshot(rec.Body.Bytes(), call.Name); err != nil {
 			writeFault(w, &vimFault{"SystemError", "vcsim: " + err.Error(),
 				"<reason>" + escape(err.Error()) + "</reason>"})
 			return
@@ -88,7 +88,7 @@ func (b *Bed) waitTask(ref types.ManagedObjectReference) (*types.TaskInfo, error
 	return object.NewTask(b.client.Client, ref).WaitForResult(context.Background(), nil)
 }
 
-func (b *Bed) afterSnapshot(response []byte) error {
+func (b *Bed) afterSnapshot(response []byte, name string) error {
 	ref, err := taskOf(response)
 	if err != nil {
 		return err
@@ -105,6 +105,7 @@ func (b *Bed) afterSnapshot(response []byte) error {
 	if err != nil {
 		return err
 	}
+	frozen.Name = name
 	withSnapshotConfig(snap, func(cfg *types.VirtualMachineConfigInfo) {
 		cfg.Hardware.Device = withChangeIDs(cfg.Hardware.Device, b, frozen.ChangeIds)
 	})
