@@ -452,3 +452,13 @@ def test_concurrent_async_writes_are_all_recorded(vcsim, nbdkit):
                                          1 + len(writes))
     snap, _ = bed.create_snapshot()
     assert snapshot_areas(bed, base, snap) == grain_areas(writes, bed.size)
+
+
+def test_last_partial_grain_is_clipped_to_the_disk(vcsim, nbdkit):
+    size = (1 << 20) + 3 * 512
+    bed = vcsim(size=size)
+    bed.enable_cbt()
+    base = bed.change_id()
+    write_through_nbdkit(bed, nbdkit, [(size - 512, 512)])
+    snap, _ = bed.create_snapshot()
+    assert snapshot_areas(bed, base, snap) == [(1 << 20, 3 * 512)]

@@ -200,9 +200,12 @@ func (b *Bed) findDisks(ctx context.Context, vm *object.VirtualMachine) error {
 		if err != nil {
 			return err
 		}
+		capacity := disk.CapacityInBytes // exact; KB may round down
+		if capacity == 0 {
+			capacity = disk.CapacityInKB * 1024
+		}
 		b.disks = append(b.disks, &trackedDisk{key: disk.Key,
-			fileName: backing.FileName, path: path,
-			capacity: disk.CapacityInKB * 1024})
+			fileName: backing.FileName, path: path, capacity: capacity})
 	}
 	return nil
 }
