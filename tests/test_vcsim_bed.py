@@ -462,3 +462,29 @@ def test_last_partial_grain_is_clipped_to_the_disk(vcsim, nbdkit):
     write_through_nbdkit(bed, nbdkit, [(size - 512, 512)])
     snap, _ = bed.create_snapshot()
     assert snapshot_areas(bed, base, snap) == [(1 << 20, 3 * 512)]
+
+
+def test_sidecar_format_as_documented(nbdkit, tmp_path):
+    """tests/standin/README.md's layout, written and read here without
+    vcsim, on a raw disk (sidecar NAME-ctk)."""
+    import struct
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(1 << 20))
+    sidecar = tmp_path / "disk.raw-ctk"
+    tracking_id = b"52 01 02 03 04 05 06 07-08 09 0a 0b 0c 0d 0e 0f"
+    header = b"FVCTK001" + struct.pack("<II", GRAIN, 0) + \
+        struct.pack("<Q", 5) + tracking_id.ljust(48, b"\0")
+    sidecar.write_bytes(header.ljust(4096, b"\0"))
+    server = nbdkit("file=%s" % disk)
+    h = server.connect()
+    h.pwrite(b"w" * 1024, 3 * GRAIN - 512)      # grains 2 and 3
+    h.pwrite(b"w" * 512, 0)
+    h.shutdown()
+    server.stop()
+    data = sidecar.read_bytes()
+    assert data[:8] == b"FVCTK001" and data[24:24 + 48].rstrip(b"\0") == \
+        tracking_id
+    assert struct.unpack_from("<Q", data, 16)[0] == 7
+    grains = struct.unpack_from("<4Q", data, 4096)
+    assert grains == (7, 0, 6, 6)
+    assert len(data) == 4096 + 4 * 8        # nothing past the last grain
