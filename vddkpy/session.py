@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 
-from . import extents, statsfile
+from . import statsfile
 from .abi import ffi
 from .calls import Vddk
 from .disk import Disk
@@ -37,7 +37,6 @@ class Session:
         self.initialized = False
         self.open_close_lock = threading.Lock()
         self.create_pending = False     # set from create= in load()
-        self.maps = extents.SharedMaps()
         self.disks = set()              # open, until close_disk
 
     @property
