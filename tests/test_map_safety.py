@@ -129,3 +129,161 @@ def test_file_grown_in_place_between_opens(tmp_path, nbdkit, gated_copy):
     rc, copied, err = second.release()
     assert (rc, err) == (0, "")
     assert copied == grown
+
+
+# -- a randomized history ----------------------------------------------------
+
+SEED = 17
+ROUNDS = 200
+SECTOR = 512
+MAX_SIZE = 6 * MiB
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 1, 2
+
+
+def punch_hole(path, offset, length):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                               ctypes.c_int64]
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        if libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                          offset, length):
+            raise OSError(ctypes.get_errno(), "fallocate")
+    finally:
+        os.close(fd)
+
+
+class History:
+    """The served path and the connections open on it, with what each
+    connection's bytes must be: ``bytes_of`` is the model of the file a
+    connection opened (renames replace the file at the path, in-place
+    writes and growth change it)."""
+
+    def __init__(self, path, server, rng):
+        self.path, self.server, self.rng = path, server, rng
+        self.current = bytearray()
+        self.connections = []           # [handle, model, size]
+        self.mismatches = []
+        self.answers = 0
+        self.rename_fresh_file()
+
+    # -- what other processes do to the served path ----------------------
+
+    def _span(self, size, longest):
+        offset = self.rng.randrange(size // SECTOR) * SECTOR
+        length = self.rng.randrange(1, longest // SECTOR + 1) * SECTOR
+        return offset, min(length, size - offset)
+
+    def rename_fresh_file(self):
+        size = self.rng.randrange(1, MAX_SIZE // SECTOR // 2) * SECTOR
+        fresh = self.path.with_name("fresh.img")
+        model = bytearray(size)
+        with open(fresh, "wb") as f:
+            f.truncate(size)
+            for _ in range(self.rng.randrange(4)):
+                offset, length = self._span(size, 256 * 1024)
+                data = self.rng.randbytes(length)
+                f.seek(offset)
+                f.write(data)
+                model[offset:offset + length] = data
+        os.rename(fresh, self.path)
+        self.current = model
+
+    def write_data(self):
+        offset, length = self._span(len(self.current), 128 * 1024)
+        data = self.rng.randbytes(length)
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+        self.current[offset:offset + length] = data
+
+    def zero_data(self):
+        offset, length = self._span(len(self.current), 256 * 1024)
+        if self.rng.randrange(2):
+            punch_hole(self.path, offset, length)
+        else:
+            with open(self.path, "r+b") as f:
+                f.seek(offset)
+                f.write(bytes(length))
+        self.current[offset:offset + length] = bytes(length)
+
+    def grow(self):
+        size = len(self.current)
+        grown = min(size + self.rng.randrange(1, 2 * MiB // SECTOR) * SECTOR,
+                    MAX_SIZE)
+        with open(self.path, "r+b") as f:
+            f.truncate(grown)
+        self.current.extend(bytes(grown - size))
+
+    # -- the clients ---------------------------------------------------------
+
+    def open_connection(self):
+        if len(self.connections) == 4:
+            self.close_connection()
+        h = self.server.connect()
+        self.connections.append([h, self.current, h.get_size()])
+        assert self.connections[-1][2] == len(self.current)
+
+    def close_connection(self):
+        if len(self.connections) > 2:
+            h = self.connections.pop(self.rng.randrange(
+                len(self.connections)))[0]
+            h.shutdown()
+
+    def ask_extents(self):
+        import nbd
+        h, model, size = self.rng.choice(self.connections)
+        offset, count = self._span(size, size)
+        flags = nbd.CMD_FLAG_REQ_ONE if self.rng.randrange(4) == 0 else 0
+        entries = []
+
+        def extent(context, start, found, error):
+            if context == nbd.CONTEXT_BASE_ALLOCATION:
+                entries.extend(zip(found[0::2], found[1::2]))
+            return 0
+
+        self.answers += 1
+        where = "%d+%d of %d" % (offset, count, size)
+        try:
+            h.block_status(count, offset, extent, flags)
+        except nbd.Error as e:
+            return self.mismatches.append((where, str(e)))
+        self._check(h, model, size, offset, entries, where)
+
+    def _check(self, h, model, size, offset, entries, where):
+        end = offset + sum(length for length, _ in entries)
+        if not entries or end <= offset or end > size:
+            return self.mismatches.append((where, "extents", entries))
+        data = h.pread(end - offset, offset)
+        if data != model[offset:end]:
+            return self.mismatches.append((where, "bytes differ"))
+        position = offset
+        for length, kind in entries:
+            if kind & 2 and any(data[position - offset:
+                                     position - offset + length]):
+                self.mismatches.append((where, "not zero", position, length))
+            position += length
+
+    def step(self):
+        self.rng.choices(
+            (self.open_connection, self.close_connection, self.write_data,
+             self.zero_data, self.grow, self.rename_fresh_file,
+             self.ask_extents),
+            weights=(10, 6, 12, 8, 4, 6, 54))[0]()
+
+
+def test_random_history_of_writes_renames_and_opens(tmp_path, nbdkit):
+    import random
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"")
+    history = History(disk, None, random.Random(SEED))
+    history.server = nbdkit("file=%s" % disk, readonly=True, verbose=False)
+    history.open_connection()
+    history.open_connection()
+    for _ in range(ROUNDS):
+        history.step()
+    for h, _, _ in history.connections:
+        h.shutdown()
+    assert history.answers > 80
+    assert history.mismatches == []
