@@ -10,6 +10,10 @@ The test thus decides when each connection opens and when it asks for
 extents, and nbdcopy trusts the map it gets, as it does when copying to a
 destination known to be zero (a zero extent is written as zeros without
 reading it).
+
+A randomized history then mixes all of it (in-place writes and hole
+punches, growth, renames, 2-4 connections opening and closing) and checks
+every answer against the bytes the same connection reads.
 """
 
 import os
