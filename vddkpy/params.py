@@ -7,7 +7,7 @@ passwords is delegated to the nbdkit server's own helpers.
 
 import os
 
-from . import abi, statsfile
+from . import abi, statsfile, vmdkfiles
 from .nbdkit_compat import (debug, exit_startup, fail_startup, parse_bool,
                             parse_size, parse_uint16, read_password, realpath)
 
@@ -164,8 +164,7 @@ class Params:
                 yield ("if using create=true you must specify the size "
                        "using the create-size parameter")
         if self.stats_file is not None:
-            problem = statsfile.problem(
-                self.stats_file, None if self.is_remote else self.file)
+            problem = statsfile.problem(self.stats_file, self.disk_files())
             if problem:
                 yield problem
 
@@ -183,6 +182,14 @@ class Params:
             del os.environ["LD_LIBRARY_PATH"]
 
     # -- derived values ----------------------------------------------------
+
+    def disk_files(self):
+        """The files of a local disk (``vmdkfiles``); None for a remote one
+        (its files are not on this machine)."""
+        if self.is_remote or self.file is None:
+            return None
+        return vmdkfiles.local_disk(
+            self.file, self.create_type if self.create else None)
 
     def open_flags(self, readonly):
         flags = self.compression
