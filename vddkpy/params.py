@@ -51,6 +51,7 @@ class Params:
         self.create_type = abi.DISK_TYPES["monolithic-sparse"]
         self.export = None
         self.file = None
+        self.file_at_start = None       # absolute, as at config_complete
         self.libdir = None
         self.nfchostport = 0
         self.noreexec = False
@@ -136,6 +137,10 @@ class Params:
 
     def complete(self):
         """Check the combination, in upstream's order; exit on error."""
+        if self.file is not None:
+            # Kept for the check at exit, when nbdkit may have changed
+            # directory (a relative file= is VDDK's error, not ours).
+            self.file_at_start = os.path.abspath(self.file)
         for message in self._problems():
             fail_startup(message)
         if self.reexeced_ is not None:
@@ -186,10 +191,10 @@ class Params:
     def disk_files(self):
         """The files of a local disk (``vmdkfiles``); None for a remote one
         (its files are not on this machine)."""
-        if self.is_remote or self.file is None:
+        if self.is_remote or self.file_at_start is None:
             return None
         return vmdkfiles.local_disk(
-            self.file, self.create_type if self.create else None)
+            self.file_at_start, self.create_type if self.create else None)
 
     def open_flags(self, readonly):
         flags = self.compression

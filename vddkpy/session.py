@@ -137,7 +137,8 @@ class Session:
         if self.create_pending:
             if disk.readonly:
                 raise PluginError("create=true: cannot create %s on a "
-                                  "read-only connection" % self.params.file,
+                                  "read-only connection"
+                                  % printable(self.params.file),
                                   errno.EROFS)
             disk.create()
             self.create_pending = False
