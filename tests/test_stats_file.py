@@ -313,11 +313,38 @@ def test_files_create_will_make(tmp_path, libdir, create_type, name):
     assert (vm / name).is_file()
 
 
-def test_garbage_descriptor_is_not_a_traceback(tmp_path, libdir):
+GARBAGE = [
+    b"KDMV" + b"\xff" * 60 + b'\nRW 1 FLAT "\0x"\n',    # offsets past the end
+    b"KDMV" + b"\0" * 60,                                # no descriptor
+    b"COWD" + b"\xff" * 2044,
+    b'RW 1 FLAT "' + b"x" * 70000 + b'"\n',              # past 64 KiB
+    b'RW 99999999999999999999 FLAT "\xff\xfe/../..//" 0\n'
+    b'parentFileNameHint="\x1b\n\r"\nparentFileNameHint=\n',
+    bytes(range(256)) * 16,
+]
+
+
+@pytest.mark.parametrize("content", GARBAGE, ids=range(len(GARBAGE)))
+def test_garbage_descriptor_is_not_a_traceback(tmp_path, libdir, content):
     disk = tmp_path / "odd.vmdk"
-    disk.write_bytes(b'KDMV' + b"\xff" * 60 + b'\nRW 1 FLAT "\0x"\n')
-    line = refused(tmp_path, libdir, disk, disk=disk)
-    assert line.endswith(": is the disk being served (file=)")
+    disk.write_bytes(content)
+    assert refused(tmp_path, libdir, disk, disk=disk) == (
+        "nbdkit: error: stats-file: %s: is the disk being served (file=)"
+        % disk)
+
+
+def test_parent_chain_that_loops(tmp_path, libdir):
+    a, b = tmp_path / "a.vmdk", tmp_path / "b.vmdk"
+    for this, parent in ((a, b), (b, a)):
+        this.write_text('version=1\ncreateType="monolithicFlat"\n'
+                        'parentFileNameHint="%s"\nRW 1 FLAT "%s-flat" 0\n'
+                        % (parent.name, this.stem))
+    assert refused(tmp_path, libdir, b, disk=a) == (
+        "nbdkit: error: stats-file: %s: is a parent of the disk being "
+        "served (file=)" % b)
+    assert refused(tmp_path, libdir, tmp_path / "b-flat", disk=a) == (
+        "nbdkit: error: stats-file: %s: is an extent of a parent of the "
+        "disk being served (file=)" % (tmp_path / "b-flat"))
 
 
 # -- long names (issue 17.4) ---------------------------------------------------
