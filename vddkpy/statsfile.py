@@ -82,25 +82,26 @@ def _target_problem(path, disk_files):
         return "Is a directory"
     if not stat.S_ISREG(target.st_mode):
         return "is not a regular file"
-    if not _is_stats_document(path):
-        return "exists and is not a vddkpy statistics document " \
-               "(not replaced)"
+    try:
+        if not _is_stats_document(path):
+            return "exists and is not a vddkpy statistics document " \
+                   "(not replaced)"
+    except OSError as e:
+        return e.strerror
     return None
 
 
 def _is_stats_document(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | os.O_CLOEXEC)
-    except OSError:
-        return False
+    """Whether ``path`` holds a statistics document (OSError if it cannot
+    be read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:
-        try:
-            data = f.read(_MAX_DOCUMENT + 1)
-            document = json.loads(data) if len(data) <= _MAX_DOCUMENT \
-                else None
-        except (OSError, ValueError, RecursionError):
-            return False
+        data = f.read(_MAX_DOCUMENT + 1)
+    try:
+        document = json.loads(data) if len(data) <= _MAX_DOCUMENT else None
+    except (ValueError, RecursionError):
+        return False
     if not isinstance(document, dict):
         return False
     marker = document.get("format")
@@ -141,6 +142,9 @@ def write(path, document, disk_files=None):
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        # Checked again now: the target may have changed while serving.
+        # (Between this check and the rename nothing more can be done;
+        # a rename replaces the name only, never writes into a file.)
         reason = problem(path, disk_files)
         if reason is not None:
             raise Refused(reason + "; statistics not written")
