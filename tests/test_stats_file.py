@@ -333,6 +333,19 @@ def test_garbage_descriptor_is_not_a_traceback(tmp_path, libdir, content):
         % disk)
 
 
+def test_parent_named_with_control_characters(tmp_path, libdir):
+    parent = tmp_path / "p\rq\x1b\x0b\x1c.vmdk"
+    parent.write_text('version=1\ncreateType="monolithicFlat"\n'
+                      'RW 1 FLAT "flat" 0\n')
+    child = tmp_path / "child.vmdk"
+    child.write_text('version=1\ncreateType="monolithicFlat"\n'
+                     'parentFileNameHint="%s"\nRW 1 FLAT "flat" 0\n'
+                     % parent.name)
+    assert refused(tmp_path, libdir, parent, disk=child) == (
+        r"nbdkit: error: stats-file: %s/p\rq\x1b\x0b\x1c.vmdk: is a parent of "
+        r"the disk being served (file=)" % tmp_path)
+
+
 def test_parent_chain_that_loops(tmp_path, libdir):
     a, b = tmp_path / "a.vmdk", tmp_path / "b.vmdk"
     for this, parent in ((a, b), (b, a)):

@@ -108,8 +108,8 @@ def _descriptor_text(path):
 def _parse(text):
     """(extent file names, parent file name or None) of a descriptor."""
     extents, parent = [], None
-    for line in text.splitlines():
-        line = line.strip()
+    for line in text.split("\n"):     # as VDDK splits: a CR is in a name
+        line = line.strip(" \t\r")
         match = _EXTENT.match(line)
         if match:
             extents.append(match.group(1))
