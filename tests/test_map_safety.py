@@ -7,9 +7,9 @@ Each connection is a real nbdcopy whose destination is a FIFO: nbdcopy
 connects to its source (the plugin opens that connection's disk), then
 blocks opening the FIFO for writing until the test opens it for reading.
 The test thus decides when each connection opens and when it asks for
-extents, and nbdcopy trusts the map it gets, as it does when copying to a
-destination known to be zero (a zero extent is written as zeros without
-reading it).
+extents.  Into a pipe nbdcopy writes a zero extent as zeros without
+reading it: it trusts the map as it does when it skips zero extents with
+--destination-is-zero.
 
 A randomized history then mixes all of it (in-place writes and hole
 punches, growth, renames, 2-4 connections opening and closing) and checks
@@ -42,13 +42,25 @@ class GatedCopy:
     def release(self):
         """Let nbdcopy copy; (exit status, bytes copied, its stderr)."""
         copied = []
-        reader = threading.Thread(target=self._read_all, args=(copied,))
+        reader = threading.Thread(target=self._read_all, args=(copied,),
+                                  daemon=True)
         reader.start()
         try:
             _, err = self.proc.communicate(timeout=TIMEOUT)
         finally:
-            reader.join(TIMEOUT)
+            self._end_reading(reader)
         return self.proc.returncode, b"".join(copied), err.decode()
+
+    def _end_reading(self, reader):
+        """Wait for the reader; if nbdcopy failed before opening the FIFO,
+        open and close its writing end so that the reader sees EOF."""
+        deadline = time.monotonic() + TIMEOUT
+        while reader.is_alive() and time.monotonic() < deadline:
+            try:
+                os.close(os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:         # ENXIO: the reader is not there yet
+                pass
+            reader.join(0.1)
 
     def _read_all(self, copied):
         with open(self.fifo, "rb") as f:
