@@ -6,16 +6,19 @@ target is refused (one error line; at start-up exit status 1) unless its
 directory exists and it is absent or a regular file holding a previous
 vddkpy statistics document; never a symbolic link (not followed), never a
 file of the disk being served under any name (``vmdkfiles``).  At exit the
-JSON goes to a new 0600 file in the same directory, which is renamed over
-the target after the same checks (a file that appeared meanwhile and is
-not a statistics document stays as it is, and the statistics are not
-written).
+JSON goes to a new 0600 file in the same directory, which takes the
+target's name after the same checks; an existing target swaps names with
+it and is checked once more before it is removed (a file that appeared
+meanwhile and is not a statistics document stays as it is, and the
+statistics are not written).
 
 A statistics document is JSON whose top-level "format" is ``FORMAT``
 (``vddkpy-stats/N`` for any N: a newer vddkpy's too); documents written
 before the marker existed are recognised by their exact shape.
 """
 
+import errno
+import functools
 import json
 import os
 import re
@@ -130,11 +133,12 @@ def _has_unmarked_shape(document):
 
 
 def write(path, document, disk_files=None):
-    """Write ``document`` (with the format marker) as JSON to a new file,
-    renamed over ``path`` if ``problem`` still finds nothing against it;
+    """Write ``document`` (with the format marker) as JSON to a new file
+    and put it at ``path`` if ``problem`` still finds nothing against it;
     raises Refused otherwise, OSError if writing failed."""
     directory = os.path.dirname(path)
     fd, temporary = tempfile.mkstemp(prefix=_TEMPORARY_PREFIX, dir=directory)
+    ours = os.fstat(fd)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(dict(document, format=FORMAT), f, indent=2,
@@ -143,12 +147,79 @@ def write(path, document, disk_files=None):
             f.flush()
             os.fsync(f.fileno())
         # Checked again now: the target may have changed while serving.
-        # (Between this check and the rename nothing more can be done;
-        # a rename replaces the name only, never writes into a file.)
         reason = problem(path, disk_files)
         if reason is not None:
             raise Refused(reason + "; statistics not written")
+        _put_in_place(temporary, path, disk_files)
+    finally:
+        _remove_if_same(temporary, ours)
+
+
+def _put_in_place(temporary, path, disk_files):
+    """Move ``temporary`` to ``path`` without ever unlinking a file that
+    was not checked: the new document takes the name of an absent target
+    (RENAME_NOREPLACE), or swaps names with the existing one
+    (RENAME_EXCHANGE), which is checked again under its new, private name
+    and swapped back if it is not a statistics document.  A file moved to
+    ``path`` after the last check thus survives, under its own name.
+    Where the kernel or file system has no renameat2 flags, a plain
+    rename after the check is all there is."""
+    try:
+        if _renameat2(temporary, path, _RENAME_NOREPLACE):
+            return
+    except FileExistsError:
+        pass
+    if not _renameat2(temporary, path, _RENAME_EXCHANGE):
         os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+        return
+    # ``temporary`` now names what was at ``path``.
+    previous = os.lstat(temporary)
+    reason = _target_problem(temporary, disk_files)
+    if reason is None:
+        _remove_if_same(temporary, previous)
+    else:
+        _renameat2(temporary, path, _RENAME_EXCHANGE)
+        raise Refused("stats-file: %s: %s; statistics not written"
+                      % (printable(path), reason))
+
+
+def _renameat2(source, target, flags):
+    """renameat2(2); False when this kernel or file system lacks ``flags``."""
+    import ctypes          # needed once, at exit, and only with stats-file=
+    libc = _libc()
+    if libc is None or not hasattr(libc, "renameat2"):
+        return False
+    if libc.renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD,
+                       os.fsencode(target), flags) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(error, os.strerror(error), target)
+
+
+def _remove_if_same(path, expected):
+    """Unlink ``path`` if it is still the file ``expected`` (an fstat or
+    lstat result) describes: after a swap it may name another file, which
+    is never deleted."""
+    try:
+        current = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if (current.st_dev, current.st_ino) == (expected.st_dev,
+                                            expected.st_ino):
+        os.unlink(path)
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+
+
+@functools.lru_cache(maxsize=None)
+def _libc():
+    import ctypes
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
