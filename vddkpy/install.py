@@ -9,61 +9,126 @@ script whose first line is ``#!NBDKIT python`` (in preference to a C
 libdir=…`` works as with the C plugin (except that ``file=`` must be
 written out).  The package is copied where the Python that nbdkit embeds
 finds it.  The installer refuses, with one line saying what to do, when
-the result would not work for nbdkit started by other programs.  A C
-plugin of the same name is kept aside only with ``--force``, and restored
-by ``--uninstall``.  The Debian package (scripts/build-deb.sh) installs
-the same script, from ``package_script``.
+the result would not work for nbdkit started by other programs, or when
+the Debian package is installed (one copy of vddkpy).  A C plugin of the
+same name is kept aside only with ``--force``, and restored by
+``--uninstall``.  What it writes is listed in ``RECORD_NAME`` in the
+plugin directory; ``--uninstall`` removes exactly that, even after the
+Debian package has replaced the script.  The Debian package
+(scripts/build-deb.sh) installs the same scripts, from ``package_script``
+and ``package_command``.
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
 
-from .host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, plugindir, \
-    plugin_script
+from . import incomplete
+
+try:
+    from .host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, \
+        plugindir, plugin_script
+except ModuleNotFoundError as missing:     # a partial copy
+    sys.exit(incomplete(missing, "python3 -m vddkpy.install"))
 
 MARKER = "# Installed by vddkpy (python3 -m vddkpy.install)."
 PACKAGE_MARKER = "# Installed by the Debian package %s." % PACKAGE
 SAVED_SUFFIX = ".vddkpy-saved"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PACKAGE_HOME = "/usr/lib/python3/dist-packages"     # the Debian package's
+RECORD_NAME = "vddkpy-install.record"
+RECORD_ABOUT = ("What python3 -m vddkpy.install wrote (scripts: the package "
+                "copy each one runs) and set aside; --uninstall removes it.")
 
-# The plugin script.  Its fallback runs when the Python that nbdkit embeds
-# cannot import vddkpy at all (typically: Python was upgraded after an
-# install into the old version's site-packages), so it cannot use vddkpy;
-# it prints the one nbdkit error line itself.
-SCRIPT = """#!%(nbdkit)s python
+# Every script starts with this loader: it imports vddkpy from HOME only
+# (another copy on sys.path, an older manual install or a pip install, must
+# not run in its place), and when vddkpy, or a part of it, is missing there
+# it reports that in one line through REPORT, since vddkpy is not there to.
+LOADER = """\
+import importlib.machinery
+import importlib.util
+import sys
+
+
+def _missing(text):
+%(report)s
+
+
+_spec = importlib.machinery.PathFinder.find_spec("vddkpy", [%(home)r])
+if _spec is None:
+    _missing("vddkpy is not installed for Python %%d.%%d, %(which)s%(where)s: "
+             "%(remedy)s" %% sys.version_info[:2])
+sys.modules["vddkpy"] = importlib.util.module_from_spec(_spec)
+try:
+    _spec.loader.exec_module(sys.modules["vddkpy"])
+    %(imports)s
+except ModuleNotFoundError as _error:
+    if not (_error.name or "").startswith("vddkpy."):
+        raise
+    _missing("vddkpy in %%s is incomplete (no module %%s): %(remedy)s"
+             %% (%(home)r, _error.name))
+"""
+
+# Inside nbdkit: its error line, and nbdkit's exit status for a bad start.
+PLUGIN_REPORT = """\
+    import ctypes
+    process = ctypes.CDLL(None)
+    process.nbdkit_error(b"%s", text.encode("utf-8", "surrogateescape"))
+    sys.stderr.flush()
+    process.exit(1)"""
+
+COMMAND_REPORT = """\
+    sys.exit("%s: error: %%s" %% text)"""
+
+PLUGIN_HEAD = """#!%(nbdkit)s python
 %(marker)s
 # nbdkit-%(name)s-plugin: VMware disks over NBD through VDDK, in Python
 # (vddkpy).  Manual: man nbdkit-vddk-plugin.
-try:
-    from vddkpy.callbacks import *  # noqa: F401,F403
-except ModuleNotFoundError as missing:
-    if missing.name != "vddkpy":
-        raise
-    import ctypes
-    import sys
-    message = ("vddkpy is not installed for Python %%d.%%d, the Python nbdkit "
-               "embeds%(where)s: %(remedy)s" %% sys.version_info[:2])
-    process = ctypes.CDLL(None)
-    process.nbdkit_error(b"%%s", message.encode())
-    sys.stderr.flush()
-    process.exit(1)
 """
+
+COMMAND_HEAD = """#!/usr/bin/python3
+%(marker)s
+# %(name)s: see man nbdkit-vddk-plugin.
+"""
+
+MANUAL_REMEDY = "run 'python3 -m vddkpy.install' again as root"
+PACKAGE_REMEDY = "apt install --reinstall %s" % PACKAGE
+PACKAGE_WHERE = " (no %s/vddkpy)" % PACKAGE_HOME
+
+
+def _loader(home, report, imports, which, where, remedy):
+    return LOADER % {"home": home, "report": report, "imports": imports,
+                     "which": which, "where": where, "remedy": remedy}
+
+
+def _plugin(nbdkit, marker, name, home, where, remedy):
+    return PLUGIN_HEAD % {"nbdkit": nbdkit, "marker": marker,
+                          "name": name} + _loader(
+        home, PLUGIN_REPORT,
+        "from vddkpy.callbacks import *  # noqa: F401,F403",
+        "the Python nbdkit embeds", where, remedy)
 
 
 def script_text(nbdkit, name, site_packages):
-    return SCRIPT % {
-        "nbdkit": nbdkit, "marker": MARKER, "name": name,
-        "where": " (it was installed in %s)" % site_packages,
-        "remedy": "run 'python3 -m vddkpy.install' again as root"}
+    return _plugin(nbdkit, MARKER, name, site_packages,
+                   " (it was installed in %s)" % site_packages, MANUAL_REMEDY)
 
 
 def package_script(name="vddk"):
-    """The script the Debian package installs."""
-    return SCRIPT % {
-        "nbdkit": "/usr/bin/nbdkit", "marker": PACKAGE_MARKER, "name": name,
-        "where": "", "remedy": "apt install --reinstall %s" % PACKAGE}
+    """The plugin script the Debian package installs."""
+    return _plugin("/usr/bin/nbdkit", PACKAGE_MARKER, name, PACKAGE_HOME,
+                   PACKAGE_WHERE, PACKAGE_REMEDY)
+
+
+def package_command(name, module):
+    """The command NAME (running ``MODULE.main``) the Debian package
+    installs."""
+    return COMMAND_HEAD % {"marker": PACKAGE_MARKER, "name": name} + _loader(
+        PACKAGE_HOME, COMMAND_REPORT % name, "from %s import main" % module,
+        "/usr/bin/python3", PACKAGE_WHERE, PACKAGE_REMEDY) + \
+        "\nsys.exit(main())\n"
 
 
 def _first_lines(path):
@@ -78,17 +143,58 @@ def _ours(path):
     return MARKER in _first_lines(path)
 
 
-def _set_aside(path, force):
+def _packaged(path):
+    return PACKAGE_MARKER in _first_lines(path)
+
+
+class Record:
+    """What the installer wrote (and set aside), kept in the plugin
+    directory: {"scripts": {script: package directory}, "saved": [path]}."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, RECORD_NAME)
+        try:
+            with open(self.path) as f:
+                self.data = json.load(f)
+            self.data.pop("about", None)
+        except FileNotFoundError:
+            self.data = {"scripts": {}, "saved": []}
+        except (OSError, ValueError) as e:
+            raise Missing("cannot read %s: %s" % (self.path, e)) from None
+
+    def save(self):
+        if not self.data["scripts"] and not self.data["saved"]:
+            if os.path.lexists(self.path):
+                os.unlink(self.path)
+            return
+        temporary = self.path + ".new"
+        with open(temporary, "w") as f:
+            json.dump(dict(self.data, about=RECORD_ABOUT), f, indent=1,
+                      sort_keys=True)
+            f.write("\n")
+        os.replace(temporary, self.path)
+
+
+def _set_aside(path, force, record):
     """Keep a plugin that is not ours, if allowed."""
     if not os.path.lexists(path) or _ours(path):
         return
-    if PACKAGE_MARKER in _first_lines(path):
-        raise Missing("%s belongs to the Debian package %s, which already "
-                      "installs vddkpy" % (path, PACKAGE))
     if not force:
         raise Missing("%s exists and is not vddkpy's; use --force to set it "
                       "aside (--uninstall puts it back)" % path)
     os.rename(path, path + SAVED_SUFFIX)
+    record.data["saved"].append(path)
+
+
+def _refuse_beside_the_package(directory):
+    """One copy of vddkpy: the Debian package's, when it is installed."""
+    for name in ("vddk", "vddkpy"):
+        script = plugin_script(directory, name)
+        if _packaged(script):
+            raise Missing("%s belongs to the Debian package %s, which already "
+                          "installs vddkpy (one copy runs: apt remove %s "
+                          "first to install another)"
+                          % (script, PACKAGE, PACKAGE))
 
 
 def _locations(name):
@@ -101,37 +207,69 @@ def _locations(name):
 def install(name, force):
     nbdkit, directory, script = _locations(name)
     python = EmbeddedPython(nbdkit, directory).check()
+    _refuse_beside_the_package(directory)
+    record = Record(directory)
     # nbdkit would run our script instead of the C plugin: say so first.
-    _set_aside(script + ".so", force)
-    _set_aside(script, force)
+    _set_aside(script + ".so", force, record)
+    _set_aside(script, force, record)
     os.makedirs(python.site_packages, exist_ok=True)
     target = os.path.join(python.site_packages, "vddkpy")
     if os.path.realpath(target) != PACKAGE_DIR:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(PACKAGE_DIR, target,
                         ignore=shutil.ignore_patterns("__pycache__"))
+    record.data["scripts"][script] = target
+    record.save()
     with open(script, "w") as f:
         f.write(script_text(nbdkit, name, python.site_packages))
     os.chmod(script, 0o755)
     return script
 
 
+def _legacy_package(nbdkit, directory):
+    """Where an install made before the record put the package."""
+    site_packages = EmbeddedPython(nbdkit, directory).site_packages
+    return os.path.join(site_packages, "vddkpy")
+
+
 def uninstall(name):
+    """Remove what the record says ``install(name)`` wrote, and put back
+    what it set aside.  Returns the lines to print."""
     nbdkit, directory, script = _locations(name)
-    if not _ours(script):
+    record = Record(directory)
+    said = []
+    if script in record.data["scripts"]:
+        target = record.data["scripts"].pop(script)
+    elif _ours(script):
+        target = _legacy_package(nbdkit, directory)
+    else:
         raise Missing("%s is not installed by vddkpy" % script)
-    os.unlink(script)
+    if _ours(script):
+        os.unlink(script)
+        said.append("removed %s" % script)
+    elif _packaged(script):
+        said.append("left %s: it belongs to the Debian package %s now"
+                    % (script, PACKAGE))
+    elif os.path.lexists(script):
+        said.append("left %s: it is no longer the one vddkpy.install wrote"
+                    % script)
     for path in (script, script + ".so"):
-        if os.path.lexists(path + SAVED_SUFFIX):
-            os.rename(path + SAVED_SUFFIX, path)
-    still_used = any(_ours(os.path.join(directory, entry))
-                     for entry in os.listdir(directory))
-    if not still_used:
-        site_packages = EmbeddedPython(nbdkit, directory).site_packages
-        target = os.path.join(site_packages, "vddkpy")
-        if os.path.realpath(target) != PACKAGE_DIR:
-            shutil.rmtree(target, ignore_errors=True)
-    return script
+        if path in record.data["saved"] or os.path.lexists(
+                path + SAVED_SUFFIX):
+            if not os.path.lexists(path):
+                os.rename(path + SAVED_SUFFIX, path)
+                said.append("restored %s" % path)
+            if path in record.data["saved"]:
+                record.data["saved"].remove(path)
+    still_used = target in record.data["scripts"].values() or any(
+        _ours(os.path.join(directory, entry))
+        for entry in os.listdir(directory))
+    if not still_used and os.path.realpath(target) != PACKAGE_DIR \
+            and os.path.isdir(target):
+        shutil.rmtree(target)
+        said.append("removed %s" % target)
+    record.save()
+    return said
 
 
 def main(argv=None):
@@ -146,7 +284,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.uninstall:
-            print("removed %s" % uninstall(args.name))
+            print("\n".join(uninstall(args.name)))
         else:
             print("installed %s" % install(args.name, args.force))
     except (Missing, OSError) as e:
