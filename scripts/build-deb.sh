@@ -38,7 +38,7 @@ done
 
 # The plugin scripts, from the same template the installer uses.
 for name in vddk vddkpy; do
-    python3 -c 'import sys; from vddkpy.install import package_script
+    python3 -c 'import sys; from vddkpy.scripts import package_script
 sys.stdout.write(package_script(sys.argv[1]))' "$name" \
         > "$root$plugindir/nbdkit-$name-plugin"
     chmod 755 "$root$plugindir/nbdkit-$name-plugin"
@@ -46,7 +46,7 @@ done
 
 # The commands, from the same module.
 for command in vddkpy:vddkpy.__main__ vddkpy-thumbprint:vddkpy.thumbprint; do
-    python3 -c 'import sys; from vddkpy.install import package_command
+    python3 -c 'import sys; from vddkpy.scripts import package_command
 sys.stdout.write(package_command(*sys.argv[1:]))' "${command%%:*}" "${command#*:}" \
         > "$root/usr/bin/${command%%:*}"
     chmod 755 "$root/usr/bin/${command%%:*}"
@@ -75,9 +75,14 @@ printf '%s (%s) unstable; urgency=medium\n\n  * Built from the vddkpy repository
     "$(sed -n 's/^Maintainer: //p' packaging/control.in)" "$date" \
     | gzip -9n > "$root/usr/share/doc/$package/changelog.gz"
 
-# Control files.
+# Control files.  (The marks of vddkpy's scripts, from where they are made.)
+marks=$(python3 -c 'from vddkpy.scripts import MARKER, PACKAGE_MARKER
+from vddkpy.install import RECORD_NAME
+for key, value in (("MARKER", MARKER), ("PACKAGE_MARKER", PACKAGE_MARKER),
+                   ("RECORD_NAME", RECORD_NAME)):
+    print("s|@%s@|%s|" % (key, value))')
 for script in preinst postinst prerm; do
-    sed "s|@PLUGINDIR@|$plugindir|" "packaging/$script" > "$root/DEBIAN/$script"
+    sed -e "s|@PLUGINDIR@|$plugindir|" -e "$marks" "packaging/$script" > "$root/DEBIAN/$script"
     chmod 755 "$root/DEBIAN/$script"
 done
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, TIMEOUT, install_standin, random_file, standin_env
 from vddkpy import __version__
 from vddkpy.host import EmbeddedPython, nbdkit_path, plugindir
-from vddkpy.install import package_script
+from vddkpy.scripts import package_script
 
 NBDKIT = nbdkit_path()
 PLUGINDIR = plugindir(NBDKIT)
