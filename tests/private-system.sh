@@ -66,6 +66,8 @@ done
 # The overlays keep the tmpfs; no path needs to reach it any more.
 umount "$scratch"
 # Only in this namespace: the overlay records the removal, the file stays.
-rm -f "$plugindir"/nbdkit-vddk-plugin "$plugindir"/nbdkit-vddk-plugin.so
+# (With a manual install, its record of what it wrote goes too.)
+rm -f "$plugindir"/nbdkit-vddk-plugin "$plugindir"/nbdkit-vddk-plugin.so \
+    "$plugindir"/vddkpy-install.record
 export VDDKPY_PRIVATE_SYSTEM=1
 exec "$@"

@@ -68,6 +68,8 @@ def check():
 def _shadowing(copies, running):
     """One line when ``import vddkpy`` in nbdkit's Python finds another
     copy than the one ``nbdkit vddk`` runs, or None."""
+    copies = [os.path.realpath(copy) for copy in copies]
+    running = os.path.realpath(running)
     first = copies[:copies.index(running)] if running in copies else copies
     if not first:
         return None
