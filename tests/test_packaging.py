@@ -7,6 +7,9 @@ installer is tried only in a private mount namespace, where nbdkit's plugin
 directory and the embedded Python's site-packages are temporary
 directories, so nothing is written to the system.  The Debian package is
 built and checked with lintian; ``pip install .`` still works in a venv.
+Installing the package itself (issue 17: one copy of vddkpy runs, a file
+of the user's is not replaced, advice in a virtual environment) happens in
+a scratch system whose every directory dpkg writes is an overlay.
 """
 
 import re
