@@ -238,10 +238,13 @@ RUNTIME = {
         REMOTE + ["thumbprint=%s" % THUMB,
                   r"export=\[datastore1\] Fedora/?.vmdk"],
         "remote", "evil\x1b[31m"),
+    "missing-file-backslash": (["file=/nonexistent\\n.raw"], None, ""),
 }
 RUNTIME_DELIBERATE = {
     "export-denied-control": deliberate(
         "client-chosen names are printed escaped"),
+    "missing-file-backslash": deliberate(
+        "backslashes in file names are printed escaped"),
 }
 
 

@@ -28,7 +28,7 @@ from .errors import PluginError, VddkError
 from .nbdkit_compat import debug, debug_flags, error
 from .threadstate import KeptStates
 from .native import c_string, to_bytes
-from .printable import escape_unprintable
+from .printable import printable
 from .vddklog import silenced_errors
 
 OPEN_HINT = ('VDDK "Unknown error" can be caused by several problems.  '
@@ -81,7 +81,8 @@ def _c_or_null(text):
 
 
 def _or_null(text):
-    return "NULL" if text is None else text
+    """Text from VDDK (or None) as a log line shows it."""
+    return "NULL" if text is None else printable(text)
 
 
 class Disk:
@@ -203,15 +204,16 @@ class Disk:
             "diskType": p.create_type, "adapterType": p.create_adapter_type,
             "hwVersion": p.create_hwversion,
             "capacity": p.create_size // SECTOR_SIZE})
+        shown = printable(p.file)
         self.vddk.check(
-            "Create", "h->connection, %s, &cparams, NULL, NULL" % p.file,
+            "Create", "h->connection, %s, &cparams, NULL, NULL" % shown,
             self.connection, self._c(p.file), create_params, ffi.NULL,
-            ffi.NULL, prefix="VixDiskLib_Create: %s" % p.file)
+            ffi.NULL, prefix="VixDiskLib_Create: %s" % shown)
 
     def _open_handle(self):
         flags = self.params.open_flags(self.readonly)
         handle = ffi.new("VixDiskLibHandle *")
-        shown = escape_unprintable(self.filename)     # the client's, maybe
+        shown = printable(self.filename)     # the client's, maybe
         try:
             self.vddk.check(
                 "Open", "connection, %s, %d, &handle" % (shown, flags),
