@@ -356,7 +356,7 @@ def test_module_entry_points_without_vddkpy(tmp_path):
                         "module vddkpy.host)" % (program, partial))
 
 
-# -- the package installed, in a scratch system --------------------------------
+# -- the package installed, in a scratch system ------------------------------
 
 # Every directory installing and removing the package writes to.
 DPKG_WRITES = (DEB_PLUGINDIR, "/usr/bin", "/usr/local", PACKAGE_HOME,

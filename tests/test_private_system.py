@@ -87,7 +87,9 @@ for dir in bin sbin lib lib64; do
         mkdir "$root/$dir" && mount --rbind /$dir "$root/$dir"
     fi
 done
-for dir in /usr /etc /dev "$checkout"; do mount --rbind "$dir" "$root$dir"; done
+for dir in /usr /etc /dev "$checkout"; do
+    mount --rbind "$dir" "$root$dir"
+done
 mount -t proc proc "$root"/proc
 cd "$root$checkout"
 exec chroot "$root" env --chdir="$checkout" "$@"
