@@ -30,16 +30,22 @@ case ${VDDKPY_PRIVATE_SYSTEM_STAGE:-} in
 namespace)
     if ! mountpoint -q /; then
         # Lookups never cross a mount made on / itself: bind the root onto
-        # a directory of its own and enter that.  Where the root's file
-        # system propagates mounts to another namespace (a chroot on a
-        # shared mount), that mount has reached it: take it back, refuse.
-        mount --rbind / "$scratch"
-        if [ "$(findmnt -n -o PROPAGATION "$scratch")" != private ]; then
-            umount -R "$scratch"
-            die "/ is not a mount point and its file system shares mounts" \
-                "with another namespace; run in a chroot whose root is a" \
-                "mount point (scripts/chroot.sh makes one)"
+        # a directory of its own and enter that.  Not where that mount
+        # would propagate to another namespace: beneath a shared mount, or
+        # binding a shared one (a chroot on a shared mount; the bind has
+        # reached the other namespace then: take it back).
+        refuse="/ is not a mount point and its file system shares mounts"
+        refuse+=" with another namespace; run in a chroot whose root is a"
+        refuse+=" mount point (scripts/chroot.sh makes one)"
+        if mountpoint -q "$scratch"; then
+            case $(findmnt -n -o PROPAGATION "$scratch") in
+                *shared*) die "$refuse" ;;
+            esac
         fi
+        mount --rbind / "$scratch"
+        case $(findmnt -n -o PROPAGATION "$scratch" | tail -1) in
+            *shared*) umount -l "$scratch"; die "$refuse" ;;
+        esac
         VDDKPY_PRIVATE_SYSTEM_STAGE=root \
             exec chroot "$scratch" env --chdir="$PWD" "$0" "$@"
     fi ;;

@@ -118,3 +118,29 @@ def test_private_system_in_a_plain_chroot(tmp_path):
     assert result.returncode == 0
     assert not os.path.exists(probe)
     assert os.listdir(root / "tmp") == []
+
+
+def test_private_system_refuses_a_chroot_on_a_shared_mount(tmp_path):
+    """Where the chroot's file system shares its mounts (here with a peer
+    in the same namespace), nothing the script mounts may reach the peer:
+    it refuses, in one line, and takes back what it made."""
+    shared, peer = tmp_path / "shared", tmp_path / "peer"
+    shared.mkdir()
+    peer.mkdir()
+    setup = ('shared=$0 peer=$1 chroot=$2; shift 2; '
+             'mount -t tmpfs tmpfs "$shared" && '
+             'mount --make-shared "$shared" && '
+             'mount --bind "$shared" "$peer" && sh -c "$chroot" sh "$@"; '
+             'status=$?; mountpoint -q "$peer/root/tmp" && '
+             'echo "left on the peer"; exit $status')
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         setup, str(shared), str(peer), PLAIN_CHROOT, str(shared / "root"),
+         str(ROOT), "tests/private-system.sh", "echo", "ran"],
+        capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.stdout == ""
+    assert result.stderr == (
+        "private-system.sh: / is not a mount point and its file system "
+        "shares mounts with another namespace; run in a chroot whose root "
+        "is a mount point (scripts/chroot.sh makes one)\n")
+    assert result.returncode == 1
