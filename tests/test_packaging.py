@@ -160,6 +160,24 @@ def test_installer_leaves_the_packages_plugin_alone(system):
     assert script.read_text() == package_script()
 
 
+def test_uninstall_after_the_package_replaced_an_older_install(system):
+    """(issue 17 item 6) An install made before the installer kept its
+    record, whose script the Debian package has replaced: --uninstall
+    removes the copy it left, and leaves the package's script."""
+    mounts = system()
+    script = mounts[PLUGINDIR] / "nbdkit-vddk-plugin"
+    script.write_text(package_script())
+    shutil.copytree(ROOT / "vddkpy", mounts[SITE] / "vddkpy",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    result = private(mounts, installer("--uninstall"), cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "left %s/nbdkit-vddk-plugin: it belongs to the Debian package "
+        "nbdkit-plugin-vddkpy now\nremoved %s/vddkpy\n" % (PLUGINDIR, SITE))
+    assert not any(mounts[SITE].iterdir())
+    assert script.read_text() == package_script()
+
+
 # -- installed for another Python than nbdkit's ------------------------------
 
 def in_namespace(mounts, tmp_path, *commands):

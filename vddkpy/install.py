@@ -142,18 +142,40 @@ def _legacy_package(nbdkit, directory):
     return os.path.join(site_packages, "vddkpy")
 
 
+def _legacy_copy(nbdkit, directory):
+    """The copy an install made before the record left behind once the
+    Debian package replaced its script, or None.  (pip's copies carry
+    metadata beside them; the installer's never did.)"""
+    target = _legacy_package(nbdkit, directory)
+    parent = os.path.dirname(target)
+    pip = [entry for entry in os.listdir(parent) if entry.startswith(
+        "vddkpy-") and entry.endswith((".dist-info", ".egg-info"))] \
+        if os.path.isdir(parent) else []
+    if os.path.isfile(os.path.join(target, "__init__.py")) and not pip:
+        return target
+    return None
+
+
+def _installed_copy(nbdkit, directory, script, record):
+    """The copy of vddkpy that ``script``'s install wrote (taken out of
+    the record)."""
+    if script in record.data["scripts"]:
+        return record.data["scripts"].pop(script)
+    if _ours(script):
+        return _legacy_package(nbdkit, directory)
+    copy = _legacy_copy(nbdkit, directory) if _packaged(script) else None
+    if copy is None:
+        raise Missing("%s is not installed by vddkpy" % script)
+    return copy
+
+
 def uninstall(name):
     """Remove what the record says ``install(name)`` wrote, and put back
     what it set aside.  Returns the lines to print."""
     nbdkit, directory, script = _locations(name)
     record = Record(directory)
     said = []
-    if script in record.data["scripts"]:
-        target = record.data["scripts"].pop(script)
-    elif _ours(script):
-        target = _legacy_package(nbdkit, directory)
-    else:
-        raise Missing("%s is not installed by vddkpy" % script)
+    target = _installed_copy(nbdkit, directory, script, record)
     if _ours(script):
         os.unlink(script)
         said.append("removed %s" % script)
