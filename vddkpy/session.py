@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 
-from . import statsfile
+from . import __file__ as package_file, __version__, statsfile
 from .abi import ffi
 from .calls import Vddk
 from .disk import Disk
@@ -184,6 +184,9 @@ class Session:
             fail_startup(str(e))
         except LoadError:
             library = None
+        # Which copy of vddkpy this is (vddkpy --check names it).
+        print("vddkpy_version=%s" % __version__)
+        print("vddkpy_module=%s" % package_file)
         print("vddk_default_libdir=%s" % default_libdir())
         print("vddk_has_nfchostport=1")
         if library is None:
