@@ -93,10 +93,13 @@ class Vcsim:
         inventory_path = self.dir / "inventory.json"
         inventory_path.write_text(json.dumps(inventory, indent=2))
         with open(self.stderr_path, "wb") as err:
+            # Our end of its stdin closes when this process dies, however
+            # it dies: the server then exits (-exit-on-eof).
             self.proc = subprocess.Popen(
-                [str(VCSIM), "-inventory", str(inventory_path)],
+                [str(VCSIM), "-inventory", str(inventory_path),
+                 "-exit-on-eof"],
                 stdout=subprocess.DEVNULL, stderr=err,
-                stdin=subprocess.DEVNULL)
+                stdin=subprocess.PIPE)
         self._wait_ready()
         return self
 
@@ -122,6 +125,7 @@ class Vcsim:
                 pass
             self._si = None
         if self.proc and self.proc.poll() is None:
+            self.proc.stdin.close()
             self.proc.terminate()
             try:
                 self.proc.wait(10)
@@ -169,16 +173,18 @@ class Vcsim:
                 "thumbprint=%s" % self.thumbprint,
                 "vm=moref=%s" % self.vm, "file=%s" % self.disk_file]
 
-    def standin_config(self, extra=""):
+    def standin_config(self, extra="", cookies=()):
         """FAKEVDDK_CONFIG text: ``extra`` directives, then this host as a
-        ``server`` block (its VM, datastore and snapshots)."""
+        ``server`` block (its VM, datastore and snapshots); ``cookies``
+        are session cookies the stand-in accepts for the user."""
         st = self.state
         lines = [extra.rstrip("\n"),
                  "server %s" % st["host"],
                  "  port %d" % st["port"],
                  "  thumbprint %s" % st["thumbprint"],
-                 "  user %s %s" % (self.user, self.password),
-                 "  vm moref=%s" % st["vm"],
+                 "  user %s %s" % (self.user, self.password)]
+        lines += ["  cookie %s %s" % (c, self.user) for c in cookies]
+        lines += ["  vm moref=%s" % st["vm"],
                  "    datastore %s %s" % (DATASTORE, self.datastore)]
         for snap in st["snapshots"]:
             lines.append("    snapshot %s %s" % (snap["moref"], " ".join(
@@ -240,6 +246,19 @@ class Vcsim:
             name=name, description="", memory=False, quiesce=False))
         return snap._moId, self.disk_device(snap.config).backing.changeId
 
+    def snapshot_data_path(self, moref):
+        """The file holding the disk's bytes as of snapshot ``moref`` (its
+        frozen copy, what ``snapshot=MOREF`` reads)."""
+        snap = next(s for s in self.state["snapshots"] if s["moref"] == moref)
+        return Path(snap["datastores"][DATASTORE]) / self.data_path.relative_to(
+            self.datastore)
+
+    def remove_snapshot(self, moref):
+        """RemoveSnapshot_Task (the frozen copy goes too)."""
+        from pyVmomi import vim
+        self._run_task(vim.vm.Snapshot(moref, self.si._stub)
+                       .RemoveSnapshot_Task(removeChildren=False))
+
     def query_changed_areas(self, change_id, start=0, snapshot=None):
         """One QueryChangedDiskAreas call: the DiskChangeInfo."""
         from pyVmomi import vim
@@ -272,6 +291,12 @@ class Vcsim:
         """Each QueryChangedDiskAreas answer covers at most ``nbytes`` of
         the disk (0: no limit), so answers may hold no area."""
         self._control(page_bytes=nbytes)
+
+    def expire_sessions(self):
+        """End every client session (as when vCenter's sessions time
+        out): the next call of each is NotAuthenticated."""
+        self._control(expire_sessions=True)
+        self._si = None     # the fixture's own session ended too
 
     def reset(self):
         """Knobs back to their defaults, call counters to 0."""

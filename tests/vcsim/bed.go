@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha1"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -58,7 +57,11 @@ func startBed(inv *Inventory) (*Bed, error) {
 	if err := model.Create(); err != nil {
 		return nil, err
 	}
-	model.Service.TLS = new(tls.Config)
+	tlsConfig, err := selfSignedTLS()
+	if err != nil {
+		return nil, err
+	}
+	model.Service.TLS = tlsConfig
 	model.Service.Listen = &url.URL{Host: "127.0.0.1:0",
 		User: url.UserPassword(inv.User, inv.Password)}
 	b := &Bed{inv: inv, model: model, calls: map[string]int{}}
@@ -197,9 +200,12 @@ func (b *Bed) findDisks(ctx context.Context, vm *object.VirtualMachine) error {
 		if err != nil {
 			return err
 		}
+		capacity := disk.CapacityInBytes // exact; KB may round down
+		if capacity == 0 {
+			capacity = disk.CapacityInKB * 1024
+		}
 		b.disks = append(b.disks, &trackedDisk{key: disk.Key,
-			fileName: backing.FileName, path: path,
-			capacity: disk.CapacityInKB * 1024})
+			fileName: backing.FileName, path: path, capacity: capacity})
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ fi
 mkdir -p "$build/gocache" "$build/gopath"
 cd "$here"
 GO111MODULE=off GOPATH="$build/gopath:$gocode" GOCACHE="$build/gocache" \
-    GOFLAGS= CGO_ENABLED=0 go build -o "$binary.tmp" .
-mv -f "$binary.tmp" "$binary"
+    GOFLAGS= GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0 \
+    go build -o "$binary.$$" .
+mv -f "$binary.$$" "$binary"   # a running test never sees half a binary
 echo "$toolchain" > "$build/toolchain"

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
+
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/vim25/mo"
 )
 
 // knobs are what tests change while the server runs.
@@ -32,6 +36,9 @@ type controlRequest struct {
 	PageAreas *int               `json:"page_areas"`
 	PageBytes *int64             `json:"page_bytes"`
 	Reset     bool               `json:"reset"` // knobs back to defaults, counters to 0
+	// End every client session (the server's own excepted), as a vCenter
+	// does when sessions expire: their next call is NotAuthenticated.
+	ExpireSessions bool `json:"expire_sessions"`
 }
 
 // serveControl: POST /vddkpy/control changes the knobs; GET
@@ -45,6 +52,12 @@ func (b *Bed) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		b.control(&req)
+		if req.ExpireSessions {
+			if err := b.expireSessions(); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
 		w.WriteHeader(http.StatusNoContent)
 	case r.URL.Path == "/vddkpy/calls" && r.Method == http.MethodGet:
 		b.mu.Lock()
@@ -81,4 +94,25 @@ func (b *Bed) called(method string) time.Duration {
 	defer b.mu.Unlock()
 	b.calls[method]++
 	return b.knobs.latency[method]
+}
+
+func (b *Bed) expireSessions() error {
+	ctx := context.Background()
+	var m mo.SessionManager
+	err := property.DefaultCollector(b.client.Client).RetrieveOne(ctx,
+		*b.client.ServiceContent.SessionManager,
+		[]string{"sessionList", "currentSession"}, &m)
+	if err != nil {
+		return err
+	}
+	var others []string
+	for _, s := range m.SessionList {
+		if m.CurrentSession == nil || s.Key != m.CurrentSession.Key {
+			others = append(others, s.Key)
+		}
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	return b.client.SessionManager.TerminateSession(ctx, others)
 }

@@ -18,6 +18,7 @@ type soapCall struct {
 	DeviceKey   int32  `xml:"deviceKey"`
 	StartOffset int64  `xml:"startOffset"`
 	ChangeId    string `xml:"changeId"`
+	Name        string `xml:"name"` // CreateSnapshot's
 	Spec        struct {
 		ChangeTrackingEnabled *bool `xml:"changeTrackingEnabled"`
 	} `xml:"spec"`
@@ -78,6 +79,8 @@ func (b *Bed) dispatch(w http.ResponseWriter, r *http.Request, call *soapCall) {
 		b.queryChangedDiskAreas(w, r, call)
 	case "CreateSnapshot_Task", "CreateSnapshotEx_Task":
 		b.createSnapshot(w, r, call)
+	case "RemoveSnapshot_Task", "RemoveAllSnapshots_Task":
+		b.removeSnapshot(w, r)
 	case "ReconfigVM_Task":
 		b.beforeReconfigure(call)
 		b.inner.ServeHTTP(w, r)

@@ -7,6 +7,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
+	"io/ioutil"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,6 +16,9 @@ import (
 
 func main() {
 	inventoryPath := flag.String("inventory", "", "inventory JSON written by the fixture")
+	// The fixture holds the other end of stdin: a test run that dies,
+	// even killed outright, closes it and so ends this server.
+	watchStdin := flag.Bool("exit-on-eof", false, "exit when stdin reaches end of file")
 	flag.Parse()
 	if *inventoryPath == "" {
 		fail(fmt.Errorf("usage: vcsim -inventory FILE"))
@@ -22,14 +27,21 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	b, err := startBed(inv)
-	if err != nil {
+	if _, err := startBed(inv); err != nil {
 		fail(err)
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	if *watchStdin {
+		go func() {
+			_, _ = io.Copy(ioutil.Discard, os.Stdin)
+			stop <- syscall.SIGTERM
+		}()
+	}
 	<-stop
-	b.close()
+	// Nothing to save: the model made no directories of its own, and
+	// closing connections gracefully would only make the fixture wait.
+	os.Exit(0)
 }
 
 func fail(err error) {

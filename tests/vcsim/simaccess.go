@@ -26,3 +26,12 @@ func withSnapshotConfig(ref types.ManagedObjectReference, fn func(cfg *types.Vir
 	}
 	return ok
 }
+
+// setTaskEntity makes a task's entity the VM, as vSphere reports it for
+// snapshot tasks (the simulator names the snapshot, which is not a
+// ManagedEntity: pyvmomi then cannot read the task).
+func setTaskEntity(task, vm types.ManagedObjectReference) {
+	if t, ok := simulator.Map.Get(task).(*simulator.Task); ok {
+		simulator.Map.WithLock(t, func() { t.Info.Entity = &vm })
+	}
+}

@@ -25,7 +25,7 @@ func (b *Bed) createSnapshot(w http.ResponseWriter, r *http.Request, call *soapC
 	rec := httptest.NewRecorder()
 	b.inner.ServeHTTP(rec, r)
 	if rec.Code == http.StatusOK {
-		if err := b.afterSnapshot(rec.Body.Bytes()); err != nil {
+		if err := b.afterSnapshot(rec.Body.Bytes(), call.Name); err != nil {
 			writeFault(w, &vimFault{"SystemError", "vcsim: " + err.Error(),
 				"<reason>" + escape(err.Error()) + "</reason>"})
 			return
@@ -51,12 +51,49 @@ func taskOf(response []byte) (types.ManagedObjectReference, error) {
 	return ref, nil
 }
 
-func (b *Bed) afterSnapshot(response []byte) error {
+// removeSnapshot: once the simulator's task is done, the snapshots it
+// removed lose their frozen copies and their stand-in lines.
+func (b *Bed) removeSnapshot(w http.ResponseWriter, r *http.Request) {
+	b.snapshotLock.Lock()
+	defer b.snapshotLock.Unlock()
+	rec := httptest.NewRecorder()
+	b.inner.ServeHTTP(rec, r)
+	if rec.Code == http.StatusOK {
+		if ref, err := taskOf(rec.Body.Bytes()); err == nil {
+			setTaskEntity(ref, b.vm)
+			_, _ = b.waitTask(ref)
+		}
+		b.pruneSnapshots()
+	}
+	copyRecorded(w, rec)
+}
+
+func (b *Bed) pruneSnapshots() {
+	b.mu.Lock()
+	kept := b.state.Snapshots[:0]
+	for _, snap := range b.state.Snapshots {
+		ref := types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: snap.Moref}
+		if withSnapshotConfig(ref, func(*types.VirtualMachineConfigInfo) {}) {
+			kept = append(kept, snap)
+		} else {
+			_ = os.RemoveAll(filepath.Join(b.inv.SnapshotsDir, snap.Moref))
+		}
+	}
+	b.state.Snapshots = kept
+	b.mu.Unlock()
+	_ = b.publish()
+}
+
+func (b *Bed) waitTask(ref types.ManagedObjectReference) (*types.TaskInfo, error) {
+	return object.NewTask(b.client.Client, ref).WaitForResult(context.Background(), nil)
+}
+
+func (b *Bed) afterSnapshot(response []byte, name string) error {
 	ref, err := taskOf(response)
 	if err != nil {
 		return err
 	}
-	info, err := object.NewTask(b.client.Client, ref).WaitForResult(context.Background(), nil)
+	info, err := b.waitTask(ref)
 	if err != nil {
 		return nil // the snapshot failed: the client sees why in the task
 	}
@@ -68,6 +105,7 @@ func (b *Bed) afterSnapshot(response []byte) error {
 	if err != nil {
 		return err
 	}
+	frozen.Name = name
 	withSnapshotConfig(snap, func(cfg *types.VirtualMachineConfigInfo) {
 		cfg.Hardware.Device = withChangeIDs(cfg.Hardware.Device, b, frozen.ChangeIds)
 	})
