@@ -204,7 +204,13 @@ def test_every_handshake_is_pinned(tmp_path):
             conn, _ = listener.accept()
             try:
                 with context.wrap_socket(conn, server_side=True) as tls:
-                    requests.append(tls.recv(65536))
+                    data = b""
+                    while not data.endswith((b"first", b"second")):
+                        chunk = tls.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    requests.append(data)
                     tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
                                 b"Connection: close\r\n\r\nok")
             except (ssl.SSLError, OSError):

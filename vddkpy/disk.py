@@ -423,8 +423,9 @@ class Disk:
             return self.changed_map.within(offset, count)
         if self.caches_map:
             return self._whole_map().within(offset, count)
-        return extents.for_request(self._query, self.size, offset, count,
-                                   req_one, self.hole_type)
+        return extents.cut(extents.for_request(
+            self._query, self.size, offset, count, req_one, self.hole_type),
+            offset, count)
 
     @property
     def caches_map(self):

@@ -152,15 +152,18 @@ class DiskMap:
         return self.extents[max(first, 0):max(last, first + 1)]
 
     def within(self, offset, count):
-        """The extents of [offset, offset+count), cut to it: an extent
-        past the request would be cut by nbdkit (1.32 cuts one of 4 GiB or
-        more at 4 GiB - 1 bytes, which strict clients refuse as
-        unaligned)."""
-        end = offset + count
-        result = []
-        for start, length, kind in self.covering(offset, count):
-            begin, finish = max(start, offset), min(start + length, end)
-            if begin < finish:
-                result.append((begin, finish - begin, kind))
-        return result
+        return cut(self.covering(offset, count), offset, count)
+
+
+def cut(extents, offset, count):
+    """``extents`` cut to [offset, offset+count): one past the request
+    would be cut by nbdkit instead, and nbdkit 1.32 cuts one of 4 GiB or
+    more at 4 GiB - 1 bytes, which strict clients refuse as unaligned."""
+    end = offset + count
+    result = []
+    for start, length, kind in extents:
+        begin, finish = max(start, offset), min(start + length, end)
+        if begin < finish:
+            result.append((begin, finish - begin, kind))
+    return result
 
