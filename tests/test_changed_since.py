@@ -3,6 +3,7 @@ as the ESXi host, the VDDK stand-in serving the VM's disk, the stand-in
 recording what is written so vcsim reports it as changed)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -30,11 +31,12 @@ def open_error(nbdkit, bed, *args):
     return lines[0].split(": open: error: ", 1)[1]
 
 
-def changed_areas(bed, *args, password=None):
+def changed_areas(bed, *args, password=None, pass_fds=()):
     return subprocess.run(
         [sys.executable, "-m", "vddkpy", "changed-areas",
          *bed.plugin_args(password), *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=120)
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        pass_fds=pass_fds)
 
 
 # -- refusals ------------------------------------------------------------------
@@ -216,6 +218,19 @@ def test_changed_areas_command(vcsim, nbdkit):
     assert json.loads(result.stdout) == {
         "file": bed.disk_file, "changed_since": a, "capacity": 16 << 20,
         "next_change_id": b, "areas": [list(x) for x in grains_of(writes)]}
+    # The password from an inherited file descriptor, as nbdkit reads it.
+    read, write = os.pipe()
+    os.write(write, b"sekret\n")
+    os.close(write)
+    from_fd = changed_areas(bed, "changed-since=" + a, "snapshot=" + snapshot,
+                            password="-%d" % read, pass_fds=(read,))
+    os.close(read)
+    assert from_fd.returncode == 0, from_fd.stderr
+    assert from_fd.stdout == result.stdout
+    bad = changed_areas(bed, "changed-since=*", password="-hunter2")
+    assert (bad.returncode, bad.stdout, bad.stderr) == (
+        1, "", "vddkpy: error: password file descriptor: could not parse "
+        "number\n")
 
 
 # -- the documented warm migration, end to end --------------------------------

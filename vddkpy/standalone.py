@@ -81,7 +81,8 @@ def _password_from_fd(text):
     try:
         fd = int(text)
     except ValueError:
-        _fail('password file descriptor: could not parse number: "%s"' % text)
+        # (The text is not shown: it may be a password written by mistake.)
+        _fail("password file descriptor: could not parse number")
     if fd in (0, 1, 2):
         _fail("cannot use password -FD for stdin/stdout/stderr")
     return _first_line(fd, text)
