@@ -227,6 +227,11 @@ def test_changed_areas_command(vcsim, nbdkit):
     os.close(read)
     assert from_fd.returncode == 0, from_fd.stderr
     assert from_fd.stdout == result.stdout
+    gone = changed_areas(bed, "changed-since=*", "snapshot=snapshot-999",
+                         password="sekret")
+    assert (gone.returncode, gone.stderr) == (
+        1, "vddkpy: error: changed-since: vSphere %s:%d has no VM moref=%s "
+        "snapshot snapshot-999\n" % (bed.host, bed.port, bed.vm))
     bad = changed_areas(bed, "changed-since=*", password="-hunter2")
     assert (bad.returncode, bad.stdout, bad.stderr) == (
         1, "", "vddkpy: error: password file descriptor: could not parse "

@@ -54,7 +54,8 @@ class TrackedDisk:
         vim = self.vsphere.vim
         vm, snapshot = self._objects(stub)
         try:
-            devices = (snapshot or vm).config.hardware.device
+            owner = vm if snapshot is None else snapshot
+            devices = owner.config.hardware.device
         except self.vsphere.vmodl.fault.ManagedObjectNotFound:
             raise PluginError("changed-since: vSphere %s has no %s"
                               % (self.vsphere.address, self._where)) \
@@ -98,7 +99,8 @@ class TrackedDisk:
         except self.vsphere.vim.fault.FileFault as e:
             raise PluginError("changed-since: vSphere %s: %s: %s%s"
                               % (CALL, self.filename, fault_text(e),
-                                 "" if snapshot else NO_SNAPSHOT_HINT)) \
+                                 "" if snapshot is not None
+                                 else NO_SNAPSHOT_HINT)) \
                 from None
         except self.vsphere.vmodl.MethodFault as e:
             raise PluginError("changed-since: vSphere %s: %s: %s"
