@@ -39,7 +39,7 @@ def changed_areas(bed, *args, password=None, pass_fds=()):
         pass_fds=pass_fds)
 
 
-# -- refusals ------------------------------------------------------------------
+# -- refusals -----------------------------------------------------------------
 
 def test_cbt_not_enabled(vcsim, nbdkit):
     bed = vcsim(size=4 << 20)
@@ -352,7 +352,7 @@ def test_warm_migration_end_to_end(vcsim, nbdkit, libdir, tmp_path):
     assert calls % 16 == 0 and calls >= 16, calls
 
 
-# -- vSphere's refusals, and sessions ------------------------------------------
+# -- vSphere's refusals, and sessions -----------------------------------------
 
 def tracked_bed(vcsim, nbdkit, size=8 << 20):
     """A bed with change tracking on, one write, and a snapshot after it:

@@ -23,8 +23,8 @@ changed-since=<CHANGEID>|*     Serve what changed since CHANGEID (vSphere).
 Many optional parameters are supported, see nbdkit-vddk-plugin(1)."""
 
 # Keys whose value is stored as given.
-_VERBATIM = {"changed-since", "cookie", "file", "server", "snapshot", "thumbprint",
-             "transports", "user", "vm", "reexeced_"}
+_VERBATIM = {"changed-since", "cookie", "file", "server", "snapshot",
+             "thumbprint", "transports", "user", "vm", "reexeced_"}
 _BOOLEANS = {"create", "noreexec", "single-link", "unbuffered"}
 _PORTS = {"port", "nfchostport"}
 _WORDS = {

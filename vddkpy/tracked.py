@@ -60,7 +60,8 @@ class TrackedDisk:
             raise PluginError("changed-since: vSphere %s has no %s"
                               % (self.vsphere.address, self._where)) \
                 from None
-        disks = [d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]
+        disks = [d for d in devices
+                 if isinstance(d, vim.vm.device.VirtualDisk)]
         disk = next((d for d in disks
                      if getattr(d.backing, "fileName", None) == self.filename),
                     None)
