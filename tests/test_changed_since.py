@@ -433,6 +433,15 @@ def test_cookie_session(vcsim, nbdkit):
     h.shutdown()
     assert bed.calls("Login") == 0
     assert bed.calls("QueryChangedDiskAreas") == 1
+    # A cookie cannot log in again: once its session ends, one line says so.
+    key = session.content.sessionManager.currentSession.key
+    bed.si.content.sessionManager.TerminateSession([key])
+    import nbd
+    with pytest.raises(nbd.Error):
+        server.connect()
+    assert error_lines(server.stderr)[-1].endswith(
+        ": open: error: vSphere %s:%d no longer accepts cookie= (its session "
+        "has ended)" % (bed.host, bed.port))
 
 
 def test_stats_and_extents_debug(vcsim, nbdkit, tmp_path):
