@@ -373,9 +373,11 @@ def vcsim(tmp_path):
         try:
             bed = Vcsim(tmp_path / ("vcsim%d" % len(beds)), **kw)
         except NotBuilt as e:
-            pytest.fail(str(e), pytrace=False)
-        beds.append(bed)
-        return bed.start()
+            missing = str(e)
+        else:
+            beds.append(bed)
+            return bed.start()
+        pytest.fail(missing, pytrace=False)
 
     yield start
     for bed in beds:

@@ -311,6 +311,14 @@ def test_cbt_disabled_is_a_file_fault(vcsim):
         bed.query_changed_areas("*", snapshot=snap)
     assert e.value.file == "[datastore1] vm/vm.vmdk"
     assert e.value.msg == "Error caused by file [datastore1] vm/vm.vmdk"
+    assert [m.key for m in e.value.faultMessage] == \
+        ["vim.hostd.vmsvc.cbt.noTrack"]
+    # Enabled on the VM now, but the snapshot was taken without it.
+    bed.enable_cbt()
+    with pytest.raises(vim.fault.FileFault) as e:
+        bed.query_changed_areas("*", snapshot=snap)
+    assert [m.key for m in e.value.faultMessage] == \
+        ["vim.hostd.vmsvc.cbt.noTrack"]
 
 
 def test_current_state_only_for_a_powered_off_vm(vcsim, nbdkit):

@@ -39,8 +39,10 @@ def _unverified_tls():
 def ensure_built():
     """Bring the binary up to date when Go is here (a no-op in a second
     when nothing changed), as pytest_sessionstart does for the stand-in."""
-    if shutil.which("go"):
-        subprocess.run([str(VCSIM_DIR / "build.sh")], check=True)
+    if shutil.which("go") and subprocess.run(
+            [str(VCSIM_DIR / "build.sh")]).returncode != 0:
+        raise NotBuilt("tests/vcsim/build.sh failed (its output is above): "
+                       "run scripts/setup.sh")
     if not VCSIM.exists():
         raise NotBuilt("%s is missing: run scripts/setup.sh" % VCSIM)
 

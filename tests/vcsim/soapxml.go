@@ -41,10 +41,19 @@ func invalidArgument(property string) *vimFault {
 		"<invalidProperty>" + escape(property) + "</invalidProperty>"}
 }
 
-func fileFault(file string) *vimFault {
-	return &vimFault{"FileFault", "Error caused by file " + file,
-		"<file>" + escape(file) + "</file>"}
+// fileFault; messageKey, if any, is ESXi's key for the cause (the
+// fault's faultMessage).
+func fileFault(file, messageKey string) *vimFault {
+	fields := "<file>" + escape(file) + "</file>"
+	if messageKey != "" {
+		fields = "<faultMessage><key>" + escape(messageKey) + "</key></faultMessage>" + fields
+	}
+	return &vimFault{"FileFault", "Error caused by file " + file, fields}
 }
+
+// ESXi's key for "this disk's changes are not tracked" (hostd's CBT
+// messages, as vSphere clients match them).
+const cbtNotTracked = "vim.hostd.vmsvc.cbt.noTrack"
 
 func objectNotFound(kind, vimType, value string) *vimFault {
 	return &vimFault{"ManagedObjectNotFound",

@@ -130,8 +130,11 @@ func (b *Bed) trackedFile(call *soapCall, d *trackedDisk) (string, int64, *vimFa
 		})
 		// vSphere computes changes against the current state only for a
 		// powered-off VM: a running VM's disk is locked.
-		if !enabled || running {
-			return "", 0, fileFault(d.fileName)
+		if !enabled {
+			return "", 0, fileFault(d.fileName, cbtNotTracked)
+		}
+		if running {
+			return "", 0, fileFault(d.fileName, "")
 		}
 		return ctkPath(d.path), d.capacity, nil
 	}
@@ -141,7 +144,7 @@ func (b *Bed) trackedFile(call *soapCall, d *trackedDisk) (string, int64, *vimFa
 	}
 	path, err := b.localPath(snap.Datastores, d.fileName)
 	if err != nil {
-		return "", 0, fileFault(d.fileName)
+		return "", 0, fileFault(d.fileName, "")
 	}
 	return ctkPath(path), d.capacity, nil
 }
@@ -159,8 +162,11 @@ func (b *Bed) changedAreas(call *soapCall) (int64, int64, []area, *vimFault) {
 		return 0, 0, nil, invalidArgument("startOffset")
 	}
 	t, err := openCtk(file, false)
+	if os.IsNotExist(err) {
+		return 0, 0, nil, fileFault(d.fileName, cbtNotTracked)
+	}
 	if err != nil {
-		return 0, 0, nil, fileFault(d.fileName)
+		return 0, 0, nil, fileFault(d.fileName, "")
 	}
 	defer t.close()
 	since, ok := t.since(call.ChangeId)
@@ -172,7 +178,7 @@ func (b *Bed) changedAreas(call *soapCall) (int64, int64, []area, *vimFault) {
 	b.mu.Unlock()
 	areas, length, err := collectAreas(t, since, call.StartOffset, capacity, k)
 	if err != nil {
-		return 0, 0, nil, fileFault(d.fileName)
+		return 0, 0, nil, fileFault(d.fileName, "")
 	}
 	return call.StartOffset, length, areas, nil
 }
