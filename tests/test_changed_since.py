@@ -50,6 +50,20 @@ def test_cbt_not_enabled(vcsim, nbdkit):
         "take a snapshot, and make a full copy with changed-since=*" % bed.vm)
 
 
+def test_snapshot_from_before_tracking(vcsim, nbdkit):
+    bed = vcsim(size=4 << 20)
+    snapshot, change_id = bed.create_snapshot("untracked")
+    assert change_id is None
+    bed.enable_cbt()
+    assert open_error(nbdkit, bed, "changed-since=*",
+                      "snapshot=" + snapshot) == (
+        "changed-since: changed block tracking is not enabled on "
+        "[datastore1] vm/vm.vmdk of VM moref=%s snapshot %s: enable it "
+        "(ReconfigVM_Task with changeTrackingEnabled=true, or the VM option "
+        "ctkEnabled=TRUE), take a snapshot, and make a full copy with "
+        "changed-since=*" % (bed.vm, snapshot))
+
+
 def test_no_disk_with_that_backing_file(vcsim, nbdkit):
     bed = vcsim(size=4 << 20)
     bed.enable_cbt()
@@ -492,3 +506,22 @@ def test_maps_past_4_gib(vcsim, nbdkit, tmp_path):
     result = subprocess.run(["nbdinfo", "--map", server.uri],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_tracking_file_gone(vcsim, nbdkit):
+    """The disk names a changeId but ESXi has no change-tracking file for
+    it (FileFault, message key vim.hostd.vmsvc.cbt.noTrack): the same line
+    as tracking that was never enabled."""
+    bed, snapshot, before = tracked_bed(vcsim, nbdkit)
+    frozen = bed.snapshot_data_path(snapshot).parent
+    sidecars = list(frozen.glob("*-ctk.vmdk"))
+    assert sidecars
+    for sidecar in sidecars:
+        sidecar.unlink()
+    assert open_error(nbdkit, bed, "changed-since=" + before,
+                      "snapshot=" + snapshot) == (
+        "changed-since: changed block tracking is not enabled on "
+        "[datastore1] vm/vm.vmdk of VM moref=%s snapshot %s: enable it "
+        "(ReconfigVM_Task with changeTrackingEnabled=true, or the VM option "
+        "ctkEnabled=TRUE), take a snapshot, and make a full copy with "
+        "changed-since=*" % (bed.vm, snapshot))

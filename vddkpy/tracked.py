@@ -18,6 +18,15 @@ NO_SNAPSHOT_HINT = (" (the changes of a running VM's disk can only be read "
                     "from a snapshot: give snapshot=)")
 
 
+# ESXi's message key for a disk whose changes are not tracked.
+NOT_TRACKED_KEY = "vim.hostd.vmsvc.cbt.noTrack"
+
+
+def _not_tracked(fault):
+    return any(getattr(m, "key", None) == NOT_TRACKED_KEY
+               for m in getattr(fault, "faultMessage", None) or ())
+
+
 def vm_moref(vm):
     """The managed object id of vm=moref=ID, or None."""
     prefix, _, moref = (vm or "").partition("=")
@@ -73,11 +82,13 @@ class TrackedDisk:
                                   for d in disks) or "none"))
         self.next_change_id = getattr(disk.backing, "changeId", None)
         if not self.next_change_id:
-            raise PluginError("changed-since: changed block tracking is not "
-                              "enabled on %s of %s: %s"
-                              % (self.filename, self._where, ENABLE_HINT))
+            raise PluginError(self._not_enabled())
         self.device_key = disk.key
         self.capacity = disk.capacityInBytes or disk.capacityInKB * 1024
+
+    def _not_enabled(self):
+        return ("changed-since: changed block tracking is not enabled on %s "
+                "of %s: %s" % (self.filename, self._where, ENABLE_HINT))
 
     def areas(self, change_id):
         """The raw changed areas since ``change_id`` (or every area in use
@@ -98,6 +109,8 @@ class TrackedDisk:
         except self.vsphere.vmodl.fault.InvalidArgument as e:
             raise PluginError(self._refused(change_id, e)) from None
         except self.vsphere.vim.fault.FileFault as e:
+            if _not_tracked(e):
+                raise PluginError(self._not_enabled()) from None
             raise PluginError("changed-since: vSphere %s: %s: %s%s"
                               % (CALL, self.filename, fault_text(e),
                                  "" if snapshot is not None
