@@ -156,6 +156,7 @@ static VixError connect_remote(struct fv_conn *conn,
   conn->mode = choose_mode(s->transports, transportModes);
   conn->thumbprint = p->thumbPrint ? strdup(p->thumbPrint) : NULL;
   conn->nfc_port = p->nfcHostPort;
+  conn->snapshot = snapshotRef != NULL;
   return VIX_OK;
 }
 
@@ -296,6 +297,10 @@ static VixError open_remote(const struct fv_conn *conn, const char *path,
     return VIX_E_HOST_NETWORK_CONN_REFUSED;
   /* No usable transport: real VDDK reports error 13 in this case. */
   if (!conn->mode)
+    return VIX_E_FILE_ACCESS_ERROR;
+  /* A powered-on VM holds its base disks open: without a snapshot the
+   * server refuses them with error 13, as some guests do in the field. */
+  if (conn->vm->running && !conn->snapshot)
     return VIX_E_FILE_ACCESS_ERROR;
   return resolve_remote_path(conn->vm, path, file);
 }

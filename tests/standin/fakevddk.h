@@ -59,6 +59,7 @@ struct fv_vm {
   char *spec;
   struct fv_datastore *datastores;
   struct fv_strlist *snapshots;
+  bool running;                   /* powered on: base disks are locked */
   struct fv_vm *next;
 };
 
@@ -211,6 +212,7 @@ struct fv_conn {
   char *mode;                     /* chosen transport, NULL if none */
   char *thumbprint;
   uint32_t nfc_port;
+  bool snapshot;                  /* ConnectEx named a snapshot */
 };
 
 struct fv_handle {
