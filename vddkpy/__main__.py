@@ -19,6 +19,7 @@ USAGE_HEAD = """\
 usage: nbdkit vddk [libdir=DIR] file=FILENAME [PARAMETER=VALUE ...]
        nbdkit python plugin/plugin.py ...    (from a checkout)
        vddkpy --check                        (is nbdkit vddk ready?)
+       vddkpy check [--json] KEY=VALUE ...   (preflight of a VDDK set-up)
 
 """
 
@@ -56,6 +57,9 @@ def check():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        from .preflight import main as preflight
+        return preflight(argv[1:])
     try:
         if argv == ["--check"]:
             print("nbdkit vddk runs vddkpy (%s)" % check())

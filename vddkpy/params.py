@@ -136,12 +136,12 @@ class Params:
 
     def complete(self):
         """Check the combination, in upstream's order; exit on error."""
-        for message in self._problems():
+        for message in self.problems():
             fail_startup(message)
         if self.reexeced_ is not None:
             self._restore_library_path()
 
-    def _problems(self):
+    def problems(self):
         if self.file is not None and self.export is not None:
             yield "file and export parameters cannot be used together"
         if not self.is_remote:
