@@ -78,14 +78,16 @@ def version(about, vddk_major):
     if verdict == compatibility.NEXT:
         return Result(OK, "version", saw + " (the next release: except new "
                       "features)")
-    suggested = compatibility.vddk_for(about.release())
-    use = "use VDDK %s" % compatibility.text(suggested) if suggested else \
-        "no VDDK this plugin loads (>= 6.7) supports it"
     if verdict == compatibility.TOO_OLD:
+        suggested = compatibility.vddk_for(about.release())
         return Result(FAIL, "version", saw + "; it is too old (VDDK opens "
-                      "disks there but fails reading them)", use)
+                      "disks there but fails reading them)",
+                      "use VDDK %s" % compatibility.text(suggested)
+                      if suggested else
+                      "no VDDK this plugin loads (>= 6.7) supports it")
     return Result(WARN, "version", saw + "; it is newer than VDDK %d "
-                  "supports" % vddk_major, use)
+                  "supports" % vddk_major, "use VDDK %s" % compatibility.text(
+                      compatibility.release(*about.release())))
 
 
 class Connection:
