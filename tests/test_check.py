@@ -517,3 +517,28 @@ def test_plugin_hint_vm_not_found(tmp_path, remote):
         "VixDiskLib_ConnectEx: The virtual machine cannot be found",
         "hint: vm=moref= takes the VM's managed object reference (vm-NN on "
         "vCenter, a number on ESXi), not its name"]
+
+
+# -- installed ------------------------------------------------------------
+
+def test_first_step_is_the_install_check(tmp_path, libdir, private_system):
+    """Once vddkpy is nbdkit's vddk plugin, the install step is ok (the
+    other tests run where it is not installed: a warning)."""
+    plugindir = subprocess.run(["nbdkit", "--dump-config"],
+                               capture_output=True, text=True,
+                               check=True).stdout
+    plugindir = plugindir.split("plugindir=", 1)[1].splitlines()[0]
+    install = subprocess.run([sys.executable, "-m", "vddkpy.install"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    try:
+        result = run_check(tmp_path, ["libdir=%s" % libdir,
+                                      "file=/dev/null"])
+    finally:
+        subprocess.run([sys.executable, "-m", "vddkpy.install",
+                        "--uninstall"], cwd=ROOT, check=True,
+                       capture_output=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines(result)[0] == ("ok   install: nbdkit vddk runs vddkpy "
+                                "(%s/nbdkit-vddk-plugin)" % plugindir)
+

@@ -47,8 +47,10 @@ def thumbprint_hint(actual, given):
             "thumbprint=%s" % (actual, given, actual))
 
 
-def _open_hints(code, params, actual_thumbprint):
-    if code == VIX_E_FAIL:
+def _open_hints(full_code, params, actual_thumbprint):
+    code = full_code & 0xFFFF
+    # Upstream compares the whole 64-bit value for its Error 1 hint.
+    if full_code == VIX_E_FAIL:
         lines = [OPEN_HINT]
         if actual_thumbprint and (params.thumbprint or "").upper() \
                 != actual_thumbprint.upper():
@@ -69,15 +71,15 @@ _CONNECT_HINTS = {
 def for_error(code, params, where, actual_thumbprint=None):
     """The hint lines (maybe none) after VixError ``code`` from ``where``
     ("connect", "open" or "data") on a remote disk."""
-    code &= 0xFFFF
+    full_code, code = code, code & 0xFFFF
     if not params.is_remote:
         return []
-    if code == VIX_E_HOST_NETWORK_CONN_REFUSED:
+    if code == VIX_E_HOST_NETWORK_CONN_REFUSED and where != "data":
         return [REFUSED]
     if where == "connect" and code in _CONNECT_HINTS:
         return [_CONNECT_HINTS[code]]
     if where == "open":
-        return _open_hints(code, params, actual_thumbprint)
+        return _open_hints(full_code, params, actual_thumbprint)
     if where == "data" and code == VIX_E_OUT_OF_MEMORY:
         return [NFC_MEMORY]
     return []
