@@ -542,3 +542,50 @@ def test_first_step_is_the_install_check(tmp_path, libdir, private_system):
     assert lines(result)[0] == ("ok   install: nbdkit vddk runs vddkpy "
                                 "(%s/nbdkit-vddk-plugin)" % plugindir)
 
+
+
+# -- against govmomi's simulator (tests/vcsim.py, the CBT test bed) ---------
+
+def test_vcsim_version_and_change_tracking(tmp_path, libdir):
+    """The version the check reads from /sdk is the one pyvmomi reads
+    (``content.about``), and the cbt step follows changeTrackingEnabled."""
+    vcsim = pytest.importorskip("vcsim")
+    pytest.importorskip("pyVmomi")
+    import socket
+    from vddkpy.preflight import compatibility
+    try:
+        bed = vcsim.Vcsim(tmp_path / "vcsim").start()
+    except vcsim.NotBuilt as e:
+        pytest.skip(str(e))
+    nfc = socket.create_server(("127.0.0.1", 0))
+    try:
+        nfc_port = nfc.getsockname()[1]
+        config = bed.standin_config().replace(
+            "  vm moref", "  nfc_port %d\n  vm moref" % nfc_port)
+        args = bed.plugin_args() + ["libdir=%s" % libdir, "transports=nbd",
+                                    "nfchostport=%d" % nfc_port]
+        before = digest(bed.data_path)
+        about = bed.si.content.about
+        verdict = compatibility.verdict(8, tuple(
+            int(n) for n in about.version.split(".")[:2]))
+        off = run_check(tmp_path, args, config)
+        bed.enable_cbt()
+        on = run_check(tmp_path, args, config)
+        change_id = bed.change_id()
+    finally:
+        nfc.close()
+        bed.stop()
+    status = "FAIL" if verdict == compatibility.TOO_OLD else "ok"
+    assert step(off, "version").startswith(
+        "%-4s version: %s; VDDK 8 supports vSphere 6.7 to 9.0"
+        % (status, about.fullName))
+    assert off.returncode == (1 if status == "FAIL" else 0), off.stdout
+    assert step(off, "disk over nbd").startswith("ok   disk over nbd: ")
+    assert step(off, "cbt") == (
+        "warn cbt: changed block tracking is off for vm=moref=%s: each "
+        "warm-migration pass copies the whole disk; fix: enable "
+        "changeTrackingEnabled on the VM (ReconfigVM), then take a new "
+        "snapshot" % bed.vm)
+    assert step(on, "cbt") == ("ok   cbt: changed block tracking is on; the "
+                               "disk's changeId is %s" % change_id)
+    assert_untouched(tmp_path, bed.data_path, before)

@@ -14,7 +14,7 @@ from ..library import default_libdir
 from ..native import ffi, process
 from ..params import Params
 from ..reexec import reexec_if_needed
-from . import library_steps, server_steps
+from . import library_steps, server_steps, tracking
 from .report import FAIL, OK, WARN, Report, Result
 
 params = Params()
@@ -93,6 +93,9 @@ def _vddk_steps(report, vddk, version):
         if transport in ("nbd", "nbdssl") and nfc_failed:
             continue
         report.add(_disk(vddk, transport))
+    cbt = params.is_remote and tracking.change_tracking(params)
+    if cbt:
+        report.add(cbt)
 
 
 def _server_steps(report, version):

@@ -56,7 +56,7 @@ def certificate(params):
 
 
 def server_about(params):
-    """(the server's About or None, the ``version`` step's start)."""
+    """The server's About, or the exception saying why it has none."""
     try:
         return network.about(params.server, params.port or network.API_PORT)
     except (OSError, ValueError) as e:
