@@ -170,6 +170,15 @@ def test_unknown_parameter_is_the_plugins_error(tmp_path, libdir):
     assert "Traceback" not in result.stderr
 
 
+def test_libdir_that_does_not_exist(tmp_path):
+    result = run_check(tmp_path, ["libdir=%s/nowhere" % tmp_path,
+                                  "file=/dev/null"])
+    assert result.returncode == 1
+    assert lines(result)[1:] == [
+        "FAIL parameters: libdir=%s/nowhere does not exist; fix: correct "
+        "them: the plugin refuses them the same way" % tmp_path]
+
+
 # -- the library ----------------------------------------------------------
 
 @pytest.mark.parametrize("inner", ["lib64/lib64",

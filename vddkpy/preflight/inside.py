@@ -18,9 +18,15 @@ from . import library_steps, server_steps, tracking
 from .report import FAIL, OK, WARN, Report, Result
 
 params = Params()
+missing_paths = []      # libdir= or config= naming nothing: reported
 
 
 def config(key, value):
+    # The parser would end nbdkit here (realpath fails); the check says so
+    # in its parameters line and goes on with the default instead.
+    if key in ("libdir", "config") and not os.path.exists(value):
+        missing_paths.append("%s=%s does not exist" % (key, value))
+        return
     params.set(key, value)
 
 
@@ -42,8 +48,10 @@ def config_complete():
 
 
 def run(report, libdir, library, problem):
-    problems = list(params.problems())
+    problems = missing_paths + list(params.problems())
     report.add(_parameters(problems))
+    if missing_paths:
+        return
     if report.add(library_steps.where(params, libdir)).status == FAIL:
         return
     if report.add(library_steps.loading(library, problem,
@@ -64,7 +72,7 @@ def run(report, libdir, library, problem):
 def _parameters(problems):
     if problems:
         return Result(FAIL, "parameters", "; ".join(problems),
-                      "the plugin refuses these parameters the same way")
+                      "correct them: the plugin refuses them the same way")
     if not params.is_remote:
         return Result(OK, "parameters", "local disk %s" % params.file)
     return Result(OK, "parameters", "disk %s of vm=%s on %s, user %s, "
