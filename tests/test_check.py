@@ -113,13 +113,13 @@ def test_remote_all_ok(tmp_path, remote):
     assert step(result, "vm") == "ok   vm: vm=moref=2 found"
     for mode in ("nbdssl", "nbd"):
         assert step(result, "disk over " + mode) == (
-            "ok   disk over %s: read sector 0 of %s read-only (transport "
-            "used: %s)" % (mode, DISK, mode))
+            "ok   disk over %s: read sector 0 of %s read-only, and 1024 KiB "
+            "at once (transport used: %s)" % (mode, DISK, mode))
     assert not [line for line in lines(result)
                 if not line.startswith(("ok ", "warn "))]
     assert_untouched(tmp_path, data, before)
     reads = read_calls(tmp_path / "calls.jsonl", "Read")
-    assert [(c["start"], c["count"]) for c in reads] == [(0, 1), (0, 1)]
+    assert [(c["start"], c["count"]) for c in reads] == [(0, 1), (0, 2048)] * 2
 
 
 def test_local_all_ok_and_json(tmp_path, libdir):
@@ -137,8 +137,9 @@ def test_local_all_ok_and_json(tmp_path, libdir):
         "status": "ok", "step": "library", "fix": None,
         "saw": "%s/libvixDiskLib.so.8 (VDDK 8: the newest libvixDiskLib.so.N "
                "there; lib64/ is tried first)" % libdir}
-    assert steps["disk"]["saw"] == ("read sector 0 of %s read-only "
-                                    "(transport used: file)" % disk)
+    assert steps["disk"]["saw"] == ("read sector 0 of %s read-only, and "
+                                    "1024 KiB at once (transport used: "
+                                    "file)" % disk)
     assert_untouched(tmp_path, disk, before)
 
 
@@ -397,6 +398,36 @@ def test_running_vm_without_snapshot(tmp_path, remote):
     assert fixed.returncode == 0, fixed.stdout
     assert step(fixed, "snapshot") == "ok   snapshot: snapshot=snapshot-1 " \
         "found"
+    assert_untouched(tmp_path, data, before)
+
+
+def test_nfc_out_of_memory(tmp_path, remote):
+    args, config, data, before, _ = remote(args=["transports=nbd"])
+    config = config.replace("  vm moref=2", "  nfc_max_request 65536\n"
+                            "  vm moref=2")
+    result = run_check(tmp_path, args, config)
+    assert result.returncode == 1
+    assert step(result, "disk over nbd") == (
+        "FAIL disk over nbd: read sector 0 of %s read-only, but not 1024 KiB "
+        "at once (transport used: nbd): VixDiskLib_Read: Memory allocation "
+        "failed: out of memory; fix: the ESXi host's NFC server could not "
+        "allocate memory for a request this large: add --filter=blocksize "
+        "maxdata=2M (less if it still fails) and use fewer connections to "
+        "the host" % DISK)
+    assert_untouched(tmp_path, data, before)
+
+
+def test_unknown_error_of_another_cause(tmp_path, remote):
+    """Error 1 with the right thumbprint (an Independent-mode disk, say):
+    upstream's pointer to the manual is the fix."""
+    args, config, data, before, _ = remote(args=["transports=nbd"])
+    result = run_check(tmp_path, args, config + "fail Open 1\n")
+    assert result.returncode == 1
+    assert step(result, "disk over nbd") == (
+        'FAIL disk over nbd: VixDiskLib_Open: %s: Unknown error; fix: VDDK '
+        '"Unknown error" can be caused by several problems.  Refer to '
+        'nbdkit-vddk-plugin(1) section "Error 1 (Unknown error) when opening '
+        'a disk" for details.' % DISK)
     assert_untouched(tmp_path, data, before)
 
 
