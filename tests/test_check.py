@@ -345,6 +345,18 @@ def test_wrong_or_missing_thumbprint(tmp_path, remote, given):
     assert_untouched(tmp_path, data, before)
 
 
+def test_export_has_no_disk_to_read(tmp_path, remote):
+    args, config, data, before, _ = remote()
+    result = run_check(tmp_path, without(args, "file")
+                       + [r"export=\[datastore1\] Fedora/*.vmdk"], config)
+    assert result.returncode == 0, result.stdout
+    assert step(result, "disk") == ("warn disk: export= lets the client name "
+                                    "the disk; fix: add file=NAME to check "
+                                    "one disk")
+    assert not read_calls(tmp_path / "calls.jsonl", "Open")
+    assert_untouched(tmp_path, data, before)
+
+
 def test_wrong_password(tmp_path, remote):
     args, config, data, before, _ = remote()
     result = run_check(tmp_path, without(args, "password")

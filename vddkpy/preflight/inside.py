@@ -14,7 +14,7 @@ from ..library import default_libdir
 from ..native import ffi, process
 from ..params import Params
 from ..reexec import reexec_if_needed
-from . import library_steps, server_steps, tracking
+from . import library_steps, network, server_steps, tracking
 from .report import FAIL, OK, WARN, Report, Result
 
 params = Params()
@@ -95,12 +95,15 @@ def _vddk_steps(report, vddk, version):
             report.add(result)
         if any(r.status == FAIL for r in results):
             return
-    for transport in _transports():
+    unreadable = _not_to_read()
+    if unreadable:
+        report.add(unreadable)
+    for transport in [] if unreadable else _transports():
         if transport == "san" and risk:
             continue
         if transport in ("nbd", "nbdssl") and nfc_failed:
             continue
-        report.add(_disk(vddk, transport))
+        report.add(server_steps.read_disk(vddk, params, transport))
     cbt = params.is_remote and tracking.change_tracking(params)
     if cbt:
         report.add(cbt)
@@ -108,28 +111,29 @@ def _vddk_steps(report, vddk, version):
 
 def _server_steps(report, version):
     """The network steps; whether NFC's port is unreachable."""
-    if report.add(server_steps.api_port(params)).status == FAIL:
-        return False
-    about = server_steps.server_about(params)
-    report.add(server_steps.certificate(params))
-    report.add(server_steps.version(about, version))
+    about = None
+    if report.add(server_steps.api_port(params)).status != FAIL:
+        about = server_steps.server_about(params)
+        report.add(server_steps.certificate(params))
+        report.add(server_steps.version(about, version))
     return report.add(server_steps.nfc_port(
-        params, about if not isinstance(about, Exception) else None)) \
-        .status == FAIL
+        params, about if isinstance(about, network.About)
+        else None)).status == FAIL
 
 
 def _transports():
     return params.transports.split(":") if params.transports else [None]
 
 
-def _disk(vddk, transport):
+def _not_to_read():
+    """Why there is no disk to read (the ``disk`` step's warning), or None."""
     if params.file is None:
         return Result(WARN, "disk", "export= lets the client name the disk",
                       "add file=NAME to check one disk")
     if params.create and not os.path.exists(params.file):
         return Result(WARN, "disk", "create=true would create %s; the check "
                       "creates nothing" % params.file)
-    return server_steps.read_disk(vddk, params, transport)
+    return None
 
 
 # nbdkit's python plugin wants these; config_complete never lets it serve.
