@@ -591,8 +591,9 @@ def test_first_step_is_the_install_check(tmp_path, libdir, private_system):
                         "--uninstall"], cwd=ROOT, check=True,
                        capture_output=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert lines(result)[0] == ("ok   install: nbdkit vddk runs vddkpy "
-                                "(%s/nbdkit-vddk-plugin)" % plugindir)
+    first = lines(result)[0]
+    assert first.startswith("ok   install: nbdkit vddk runs vddkpy "), first
+    assert first.endswith(" (%s/nbdkit-vddk-plugin)" % plugindir), first
 
 
 
@@ -641,3 +642,14 @@ def test_vcsim_version_and_change_tracking(tmp_path, libdir):
     assert step(on, "cbt") == ("ok   cbt: changed block tracking is on; the "
                                "disk's changeId is %s" % change_id)
     assert_untouched(tmp_path, bed.data_path, before)
+
+
+def test_server_text_is_escaped(tmp_path, remote):
+    """A hostile server's product name cannot forge lines or drive the
+    terminal."""
+    args, config, data, before, _ = remote(version="8.0.2\u202e\nFAIL x")
+    result = run_check(tmp_path, args, config)
+    assert step(result, "version").startswith(
+        "ok   version: VMware ESXi 8.0.2\\u202e\\nFAIL x build-1; VDDK 8 "
+        "supports")
+    assert "\u202e" not in result.stdout

@@ -11,6 +11,7 @@ from .abi import FUNCTIONS, ffi
 from .errors import VddkError
 from .nbdkit_compat import debug, debug_flags
 from .native import c_string
+from .printable import printable
 from .stats import Stats
 
 
@@ -65,13 +66,14 @@ class Vddk:
         finally:
             self.call("FreeErrorText", "", text)
         return VddkError(prefix, code, "(null)" if message is None
-                         else message)
+                         else printable(message))
 
     def error_text_quietly(self, code):
         """VDDK's text for ``code`` without tracing (upstream's probe)."""
         text = self.functions["GetErrorText"](code, ffi.NULL)
         try:
-            return c_string(text)
+            message = c_string(text)
+            return None if message is None else printable(message)
         finally:
             self.functions["FreeErrorText"](text)
 

@@ -29,7 +29,7 @@ from .errors import PluginError, VddkError
 from .nbdkit_compat import debug, debug_flags, error
 from .threadstate import KeptStates
 from .native import c_string, to_bytes
-from .printable import escape_unprintable
+from .printable import printable
 from .vddklog import silenced_errors
 
 MAX_REQUEST = 0xFFFFFFFF
@@ -79,7 +79,8 @@ def _c_or_null(text):
 
 
 def _or_null(text):
-    return "NULL" if text is None else text
+    """Text from VDDK (or None) as a log line shows it."""
+    return "NULL" if text is None else printable(text)
 
 
 def fill_remote_params(cp, p, c_string_of):
@@ -111,9 +112,10 @@ class Disk:
         self.params = session.params
         self.filename = filename
         self.readonly = readonly
-        # Maps older than the connection must not be used (extents).
-        self.opened_ns = time.monotonic_ns()
-        self.disk_map = None                # read-only: the whole disk's
+        # Read-only remote disks: the whole disk's map, built on this
+        # connection's handle at its first extents request (see extents).
+        self.disk_map = None
+        self._map_lock = threading.Lock()   # one scan, however many ask
         self.lock = threading.Lock()
         self.commands = itertools.count()   # upstream's command ids
         self._keep = []                     # C strings VDDK may point to
@@ -221,15 +223,16 @@ class Disk:
             "diskType": p.create_type, "adapterType": p.create_adapter_type,
             "hwVersion": p.create_hwversion,
             "capacity": p.create_size // SECTOR_SIZE})
+        shown = printable(p.file)
         self.vddk.check(
-            "Create", "h->connection, %s, &cparams, NULL, NULL" % p.file,
+            "Create", "h->connection, %s, &cparams, NULL, NULL" % shown,
             self.connection, self._c(p.file), create_params, ffi.NULL,
-            ffi.NULL, prefix="VixDiskLib_Create: %s" % p.file)
+            ffi.NULL, prefix="VixDiskLib_Create: %s" % shown)
 
     def _open_handle(self):
         flags = self.params.open_flags(self.readonly)
         handle = ffi.new("VixDiskLibHandle *")
-        shown = escape_unprintable(self.filename)     # the client's, maybe
+        shown = printable(self.filename)     # the client's, maybe
         with self._hinted("open"):
             self.vddk.check(
                 "Open", "connection, %s, %d, &handle" % (shown, flags),
@@ -397,18 +400,32 @@ class Disk:
 
     def extents(self, offset, count, req_one):
         next(self.commands)
-        if self.readonly:
-            if self.disk_map is None:
-                self.disk_map = self.session.maps.get(
-                    self._map_key(), self.opened_ns, self._map_disk)
-            return self.disk_map.covering(offset, count)
+        if self.caches_map:
+            return self._whole_map().covering(offset, count)
         return extents.for_request(self._query, self.size, offset, count,
                                    req_one, self.hole_type)
 
-    def _map_key(self):
-        p = self.params
-        return (p.server, p.port, p.vm, p.snapshot, p.single_link,
-                self.filename)
+    @property
+    def caches_map(self):
+        """Whether requests are answered from one whole-disk map.
+
+        Only read-only connections to a server do, as upstream does:
+        QueryAllocatedBlocks costs about a second a call there.  The map
+        is this connection's own, built on its own handle, so it has the
+        connection's size and describes the disk the connection reads
+        (with snapshot= a disk that cannot change while it is open).  A
+        local file can be written in place by any process meanwhile, and
+        nothing proves that a map read earlier still describes it: each
+        request asks the handle about the requested range (README,
+        "Troubleshooting performance").
+        """
+        return self.readonly and self.params.is_remote
+
+    def _whole_map(self):
+        with self._map_lock:
+            if self.disk_map is None:
+                self.disk_map = self._map_disk()
+            return self.disk_map
 
     def _map_disk(self):
         debug("vddk: pre-caching extents")

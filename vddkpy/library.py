@@ -11,6 +11,7 @@ import re
 
 from .abi import FUNCTIONS, ffi
 from .native import RTLD_NOW, c_string, process, to_bytes
+from .printable import printable
 
 DEFAULT_LIBDIRS = [
     "/usr/lib64/vmware-vix-disklib",
@@ -78,7 +79,7 @@ def candidates(libdir):
 
 
 def _dlerror():
-    return c_string(process.dlerror()) or "(unknown error)"
+    return printable(c_string(process.dlerror()) or "(unknown error)")
 
 
 def too_old_message(libdir):

@@ -7,7 +7,7 @@ passwords is delegated to the nbdkit server's own helpers.
 
 import os
 
-from . import abi, statsfile
+from . import abi, statsfile, vmdkfiles
 from .nbdkit_compat import (debug, exit_startup, fail_startup, parse_bool,
                             parse_size, parse_uint16, read_password, realpath)
 
@@ -51,6 +51,7 @@ class Params:
         self.create_type = abi.DISK_TYPES["monolithic-sparse"]
         self.export = None
         self.file = None
+        self.file_at_start = None       # absolute, as at config_complete
         self.libdir = None
         self.nfchostport = 0
         self.noreexec = False
@@ -136,6 +137,10 @@ class Params:
 
     def complete(self):
         """Check the combination, in upstream's order; exit on error."""
+        if self.file is not None:
+            # Kept for the check at exit, when nbdkit may have changed
+            # directory (a relative file= is VDDK's error, not ours).
+            self.file_at_start = os.path.abspath(self.file)
         for message in self.problems():
             fail_startup(message)
         if self.reexeced_ is not None:
@@ -164,8 +169,7 @@ class Params:
                 yield ("if using create=true you must specify the size "
                        "using the create-size parameter")
         if self.stats_file is not None:
-            problem = statsfile.problem(
-                self.stats_file, None if self.is_remote else self.file)
+            problem = statsfile.problem(self.stats_file, self.disk_files())
             if problem:
                 yield problem
 
@@ -183,6 +187,14 @@ class Params:
             del os.environ["LD_LIBRARY_PATH"]
 
     # -- derived values ----------------------------------------------------
+
+    def disk_files(self):
+        """The files of a local disk (``vmdkfiles``); None for a remote one
+        (its files are not on this machine)."""
+        if self.is_remote or self.file_at_start is None:
+            return None
+        return vmdkfiles.local_disk(
+            self.file_at_start, self.create_type if self.create else None)
 
     def open_flags(self, readonly):
         flags = self.compression

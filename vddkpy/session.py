@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 
-from . import extents, statsfile
+from . import __file__ as package_file, __version__, statsfile
 from .abi import ffi
 from .calls import Vddk
 from .disk import Disk
@@ -20,7 +20,7 @@ from .library import Library, LoadError, MissingSymbol, default_libdir
 from .nbdkit_compat import debug, debug_flags, error, fail_startup
 from .native import (FNM_NOMATCH, FNM_PATHNAME, c_string, fnmatch_bytes,
                      process, to_bytes)
-from .printable import quoted
+from .printable import printable, quoted
 from .reexec import reexec_if_needed
 from .vddklog import error_function, log_function
 
@@ -37,7 +37,6 @@ class Session:
         self.initialized = False
         self.open_close_lock = threading.Lock()
         self.create_pending = False     # set from create= in load()
-        self.maps = extents.SharedMaps()
         self.disks = set()              # open, until close_disk
 
     @property
@@ -102,12 +101,15 @@ class Session:
         if debug_flags.stats:
             for line in stats.table():
                 debug(line)
-        if self.params.stats_file:
+        path = self.params.stats_file
+        if path:
             try:
-                statsfile.write(self.params.stats_file, stats.as_json())
+                statsfile.write(path, stats.as_json(),
+                                self.params.disk_files())
+            except statsfile.Refused as e:
+                error(str(e))
             except OSError as e:
-                error("stats-file: %s: %s" % (self.params.stats_file,
-                                              e.strerror))
+                error("stats-file: %s: %s" % (printable(path), e.strerror))
 
     # -- connections --------------------------------------------------------
 
@@ -134,7 +136,8 @@ class Session:
         if self.create_pending:
             if disk.readonly:
                 raise PluginError("create=true: cannot create %s on a "
-                                  "read-only connection" % self.params.file,
+                                  "read-only connection"
+                                  % printable(self.params.file),
                                   errno.EROFS)
             disk.create()
             self.create_pending = False
@@ -181,6 +184,9 @@ class Session:
             fail_startup(str(e))
         except LoadError:
             library = None
+        # Which copy of vddkpy this is (vddkpy --check names it).
+        print("vddkpy_version=%s" % __version__)
+        print("vddkpy_module=%s" % package_file)
         print("vddk_default_libdir=%s" % default_libdir())
         print("vddk_has_nfchostport=1")
         if library is None:
@@ -188,10 +194,10 @@ class Session:
         print("vddk_library_version=%d" % library.version)
         dll = library.dll()
         if dll:
-            print("vddk_dll=%s" % dll)
+            print("vddk_dll=%s" % printable(dll))
         modes = self._transport_modes(library)
         if modes is not None:
-            print("vddk_transport_modes=%s" % modes)
+            print("vddk_transport_modes=%s" % printable(modes))
         for name in library.functions:
             print("VixDiskLib_%s=1" % name)
 

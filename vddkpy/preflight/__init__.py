@@ -22,10 +22,12 @@ def install_step():
     """The ``install`` step: whether ``nbdkit vddk`` runs vddkpy."""
     from ..__main__ import check
     try:
-        return Result(OK, "install", "nbdkit vddk runs vddkpy (%s)"
-                      % check())
+        ok, warning = check()
     except Missing as e:
         return Result(_severity(), "install", str(e))   # says what to do
+    if warning:
+        return Result(WARN, "install", "%s; but %s" % (ok, warning))
+    return Result(OK, "install", ok)
 
 
 def _severity():

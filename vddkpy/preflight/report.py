@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+from ..printable import printable
+
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
 # How the command outside nbdkit hands its results to the one inside.
@@ -22,8 +24,10 @@ class Result:
         self.fix = fix
 
     def line(self):
-        text = "%-4s %s: %s" % (self.status, self.step, self.saw)
-        return text + ("; fix: %s" % self.fix if self.fix else "")
+        """The text line; what it quotes from the server, the library or
+        the disk cannot forge lines or drive the terminal (``printable``)."""
+        text = "%-4s %s: %s" % (self.status, self.step, printable(self.saw))
+        return text + ("; fix: %s" % printable(self.fix) if self.fix else "")
 
     def as_dict(self):
         return {"status": self.status, "step": self.step, "saw": self.saw,
