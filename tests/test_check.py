@@ -563,12 +563,18 @@ def test_plugin_hint_connection_refused(tmp_path, remote):
         "nfchostport=) of the ESXi host; 'vddkpy check' tests both"]
 
 
-def test_plugin_hint_vm_not_found(tmp_path, remote):
-    result, _ = serve_remote(tmp_path, remote, ["vm=moref=Fedora"])
-    assert plugin_errors(result)[-2:] == [
+@pytest.mark.parametrize("extra, lines_expected", [
+    (["vm=moref=Fedora"], [
         "VixDiskLib_ConnectEx: The virtual machine cannot be found",
         "hint: vm=moref= takes the VM's managed object reference (vm-NN on "
-        "vCenter, a number on ESXi), not its name"]
+        "vCenter, a number on ESXi), not its name"]),
+    (["snapshot=snap1"], [
+        "VixDiskLib_ConnectEx: The snapshot does not exist",
+        "hint: snapshot= takes the snapshot's managed object reference "
+        "(snapshot-NN) of this VM"])])
+def test_plugin_hint_unknown_moref(tmp_path, remote, extra, lines_expected):
+    result, _ = serve_remote(tmp_path, remote, extra)
+    assert plugin_errors(result)[-2:] == lines_expected
 
 
 # -- installed ------------------------------------------------------------
