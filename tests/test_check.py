@@ -468,6 +468,16 @@ def test_version_against_the_library(tmp_path, remote, version, library,
     assert_untouched(tmp_path, data, before)
 
 
+def test_version_of_a_server_that_is_not_vsphere(tmp_path, remote):
+    args, config, data, before, _ = remote(sdk=False)
+    result = run_check(tmp_path, args, config)
+    assert step(result, "version") == (
+        "warn version: could not read the server's vSphere version: POST "
+        "/sdk answered HTTP 404; fix: check that server= is a vCenter or "
+        "ESXi host")
+    assert_untouched(tmp_path, data, before)
+
+
 def test_vcenter_nfc_port_is_the_hosts(tmp_path, remote):
     args, config, data, before, _ = remote(api_type="VirtualCenter",
                                            version="8.0.3")

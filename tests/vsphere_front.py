@@ -8,6 +8,8 @@ called.
   ``about`` data of a chosen version, as ESXi and vCenter do;
 * the NFC port (902 on a real host): a TCP listener.
 
+``sdk=False`` makes the HTTPS port a web server that is not vSphere.
+
 ``config()`` writes the matching stand-in ``server`` block, so that VDDK
 (the stand-in) and the network agree on ports and certificate.
 """
@@ -16,11 +18,11 @@ import http.server
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 
 from conftest import ROOT
 
-import sys
 sys.path.insert(0, str(ROOT))
 from vddkpy.thumbprint import format_thumbprint  # noqa: E402
 
@@ -55,7 +57,7 @@ class Host:
     """An emulated ESXi (or vCenter) host on 127.0.0.1."""
 
     def __init__(self, directory, version="8.0.2", api_type="HostAgent",
-                 nfc=True):
+                 nfc=True, sdk=True):
         key, cert = _certificate(directory)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
@@ -68,7 +70,7 @@ class Host:
         class Api(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status = 200 if self.path == "/sdk" else 404
+                status = 200 if sdk and self.path == "/sdk" else 404
                 self.send_response(status)
                 self.send_header("Content-Type", "text/xml; charset=utf-8")
                 self.send_header("Content-Length", str(len(about)))

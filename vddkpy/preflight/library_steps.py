@@ -96,7 +96,9 @@ class Messages:
     def __init__(self):
         self.lines = []
 
-        @ffi.callback("VixDiskLibGenericLogFunc")
+        # Never let an exception escape into VDDK's thread.
+        @ffi.callback("VixDiskLibGenericLogFunc",
+                      onerror=lambda exception, value, traceback: None)
         def keep(fmt, args):
             text = vddklog.format_message(fmt, args)
             if text is not None:

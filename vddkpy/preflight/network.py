@@ -67,6 +67,9 @@ def about(host, port):
             "SOAPAction": "urn:vim25"})
         response = connection.getresponse()
         body = response.read()
+    except http.client.HTTPException as e:    # not HTTP at all
+        raise ValueError("POST /sdk: %s" % (e or type(e).__name__)) \
+            from None
     finally:
         connection.close()
     if response.status != 200:

@@ -67,10 +67,10 @@ def server_about(params):
 
 
 def version(about, vddk_major):
-    if not isinstance(about, network.About) or about.release() is None:
-        return Result(WARN, "version", "could not read the server's vSphere "
-                      "version: %s" % about, "check that server= is a "
-                      "vCenter or ESXi host")
+    if not isinstance(about, network.About):
+        return _unknown_version(about)
+    if about.release() is None:
+        return _unknown_version("it says %r" % about.version)
     oldest, newest = compatibility.supported(vddk_major)
     verdict = compatibility.verdict(vddk_major, about.release())
     saw = "%s; VDDK %d supports vSphere %s to %s" % (
@@ -91,6 +91,12 @@ def version(about, vddk_major):
     return Result(WARN, "version", saw + "; it is newer than VDDK %d "
                   "supports" % vddk_major, "use VDDK %s" % compatibility.text(
                       compatibility.release(*about.release())))
+
+
+def _unknown_version(why):
+    return Result(WARN, "version", "could not read the server's vSphere "
+                  "version: %s" % why, "check that server= is a vCenter or "
+                  "ESXi host")
 
 
 class Connection:
