@@ -83,7 +83,10 @@ def _shadowing(copies, running):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["check"]:
-        from .preflight import main as preflight
+        try:
+            from .preflight import main as preflight
+        except ModuleNotFoundError as missing:     # a partial copy
+            sys.exit(incomplete(missing, "vddkpy"))
         return preflight(argv[1:])
     try:
         if argv == ["--check"]:
