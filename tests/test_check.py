@@ -487,6 +487,24 @@ def test_vcenter_nfc_port_is_the_hosts(tmp_path, remote):
         "build-1): NBD and NBDSSL connect to the ESXi host running the VM")
 
 
+def test_san_risk_without_transports(tmp_path, remote):
+    args, config, data, before, _ = remote()
+    result = run_check(tmp_path, args, config)
+    assert result.returncode == 0, result.stdout
+    connects = [c["transportModes"] for c in read_calls(
+        tmp_path / "calls.jsonl", "ConnectEx")]
+    if NO_SCSI_DISK:
+        assert step(result, "san").endswith(
+            "(RHEL-54377); transports= is not given, so VDDK tries san; fix: "
+            "transports=nbdssl:nbd (without san)")
+        assert connects == [None, "file:hotadd:nbdssl:nbd"]
+        assert step(result, "disk over file:hotadd:nbdssl:nbd").endswith(
+            "(transport used: nbdssl)")
+    else:
+        assert connects == [None, None]
+    assert_untouched(tmp_path, data, before)
+
+
 def test_san_risk(tmp_path, remote):
     args, config, data, before, _ = remote(args=["transports=san:nbd"])
     result = run_check(tmp_path, args, config)
