@@ -358,3 +358,27 @@ def some_disk(tmp_path, where, size, seed=0):
         return ["file=%s" % disk], "", disk
     config, disk = remote_disk(tmp_path, size, seed)
     return REMOTE_DISK_ARGS, config, disk
+
+
+@pytest.fixture
+def vcsim(tmp_path):
+    """Factory: vcsim(size=, seed=, power_on=, ...) -> a started
+    tests/vcsim.py Vcsim (govmomi's simulator as the ESXi host of a VM
+    whose disk the stand-in serves), stopped at the end.  Fails, never
+    skips, when the simulator is not built."""
+    from vcsim import NotBuilt, Vcsim
+    beds = []
+
+    def start(**kw):
+        try:
+            bed = Vcsim(tmp_path / ("vcsim%d" % len(beds)), **kw)
+        except NotBuilt as e:
+            missing = str(e)
+        else:
+            beds.append(bed)
+            return bed.start()
+        pytest.fail(missing, pytrace=False)
+
+    yield start
+    for bed in beds:
+        bed.stop()
