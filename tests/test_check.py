@@ -633,19 +633,13 @@ def test_first_step_is_the_install_check(tmp_path, libdir, private_system):
 
 # -- against govmomi's simulator (tests/vcsim.py, the CBT test bed) ---------
 
-def test_vcsim_version_and_change_tracking(tmp_path, libdir):
+def test_vcsim_version_and_change_tracking(tmp_path, libdir, vcsim):
     """The version the check reads from /sdk is the one pyvmomi reads
     (``content.about``), and the cbt step follows changeTrackingEnabled."""
-    vcsim = pytest.importorskip("vcsim")
-    pytest.importorskip("pyVmomi")
     import socket
     from vddkpy.preflight import compatibility
-    try:
-        bed = vcsim.Vcsim(tmp_path / "vcsim").start()
-    except vcsim.NotBuilt as e:
-        pytest.skip(str(e))
-    nfc = socket.create_server(("127.0.0.1", 0))
-    try:
+    bed = vcsim()
+    with socket.create_server(("127.0.0.1", 0)) as nfc:
         nfc_port = nfc.getsockname()[1]
         config = bed.standin_config().replace(
             "  vm moref", "  nfc_port %d\n  vm moref" % nfc_port)
@@ -659,9 +653,6 @@ def test_vcsim_version_and_change_tracking(tmp_path, libdir):
         bed.enable_cbt()
         on = run_check(tmp_path, args, config)
         change_id = bed.change_id()
-    finally:
-        nfc.close()
-        bed.stop()
     status = "FAIL" if verdict == compatibility.TOO_OLD else "ok"
     assert step(off, "version").startswith(
         "%-4s version: %s; VDDK 8 supports vSphere 6.7 to 9.0"
