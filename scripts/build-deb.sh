@@ -29,11 +29,12 @@ chmod 755 "$root"
 trap 'rm -rf "$root"' EXIT
 install -d -m 755 "$root/DEBIAN" "$root/usr/bin" "$root$plugindir" \
     "$root/usr/lib/python3/dist-packages/vddkpy" \
+    "$root/usr/lib/python3/dist-packages/vddkpy/preflight" \
     "$root/usr/share/man/man1" "$root/usr/share/doc/$package"
 
 # The Python package.
-for f in vddkpy/*.py; do
-    install -m 644 "$f" "$root/usr/lib/python3/dist-packages/vddkpy/"
+for f in vddkpy/*.py vddkpy/preflight/*.py; do
+    install -m 644 "$f" "$root/usr/lib/python3/dist-packages/$f"
 done
 
 # The plugin scripts, from the same template the installer uses.

@@ -9,6 +9,7 @@
 # standing in for VMware's library).  It installs the package with apt,
 # which must pull in the dependencies, then checks `nbdkit vddk
 # --dump-plugin`, `man -w`, a byte-for-byte copy of a disk with nbdcopy,
+# `vddkpy check` of that disk (every step ok),
 # that it refuses to replace a file of the user's in nbdkit's plugin
 # directory, what happens next to a C vddk plugin, and that remove and
 # purge leave no file behind.  Every failure is printed; the exit status is 1 if any.
@@ -52,6 +53,13 @@ check_serving() {       # LABEL
         ok "$1: nbdkit vddk copied an 8 MiB disk byte for byte"
     else
         fail "$1: copy through nbdkit vddk: $(tail -3 "$work/serve.err")"
+    fi
+    if vddkpy check libdir="$libdir" file="$work/disk.raw" > "$work/preflight.out" 2>&1 \
+        && grep -q '^ok   install: ' "$work/preflight.out" \
+        && grep -q '^ok   disk: ' "$work/preflight.out"; then
+        ok "$1: vddkpy check: every step ok"
+    else
+        fail "$1: vddkpy check: $(cat "$work/preflight.out")"
     fi
 }
 

@@ -155,9 +155,11 @@ def test_same_disk_facts(tmp_path, name):
 
 def error_lines(stderr):
     """The messages of nbdkit's error lines, without the prefix that says
-    which plugin (and callback) printed them."""
-    return [line.rsplit("error: ", 1)[1] for line in stderr.splitlines()
-            if "error: " in line]
+    which plugin (and callback) printed them, and without vddkpy's own
+    ``hint:`` lines (a deliberate difference, see the README)."""
+    messages = [line.rsplit("error: ", 1)[1] for line in stderr.splitlines()
+                if "error: " in line]
+    return [m for m in messages if not m.startswith("hint: ")]
 
 
 LOCAL = ["file=/dev/null"]

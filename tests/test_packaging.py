@@ -271,6 +271,8 @@ def test_deb_contents(deb, tmp_path):
                              check=True).stdout
     for path in ("./usr/lib/python3/dist-packages/vddkpy/callbacks.py",
                  "./usr/lib/python3/dist-packages/vddkpy/prerequisites.py",
+                 "./usr/lib/python3/dist-packages/vddkpy/preflight/"
+                 "nbdkit_script.py",
                  ".%s/nbdkit-vddk-plugin" % DEB_PLUGINDIR,
                  ".%s/nbdkit-vddkpy-plugin" % DEB_PLUGINDIR,
                  "./usr/bin/vddkpy", "./usr/bin/vddkpy-thumbprint",

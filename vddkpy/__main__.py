@@ -3,6 +3,7 @@ since nbdkit's --help cannot show a Python plugin's parameters; with
 ``--check``, whether ``nbdkit vddk`` works on this host, or the one thing
 missing."""
 
+import importlib
 import os
 import re
 import subprocess
@@ -25,6 +26,7 @@ usage: nbdkit vddk [libdir=DIR] file=FILENAME [PARAMETER=VALUE ...]
        nbdkit python plugin/plugin.py ...    (from a checkout)
        vddkpy --check                        (is nbdkit vddk ready?)
        vddkpy changed-areas KEY=VALUE ...    (changed-since= areas, JSON)
+       vddkpy check [--json] KEY=VALUE ...   (preflight of a VDDK set-up)
 
 """
 
@@ -79,12 +81,19 @@ def _shadowing(copies, running):
             "remove it (scripts/install-plugin.sh --uninstall, if that "
             "installed it)" % (first[0], version_of(first[0]), running))
 
+# Imported only when asked for: their modules are not needed elsewhere.
+SUBCOMMANDS = {"changed-areas": ".changed_areas", "check": ".preflight"}
+
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["changed-areas"]:
-        from .changed_areas import main as changed_areas
-        return changed_areas(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        try:
+            command = importlib.import_module(SUBCOMMANDS[argv[0]],
+                                              __package__)
+        except ModuleNotFoundError as missing:     # a partial copy
+            sys.exit(incomplete(missing, "vddkpy"))
+        return command.main(argv[1:])
     try:
         if argv == ["--check"]:
             ok, warning = check()

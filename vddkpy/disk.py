@@ -16,13 +16,14 @@ once per connection:
 VDDK reads into and writes from nbdkit's buffer directly.
 """
 
+import contextlib
 import errno
 import itertools
 import _thread
 import threading
 import time
 
-from . import abi, changed, extents
+from . import abi, changed, extents, hints, vddklog
 from .abi import SECTOR_SIZE, VIX_ASYNC, VIX_E_FAIL, VIX_OK, ffi
 from .errors import PluginError, VddkError
 from .nbdkit_compat import debug, debug_flags, error
@@ -31,9 +32,6 @@ from .native import c_string, to_bytes
 from .printable import printable
 from .vddklog import silenced_errors
 
-OPEN_HINT = ('VDDK "Unknown error" can be caused by several problems.  '
-             'Refer to nbdkit-vddk-plugin(1) section "Error 1 (Unknown '
-             'error) when opening a disk" for details.')
 MAX_REQUEST = 0xFFFFFFFF
 _UINT64_P = ffi.typeof("uint64_t *")
 
@@ -88,6 +86,26 @@ def params_delta(params):
 def _or_null(text):
     """Text from VDDK (or None) as a log line shows it."""
     return "NULL" if text is None else printable(text)
+
+
+def fill_remote_params(cp, p, c_string_of):
+    """Fill VixDiskLibConnectParams ``cp`` from the parameters ``p``;
+    ``c_string_of`` makes a C string that stays alive with the connection."""
+    cp.vmxSpec = c_string_of(p.vm)
+    cp.serverName = c_string_of(p.server)
+    if p.cookie is None:
+        cp.credType = abi.CRED_UID
+        cp.creds.uid.userName = c_string_of(p.user)
+        cp.creds.uid.password = c_string_of(p.password)
+    else:
+        cp.credType = abi.CRED_SESSIONID
+        cp.creds.sessionId.cookie = c_string_of(p.cookie)
+        cp.creds.sessionId.userName = c_string_of(p.user)
+        cp.creds.sessionId.key = c_string_of(p.password)
+    cp.thumbPrint = c_string_of(p.thumbprint)
+    cp.port = p.port
+    cp.nfcHostPort = p.nfchostport
+    cp.specType = abi.SPEC_VMX
 
 
 class Disk:
@@ -184,36 +202,36 @@ class Disk:
         self._keep.append(cdata)
         return cdata
 
-    def _fill_remote_params(self):
-        p, cp = self.params, self.connect_params
-        cp.vmxSpec = self._c(p.vm)
-        cp.serverName = self._c(p.server)
-        if p.cookie is None:
-            cp.credType = abi.CRED_UID
-            cp.creds.uid.userName = self._c(p.user)
-            cp.creds.uid.password = self._c(p.password)
-        else:
-            cp.credType = abi.CRED_SESSIONID
-            cp.creds.sessionId.cookie = self._c(p.cookie)
-            cp.creds.sessionId.userName = self._c(p.user)
-            cp.creds.sessionId.key = self._c(p.password)
-        cp.thumbPrint = self._c(p.thumbprint)
-        cp.port = p.port
-        cp.nfcHostPort = p.nfchostport
-        cp.specType = abi.SPEC_VMX
-
     def _connect(self):
         p = self.params
         if p.is_remote:
-            self._fill_remote_params()
+            fill_remote_params(self.connect_params, p, self._c)
         connection = ffi.new("VixDiskLibConnection *")
-        self.vddk.check(
-            "ConnectEx", "h->params, %d, %s, %s, &connection"
-            % (self.readonly, _or_null(p.snapshot), _or_null(p.transports)),
-            self.connect_params, b"\1" if self.readonly else b"\0",
-            self._c(p.snapshot),
-            self._c(p.transports), connection)
+        with self._hinted("connect"):
+            self.vddk.check(
+                "ConnectEx", "h->params, %d, %s, %s, &connection"
+                % (self.readonly, _or_null(p.snapshot),
+                   _or_null(p.transports)),
+                self.connect_params, b"\1" if self.readonly else b"\0",
+                self._c(p.snapshot),
+                self._c(p.transports), connection)
         self.connection = connection[0]
+
+    @contextlib.contextmanager
+    def _hinted(self, where):
+        """Follow a VDDK error with its hint lines (``hints``), if any: the
+        error is printed first, the last hint is the failure's message."""
+        try:
+            yield
+        except VddkError as e:
+            lines = hints.for_error(e.code, self.params, where,
+                                    vddklog.seen.actual_thumbprint)
+            if not lines:
+                raise
+            error(str(e))
+            for line in lines[:-1]:
+                error(line)
+            raise PluginError(lines[-1], e.errno) from None
 
     def create(self):
         p = self.params
@@ -231,16 +249,11 @@ class Disk:
         flags = self.params.open_flags(self.readonly)
         handle = ffi.new("VixDiskLibHandle *")
         shown = printable(self.filename)     # the client's, maybe
-        try:
+        with self._hinted("open"):
             self.vddk.check(
                 "Open", "connection, %s, %d, &handle" % (shown, flags),
                 self.connection, self._c(self.filename), flags, handle,
                 prefix="VixDiskLib_Open: %s" % shown)
-        except VddkError as e:
-            if self.params.is_remote and e.code == VIX_E_FAIL:
-                error(str(e))
-                raise PluginError(OPEN_HINT) from None
-            raise
         self.handle = handle[0]
 
     # -- facts about the disk ---------------------------------------------
@@ -325,10 +338,11 @@ class Disk:
 
     def _transfer(self, kind, buffer, offset, count):
         """Read or Write (``kind``) ``count`` bytes at ``offset``."""
-        if self.synchronous:
-            self._synchronous(kind, buffer, offset, count)
-        else:
-            self._asynchronous(kind + "Async", buffer, offset, count)
+        with self._hinted("data"):
+            if self.synchronous:
+                self._synchronous(kind, buffer, offset, count)
+            else:
+                self._asynchronous(kind + "Async", buffer, offset, count)
 
     def _synchronous(self, name, buffer, offset, count):
         next(self.commands)

@@ -27,7 +27,16 @@ _SONAME = re.compile(r"^libvixDiskLib\.so\.(\d+)$")
 
 
 class LoadError(Exception):
-    """The library could not be loaded; the message is upstream's."""
+    """The library could not be loaded; the message is upstream's.
+
+    ``path`` is the file that is there but did not load (None when no
+    candidate exists) and ``reason`` the loader's own words for it.
+    """
+
+    def __init__(self, message, path=None, reason=None):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
 
 
 class MissingSymbol(LoadError):
@@ -42,7 +51,7 @@ def default_libdir():
     return DEFAULT_LIBDIRS[0]
 
 
-def _sonames_on_disk(libdir):
+def sonames_on_disk(libdir):
     """{major: path} of the libvixDiskLib.so.N files in libdir."""
     found = {}
     for sub in ("lib64", ""):
@@ -61,7 +70,7 @@ def _sonames_on_disk(libdir):
 def candidates(libdir):
     """(path, major) in the order they are tried: newest major first,
     the VDDK tarball's lib64/ layout before the flat one."""
-    on_disk = {m for m in _sonames_on_disk(libdir) if m >= MIN_MAJOR}
+    on_disk = {m for m in sonames_on_disk(libdir) if m >= MIN_MAJOR}
     majors = sorted(set(KNOWN_MAJORS) | on_disk, reverse=True)
     for major in majors:
         for sub in ("lib64/", ""):
@@ -73,9 +82,9 @@ def _dlerror():
     return printable(c_string(process.dlerror()) or "(unknown error)")
 
 
-def _too_old_message(libdir):
+def too_old_message(libdir):
     """Why an older VDDK found in libdir is not used, or None."""
-    too_old = {m: p for m, p in _sonames_on_disk(libdir).items()
+    too_old = {m: p for m, p in sonames_on_disk(libdir).items()
                if m < MIN_MAJOR}
     if not too_old:
         return None
@@ -90,7 +99,7 @@ def _failure_message(libdir, present_error, first_error):
     says most, then an older VDDK in libdir, then the first failure."""
     if present_error is not None:
         return _not_found_message(present_error)
-    return _too_old_message(libdir) or _not_found_message(first_error)
+    return too_old_message(libdir) or _not_found_message(first_error)
 
 
 def _not_found_message(first_error):
@@ -109,7 +118,7 @@ class Library:
 
     def __init__(self, libdir):
         self.libdir = libdir
-        first_error = present_error = None
+        first_error = present_error = present_path = None
         for path, major in candidates(libdir):
             handle = process.dlopen(to_bytes(path), RTLD_NOW)
             if handle != ffi.NULL:
@@ -119,10 +128,11 @@ class Library:
             # A file that is there but does not load (corrupt, wrong
             # architecture) says more than the absence of .so.9.
             if present_error is None and os.path.exists(path):
-                present_error = error
+                present_error, present_path = error, path
         else:
             raise LoadError(_failure_message(libdir, present_error,
-                                             first_error))
+                                             first_error),
+                            present_path, present_error or first_error)
         self.path = path
         self.directory = os.path.dirname(path)
         self.version = major

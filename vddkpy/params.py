@@ -144,12 +144,12 @@ class Params:
             # Kept for the check at exit, when nbdkit may have changed
             # directory (a relative file= is VDDK's error, not ours).
             self.file_at_start = os.path.abspath(self.file)
-        for message in self._problems():
+        for message in self.problems():
             fail_startup(message)
         if self.reexeced_ is not None:
             self._restore_library_path()
 
-    def _problems(self):
+    def problems(self):
         if self.file is not None and self.export is not None:
             yield "file and export parameters cannot be used together"
         if not self.is_remote:

@@ -4,9 +4,12 @@ VDDK passes a printf format and a ``va_list``; on x86-64 the ``va_list``
 arrives as a pointer that libc's ``vsnprintf`` formats (it can be used
 only once, hence one generous buffer).  Log goes to debug; warn and panic
 go to error, except VDDK's phone-home noise, and except on a thread that
-asked for silence (upstream's extents probe).
+asked for silence (upstream's extents probe).  Whatever the verbosity,
+the certificate thumbprint VDDK reports on a failed verification is kept
+for the hint that follows the open error (``hints``).
 """
 
+import re
 import threading
 
 from .abi import ffi
@@ -20,8 +23,19 @@ _NOISE = ("Get CEIP status failed", "VDDK_PhoneHome:")
 # Threads (by ident) whose warnings are being dropped.
 _silenced = set()
 
+# VDDK's line when the server's certificate is not the one thumbprint= names.
+_ACTUAL_THUMBPRINT = re.compile(r"actual thumbprint=([0-9A-Fa-f:]+)")
 
-def _format(fmt, args):
+
+class _Seen:
+    """What VDDK's log said that a hint can use."""
+    actual_thumbprint = None
+
+
+seen = _Seen()
+
+
+def format_message(fmt, args):
     buffer = ffi.new("char[]", _BUFFER_SIZE)
     if process.vsnprintf(buffer, _BUFFER_SIZE, fmt, args) < 0:
         return None
@@ -42,9 +56,14 @@ def _report_callback_failure(exception, value, traceback):
 
 @ffi.callback("VixDiskLibGenericLogFunc", onerror=_report_callback_failure)
 def log_function(fmt, args):
+    watched = b"thumbprint=" in ffi.string(fmt)
+    if not (debug_flags.verbose or watched):
+        return
+    text = format_message(fmt, args)        # va_list: usable only once
+    if watched:
+        note_thumbprint(text)
     if not debug_flags.verbose:
         return
-    text = _format(fmt, args)
     if text is None:
         debug("lost debug message: %s" % printable(c_string(fmt)))
     else:
@@ -55,13 +74,19 @@ def log_function(fmt, args):
 def error_function(fmt, args):
     if threading.get_ident() in _silenced:
         return
-    text = _format(fmt, args)
+    text = format_message(fmt, args)
     if text is None:
         error("lost error message: %s" % printable(c_string(fmt)))
     elif any(noise in text for noise in _NOISE):
         debug(text)
     else:
         error(text)
+
+
+def note_thumbprint(text):
+    match = _ACTUAL_THUMBPRINT.search(text or "")
+    if match:
+        seen.actual_thumbprint = match.group(1)
 
 
 class silenced_errors:

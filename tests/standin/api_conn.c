@@ -309,6 +309,10 @@ static VixError open_remote(const struct fv_conn *conn, const char *path,
   /* No usable transport: real VDDK reports error 13 in this case. */
   if (!conn->mode)
     return VIX_E_FILE_ACCESS_ERROR;
+  /* A powered-on VM holds its base disks open: without a snapshot the
+   * server refuses them with error 13, as some guests do in the field. */
+  if (conn->vm->running && !conn->snapshot)
+    return VIX_E_FILE_ACCESS_ERROR;
   return resolve_remote_path(conn, path, file);
 }
 

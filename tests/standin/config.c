@@ -551,6 +551,12 @@ static int parse_vm_directive(struct parser *ps, char **tok, int ntok)
     return parse_datastore(ps, tok, ntok);
   if (strcmp(tok[0], "snapshot") == 0)
     return parse_snapshot(ps, tok, ntok);
+  if (strcmp(tok[0], "running") == 0) {
+    if (want_args(ps, ntok, 0, 0, "running") == -1)
+      return -1;
+    ps->vm->running = true;
+    return 0;
+  }
   return 1;
 }
 
@@ -560,7 +566,9 @@ static bool is_block_directive(const char *d, bool vm)
     "port", "nfc_port", "thumbprint", "transports", "user", "cookie",
     "down", "down_for", "nfc_max_request", "vm", NULL
   };
-  static const char *const vm_words[] = { "datastore", "snapshot", NULL };
+  static const char *const vm_words[] = {
+    "datastore", "snapshot", "running", NULL
+  };
   const char *const *w = vm ? vm_words : server_words;
 
   for (; *w; w++)

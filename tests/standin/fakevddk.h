@@ -69,6 +69,7 @@ struct fv_vm {
   char *spec;
   struct fv_datastore *datastores;
   struct fv_snapshot *snapshots;
+  bool running;                   /* powered on: base disks are locked */
   struct fv_vm *next;
 };
 

@@ -1,0 +1,59 @@
+"""``vddkpy check KEY=VALUE ...``: a preflight of a VDDK set-up.
+
+Run outside nbdkit, it first asks whether ``nbdkit vddk`` is vddkpy (the
+``vddkpy --check`` install check), then executes nbdkit on
+``nbdkit_script.py`` with the same parameters, where ``inside`` runs the
+remaining steps.  Exit status 0, or 1 when a step fails; ``--json``
+prints one JSON document instead of the lines.
+"""
+
+import os
+import sys
+
+from ..host import Missing, nbdkit_path, plugindir, plugin_script
+from .report import ENVIRONMENT, FAIL, OK, WARN, Result, handover
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      "nbdkit_script.py")
+USAGE = "usage: vddkpy check [--json] KEY=VALUE ...  (the plugin's parameters)"
+
+
+def install_step():
+    """The ``install`` step: whether ``nbdkit vddk`` runs vddkpy."""
+    from ..__main__ import check
+    try:
+        ok, warning = check()
+    except Missing as e:
+        return Result(_severity(), "install", str(e))   # says what to do
+    if warning:
+        return Result(WARN, "install", "%s; but %s" % (ok, warning))
+    return Result(OK, "install", ok)
+
+
+def _severity():
+    """Without a vddk plugin at all the tools that run ``nbdkit vddk``
+    fail, but this vddkpy can still check the rest; anything else wrong
+    in nbdkit's Python fails the step."""
+    try:
+        script = plugin_script(plugindir(nbdkit_path()), "vddk")
+    except Missing:
+        return FAIL
+    return FAIL if os.path.exists(script) else WARN
+
+
+def main(argv):
+    as_json = "--json" in argv
+    args = [a for a in argv if a != "--json"]
+    if any("=" not in a or a.startswith("-") for a in args):
+        print(USAGE, file=sys.stderr)
+        return 2
+    first = install_step()
+    try:
+        nbdkit = nbdkit_path()
+    except Missing as e:
+        print(first.line() if not as_json else e, file=sys.stderr)
+        return 1
+    env = dict(os.environ)
+    env[ENVIRONMENT] = handover(as_json, [first])
+    sys.stdout.flush()
+    os.execve(nbdkit, [nbdkit, "python", SCRIPT] + args, env)

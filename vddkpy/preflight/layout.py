@@ -1,0 +1,88 @@
+"""The library directory as the plugin searches it (``library``), and the
+near misses users make: VDDK unpacked one level too deep (``lib64/lib64``,
+``vmware-vix-disklib-distrib/vmware-vix-disklib-distrib``), libdir= naming
+a sibling (``bin64``), a file built for another machine or not a library
+at all, a dependency the loader cannot find."""
+
+import builtins
+import os
+import re
+
+from ..library import candidates, sonames_on_disk
+
+X86_64 = 62
+_MACHINES = {3: "32-bit x86", 8: "MIPS", 20: "PowerPC", 21: "64-bit PowerPC",
+             22: "s390", 40: "32-bit ARM", 183: "AArch64 (ARM64)",
+             243: "RISC-V"}
+_SEARCH_DEPTH = 4
+_MISSING = re.compile(r"^([^/:]+): cannot open shared object file")
+
+
+def elf_problem(path):
+    """Why ``path`` cannot be an x86-64 ELF shared library, or None."""
+    try:
+        with builtins.open(path, "rb") as f:
+            head = f.read(20)
+    except OSError as e:
+        return "cannot read %s: %s" % (path, e.strerror)
+    if head[:4] != b"\x7fELF":
+        return "%s is not an ELF library (it begins %r)" % (path, head[:12])
+    if head[4] != 2:
+        return "%s is a 32-bit library" % path
+    machine = int.from_bytes(head[18:20],
+                             "little" if head[5] == 1 else "big")
+    if machine != X86_64:
+        return "%s is built for %s, not x86-64" % (
+            path, _MACHINES.get(machine, "ELF machine %d" % machine))
+    return None
+
+
+def first_present(libdir):
+    """(path, major) of the candidate the plugin would load first."""
+    for path, major in candidates(libdir):
+        if os.path.exists(path):
+            return path, major
+    return None
+
+
+def _walk(top, depth=_SEARCH_DEPTH):
+    """(directory, file names) under ``top``, at most ``depth`` down."""
+    top = top.rstrip("/") or "/"
+    for directory, subdirs, files in os.walk(top):
+        if directory[len(top):].count("/") >= depth:
+            subdirs[:] = []
+        yield directory, files
+
+
+def near_misses(libdir):
+    """libvixDiskLib.so.N files the plugin will not find from ``libdir``:
+    deeper inside it, or in its parent (libdir= naming bin64/)."""
+    looked = {os.path.normpath(libdir), os.path.join(libdir, "lib64")}
+    found = set(sonames_on_disk(os.path.dirname(libdir)).values())
+    for directory, files in _walk(libdir):
+        if os.path.normpath(directory) not in looked:
+            found.update(os.path.join(directory, f) for f in files
+                         if f.startswith("libvixDiskLib.so."))
+    return sorted(found)
+
+
+def libdir_for(path):
+    """The libdir= value under which the plugin finds ``path``."""
+    directory = os.path.dirname(path)
+    if os.path.basename(directory) == "lib64":
+        return os.path.dirname(directory)
+    return directory
+
+
+def missing_dependency(reason):
+    """The library the loader could not find, from its message, or None."""
+    match = _MISSING.match(reason or "")
+    return match.group(1) if match else None
+
+
+def find_file(libdir, name):
+    """The directory under ``libdir`` holding ``name``, or None."""
+    for directory, files in _walk(libdir):
+        if name in files:
+            return directory
+    return None

@@ -1,0 +1,152 @@
+"""The checks of the VDDK library: where it is, that it loads, InitEx."""
+
+import os
+
+from ..abi import ffi
+from ..library import (DEFAULT_LIBDIRS, Library, LoadError, MissingSymbol,
+                       sonames_on_disk, too_old_message)
+from ..native import c_string, to_bytes
+from .. import vddklog
+from . import layout
+from .report import FAIL, OK, WARN, Result
+
+FULL_DISTRIBUTION = ("libdir= must name the directory VDDK's tarball "
+                     "unpacks (vmware-vix-disklib-distrib, holding lib64/)")
+X86_64_VDDK = ("download VDDK for Linux x86-64 (VMware-vix-disklib-*."
+               "x86_64.tar.gz) and unpack it whole")
+
+
+def load(libdir):
+    """(Library or None, LoadError or None): the plugin's own loading."""
+    try:
+        return Library(libdir), None
+    except LoadError as e:
+        return None, e
+
+
+def where(params, libdir):
+    """The ``library`` step: which libvixDiskLib.so.N and why."""
+    if params.libdir is None and not os.path.isdir(libdir):
+        return Result(FAIL, "library", "no libdir= given and none of %s "
+                      "exists" % ", ".join(DEFAULT_LIBDIRS),
+                      "libdir=/path/to/vmware-vix-disklib-distrib")
+    present = layout.first_present(libdir)
+    if present is None:
+        return _absent(libdir)
+    path, major = present
+    problem = layout.elf_problem(path)
+    if problem:
+        return Result(FAIL, "library", problem, X86_64_VDDK)
+    others = sorted(set(sonames_on_disk(libdir)) - {major}, reverse=True)
+    why = "the newest libvixDiskLib.so.N there; lib64/ is tried first"
+    if others:
+        why += "; also there: " + ", ".join(".so.%d" % m for m in others)
+    return Result(OK, "library", "%s (VDDK %d: %s)" % (path, major, why))
+
+
+def _absent(libdir):
+    too_old = too_old_message(libdir)
+    if too_old:
+        return Result(FAIL, "library", too_old,
+                      "install VDDK 6.7 or newer")
+    misses = layout.near_misses(libdir)
+    if misses:
+        return Result(FAIL, "library",
+                      "no libvixDiskLib.so.N in %s/lib64 or %s, but %s is "
+                      "there (VDDK unpacked one level too deep?)"
+                      % (libdir, libdir, misses[0]),
+                      "libdir=%s" % layout.libdir_for(misses[0]))
+    return Result(FAIL, "library", "no libvixDiskLib.so.N (N >= 6) in "
+                  "%s/lib64 or %s" % (libdir, libdir), FULL_DISTRIBUTION)
+
+
+def loading(library, problem, libdir):
+    """The ``load`` step: dlopen and the required symbols."""
+    if library is not None:
+        return Result(OK, "load", "loaded %s" % (library.dll()
+                                                 or library.path))
+    if isinstance(problem, MissingSymbol):
+        return Result(FAIL, "load", str(problem).split(". ")[0],
+                      "install VDDK 6.7 or newer")
+    needed = layout.missing_dependency(problem.reason)
+    if needed is None:
+        return Result(FAIL, "load", problem.reason or str(problem),
+                      X86_64_VDDK)
+    return Result(FAIL, "load", "%s needs %s, which the loader does not "
+                  "find" % (problem.path, needed),
+                  _dependency_fix(libdir, needed))
+
+
+def _dependency_fix(libdir, needed):
+    found = layout.find_file(libdir, needed)
+    if found:
+        return ("it is in %s: start nbdkit with LD_LIBRARY_PATH=%s (the "
+                "plugin adds that directory only once the library has "
+                "loaded)" % (found, found))
+    if needed.startswith(("libssl.so.3", "libcrypto.so.3")):
+        return ("VDDK >= 8.0.2 needs OpenSSL 3, which RHEL 8 lacks: use "
+                "VDDK 8.0.1 there (RHEL-28533)")
+    return ("it is not under %s either: unpack the whole VDDK tarball, or "
+            "install the package providing %s" % (libdir, needed))
+
+
+class Messages:
+    """VDDK's log and warning lines during the check, kept, not printed."""
+
+    def __init__(self):
+        self.lines = []
+
+        # Never let an exception escape into VDDK's thread.
+        @ffi.callback("VixDiskLibGenericLogFunc",
+                      onerror=lambda exception, value, traceback: None)
+        def keep(fmt, args):
+            text = vddklog.format_message(fmt, args)
+            if text is not None:
+                vddklog.note_thumbprint(text)
+                self.lines.append(text)
+        self.callback = keep
+
+
+def initialise(vddk, libdir, config, messages):
+    """The ``init`` step: VixDiskLib_InitEx, the version, the transports."""
+    code = vddk.call("InitEx", "", 6, 5, messages.callback,
+                     messages.callback, messages.callback, to_bytes(libdir),
+                     ffi.NULL if config is None else to_bytes(config))
+    if code != 0:
+        said = "; VDDK said: %s" % messages.lines[-1] if messages.lines \
+            else ""
+        return Result(FAIL, "init", "%s%s" % (vddk.error(
+            "VixDiskLib_InitEx", code), said), _init_fix(messages.lines))
+    modes = c_string(vddk.call("ListTransportModes", ""))
+    return Result(OK, "init", "InitEx works; VDDK %s; transport modes %s"
+                  % (_full_version(vddk.library), modes))
+
+
+def _init_fix(lines):
+    needed = [layout.missing_dependency(line) for line in lines]
+    needed = [n for n in needed if n]
+    if needed:
+        return ("VDDK could not load %s: unpack the whole VDDK tarball "
+                "(the plugin puts its lib64/ in LD_LIBRARY_PATH)" % needed[0])
+    return "see VDDK's message; config= names VDDK's configuration file"
+
+
+def _full_version(library):
+    """8.0.3 from libvixDiskLib.so.8.0.3 (the file the soname links to)."""
+    name = os.path.basename(library.dll() or library.path)
+    version = name.partition(".so.")[2]
+    return version or str(library.version)
+
+
+def local_risk(version, transports):
+    """The ``san`` step: VDDK >= 8 may crash without /sys/class/scsi_disk
+    when it tries the SAN transport (RHEL-54377), or None."""
+    modes = transports.split(":") if transports else None
+    if version < 8 or os.path.exists("/sys/class/scsi_disk") or \
+            (modes is not None and "san" not in modes):
+        return None
+    why = "san is in transports=" if modes else \
+        "transports= is not given, so VDDK tries san"
+    return Result(WARN, "san", "VDDK %d may crash nbdkit opening a disk on "
+                  "a machine without /sys/class/scsi_disk (RHEL-54377); %s"
+                  % (version, why), "transports=nbdssl:nbd (without san)")
