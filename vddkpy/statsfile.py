@@ -10,10 +10,8 @@ planted meanwhile instead of following it, and a reader never sees half a
 file).
 """
 
-import json
 import os
 import stat
-import tempfile
 
 
 def problem(path, served_file=None):
@@ -70,6 +68,8 @@ def _same_file(target, other_path):
 
 def write(path, document):
     """Write ``document`` as JSON to a new file renamed over ``path``."""
+    import json         # here: every start checks the path, few write
+    import tempfile
     directory, name = os.path.split(path)
     fd, temporary = tempfile.mkstemp(prefix=".%s." % name, dir=directory)
     try:

@@ -39,12 +39,6 @@ _api = ctypes.pythonapi
 _api.PyGILState_Ensure.restype = ctypes.c_int
 _api.PyGILState_Release.argtypes = [ctypes.c_int]
 
-ffi.cdef("""
-int __cxa_thread_atexit_impl(void (*func)(void *), void *obj,
-                             void *dso_symbol);
-""")
-
-
 def _find_exit_hook():
     try:
         return process.__cxa_thread_atexit_impl

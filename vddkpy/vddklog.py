@@ -9,7 +9,7 @@ asked for silence (upstream's extents probe).
 
 import threading
 
-from .abi import ffi
+from .binding import ffi
 from .nbdkit_compat import debug, debug_flags, error
 from .native import process
 from .printable import escape_unprintable
