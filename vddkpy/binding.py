@@ -9,13 +9,16 @@ plugin works the same, starts some 55 ms slower, and says why in one
 debug line (``nbdkit -v``).
 """
 
+import importlib
+
 from . import ffibuild
 
 
 def _generated():
     """(the generated module's ffi, None) or (None, why it is not used)."""
     try:
-        from . import _vddk_cffi as generated
+        # (``from . import`` would hide that the module is missing.)
+        generated = importlib.import_module(ffibuild.QUALIFIED)
     except ImportError as e:
         if isinstance(e, ModuleNotFoundError) \
                 and e.name == ffibuild.QUALIFIED:

@@ -8,7 +8,8 @@ script whose first line is ``#!NBDKIT python`` (in preference to a C
 ``nbdkit-NAME-plugin.so``); after installing, ``nbdkit vddk file=…
 libdir=…`` works as with the C plugin (except that ``file=`` must be
 written out).  The package is copied where the Python that nbdkit embeds
-finds it.  The installer refuses, with one line saying what to do, when
+finds it, its cffi module generated there afresh (``ffibuild``).  The
+installer refuses, with one line saying what to do, when
 the result would not work for nbdkit started by other programs.  A C
 plugin of the same name is kept aside only with ``--force``, and restored
 by ``--uninstall``.  The Debian package (scripts/build-deb.sh) installs
@@ -20,6 +21,7 @@ import os
 import shutil
 import sys
 
+from . import ffibuild
 from .host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, plugindir, \
     plugin_script
 
@@ -110,6 +112,7 @@ def install(name, force):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(PACKAGE_DIR, target,
                         ignore=shutil.ignore_patterns("__pycache__"))
+    ffibuild.generate(target)       # whatever the source directory held
     with open(script, "w") as f:
         f.write(script_text(nbdkit, name, python.site_packages))
     os.chmod(script, 0o755)
