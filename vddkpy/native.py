@@ -11,7 +11,6 @@ loader (for the loader's own error texts), ``vsnprintf`` for VDDK's
 from .binding import ffi
 
 RTLD_NOW = 2
-FNM_PATHNAME = 1
 FNM_NOMATCH = 1
 # LC_CTYPE_MASK | LC_COLLATE_MASK (the same bits in glibc and musl).
 _MATCHING_CATEGORIES = (1 << 0) | (1 << 3)

@@ -17,7 +17,7 @@ from .calls import Vddk
 from .disk import Disk
 from .errors import PluginError
 from .nbdkit_compat import debug, debug_flags, error, fail_startup
-from .native import FNM_NOMATCH, FNM_PATHNAME, fnmatch_bytes, to_bytes
+from .native import FNM_NOMATCH, fnmatch_bytes, to_bytes
 from .printable import quoted
 from .vddklog import error_function, log_function
 
@@ -126,7 +126,9 @@ class Session:
             raise PluginError("'export' parameter used, but the client did "
                               "not negotiate an export name.  Using oldstyle "
                               "protocol?")
-        r = fnmatch_bytes(to_bytes(wildcard), export_name, FNM_PATHNAME)
+        # No FNM_PATHNAME, as upstream since 1.45.11: "*" crosses "/", so
+        # one server serves a VM's disks in several folders of a datastore.
+        r = fnmatch_bytes(to_bytes(wildcard), export_name, 0)
         name = export_name.decode("utf-8", "surrogateescape")
         if r == 0:
             return name
