@@ -28,9 +28,9 @@ __all__ = [
 API_VERSION = 2
 
 params = Params()
-# Made by get_ready: the session's modules (the data path, and the error
-# reporting for its PluginErrors) are imported only once nbdkit is past its
-# re-exec, so the re-executing process and --dump-plugin skip them.
+# Made by get_ready: the session's modules (the data path) are imported only
+# once nbdkit is past its re-exec, so the re-executing process and
+# --dump-plugin skip them.
 session = None
 
 
@@ -54,9 +54,7 @@ def config_complete():
 def get_ready():
     global session
     library = load_library(params)
-    from .errors import install_reporting
     from .session import Session
-    install_reporting()
     session = Session(params, library)
 
 
