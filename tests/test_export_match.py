@@ -186,6 +186,12 @@ def test_one_server_for_disks_in_two_folders(tmp_path, nbdkit):
             server.connect(export=refused)
         assert ('access denied: client requested "%s" which does not match '
                 'export="%s"' % (refused, wildcard)) in server.stderr
+    # The wildcard matches this name, which leads out of vm/.
+    climbing = "[datastore1] vm/../vmx/disk.vmdk"
+    with pytest.raises(nbd.Error):
+        server.connect(export=climbing)
+    assert ('access denied: client requested "%s" which has a ".." path '
+            'component' % climbing) in server.stderr
     server.stop()
     assert [c["path"] for c in server.calls("Open")] == list(disks)
 

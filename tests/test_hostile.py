@@ -196,8 +196,8 @@ _libc = ctypes.CDLL(None)
 
 def wildcard_matches(wildcard, name):
     """glibc's fnmatch without FNM_PATHNAME, as vddkpy and nbdkit 1.46 (
-    "*" matches "/", so "F*.vmdk" also admits "F/../Other.vmdk", which the
-    stand-in's datastore then refuses, as a ".." component)."""
+    "*" matches "/"; the plugin also refuses names with a ".." component,
+    such as "F/../Other.vmdk", which this oracle would admit)."""
     return _libc.fnmatch(wildcard, name, 0) == 0
 
 

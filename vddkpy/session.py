@@ -26,6 +26,12 @@ RHEL_54377_HINT = (
     "workarounds: https://issues.redhat.com/browse/RHEL-54377")
 
 
+def _climbs(name):
+    """Whether a file name ("[datastore] dir/file.vmdk" or a local path)
+    has a ".." component."""
+    return ".." in name.replace("] ", "/").split("/")
+
+
 class Session:
     def __init__(self, params, library):
         self.params = params
@@ -130,6 +136,11 @@ class Session:
         # one server serves a VM's disks in several folders of a datastore.
         r = fnmatch_bytes(to_bytes(wildcard), export_name, 0)
         name = export_name.decode("utf-8", "surrogateescape")
+        if r == 0 and _climbs(name):
+            # "*" would also admit "dir/../elsewhere": not what the
+            # wildcard names (upstream passes it on to VDDK).
+            raise PluginError('access denied: client requested %s which has '
+                              'a ".." path component' % quoted(name))
         if r == 0:
             return name
         if r == FNM_NOMATCH:
