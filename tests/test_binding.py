@@ -31,6 +31,15 @@ def test_checkout_module_is_current(tmp_path):
         "%s is stale: run scripts/setup.sh" % GENERATED
 
 
+def test_generator_refuses_a_missing_directory(tmp_path):
+    result = subprocess.run(
+        ["/usr/bin/python3", "-m", "vddkpy.ffibuild", str(tmp_path / "no")],
+        cwd=ROOT, capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", "vddkpy.ffibuild: error: %s: No such file or directory\n"
+        % (tmp_path / "no"))
+
+
 def test_generation_is_reproducible():
     first = ffibuild.module_text()
     assert ffibuild.module_text() == first

@@ -62,10 +62,20 @@ def generate(directory=None):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) > 1 or argv[:1] in (["-h"], ["--help"]):
-        print(__doc__.strip().splitlines()[2].strip())
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-    generate(argv[0] if argv else None)
+    usage = "usage: " + __doc__.strip().splitlines()[2].strip()
+    if argv in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if len(argv) > 1:
+        print(usage, file=sys.stderr)
+        return 2
+    directory = argv[0] if argv else None
+    try:
+        generate(directory)
+    except OSError as e:
+        print("vddkpy.ffibuild: error: %s: %s"
+              % (directory or e.filename, e.strerror), file=sys.stderr)
+        return 1
     return 0
 
 
