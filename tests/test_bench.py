@@ -1,8 +1,9 @@
-"""scripts/bench.py: a client lean enough to rank servers, and a ranking
-printed only when the baseline shows that the harness can tell."""
+"""scripts/bench.py's harness (not the speed): fio and hyperfine found or
+named in one line, their JSON read from real runs, servers taking turns,
+and a ranking printed only when the baseline shows the harness can tell."""
 
-import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -10,178 +11,197 @@ import pytest
 
 from conftest import ROOT
 
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchmark import fio, hyperfine, report, rounds, servers, verdict  # noqa: E402,E501
+from benchmark.results import Case, Goal  # noqa: E402
+
 BENCH = ROOT / "scripts" / "bench.py"
+MiB = 1024 * 1024
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+class Ctx:
+    """The little of the bench's context these tests need."""
+
+    def __init__(self, workdir, kinds=servers.KINDS, repeat=3):
+        self.workdir, self.kinds, self.repeat = workdir, list(kinds), repeat
+        self.failed = False
 
 
-bench = load_bench()
+def tool_dir(tmp_path, tools):
+    """A PATH directory holding only ``tools`` (links to the real ones)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in tools:
+        os.symlink(subprocess.run(["which", tool], capture_output=True,
+                                  text=True, check=True).stdout.strip(),
+                   bin_dir / tool)
+    return bin_dir
 
 
-def start_file_server(tmp_path, filters=()):
-    """bench's own server handling: nbdkit's file plugin (behind
-    ``filters``: [(name, [param, ...])]) on a 16 MiB disk."""
-    ctx = bench.Context()
-    ctx.workdir = tmp_path
-    disk = tmp_path / "disk.raw"
-    disk.write_bytes(bytes(range(256)) * (16 * bench.MiB // 256))
-    server = bench.Server("file", disk, ctx)
-    for name, params in filters:
-        server.command[-2:-2] = ["--filter=" + name]
-        server.command += params
-    return server.start()
+@pytest.mark.parametrize("present, line", [
+    (("nbdkit", "nbdcopy", "nbdinfo"),
+     "bench: fio, hyperfine not found: apt install fio hyperfine"),
+    (("nbdkit", "nbdcopy", "nbdinfo", "hyperfine"),
+     "bench: fio not found: apt install fio"),
+])
+def test_missing_tools_are_named_with_their_package(tmp_path, present, line):
+    env = dict(os.environ, PATH=str(tool_dir(tmp_path, present)))
+    p = subprocess.run([sys.executable, str(BENCH), "--quick", "--json",
+                        str(tmp_path / "out.json")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (1, "", line + "\n")
+    assert not (tmp_path / "out.json").exists()
 
 
 @pytest.fixture
 def file_server(tmp_path):
-    server = start_file_server(tmp_path)
-    yield server.socket, 16 * bench.MiB
-    server.stop()
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(os.urandom(16 * MiB))
+    with servers.Server(Ctx(tmp_path), "file", disk) as server:
+        yield server
 
 
-def test_random_reads_reuse_one_buffer_per_slot(file_server, monkeypatch):
-    import nbd
-    buffers = []
-    real_pread = nbd.NBD.aio_pread
-
-    def recording_pread(self, buf, offset, *args, **kw):
-        buffers.append(buf)
-        return real_pread(self, buf, offset, *args, **kw)
-
-    monkeypatch.setattr(nbd.NBD, "aio_pread", recording_pread)
-    sock, size = file_server
-    seconds, cpu = bench.random_io(sock, 3000, 4096, size, 64, seed=1)
-    assert seconds > 0 and cpu >= 0
-    assert len(buffers) == 3000
-    # One buffer per in-flight slot, however many requests.
-    assert len({id(buf) for buf in buffers}) == 64
+def test_fio_figures_come_from_its_json(file_server, tmp_path):
+    iops, extra = fio.run_fio(file_server, tmp_path, 0.5)
+    text = (tmp_path / "fio-file.json").read_text()
+    raw = json.loads(text[text.index("{"):])["jobs"][0]
+    assert extra["ios"] == raw["read"]["total_ios"] > 0
+    assert iops == raw["read"]["iops"] > 0
+    assert raw["read"]["io_bytes"] == 4096 * extra["ios"]
+    assert raw["job options"]["iodepth"] == "64"
+    assert raw["job options"]["runtime"] == "500ms"
+    # The server's CPU time, read from /proc around the run.
+    assert extra["server_cpu_us"] > 0
 
 
-def test_random_reads_report_failed_requests(tmp_path):
-    # Every read fails on the server: the bench must say so rather than
-    # time the failures.
-    server = start_file_server(tmp_path, [
-        ("error", ["error=EIO", "error-pread-rate=1"])])
-    try:
-        with pytest.raises(bench.BenchError,
-                           match=r"^100 of 100 requests failed \(first "
-                                 r"errno 5\)$"):
-            bench.random_io(server.socket, 100, 4096, 16 * bench.MiB, 8,
-                            seed=1)
-    finally:
-        server.stop()
+def test_fio_json_after_the_nbd_engines_message():
+    text = ('fio: connected to NBD server\n{"jobs": [{"error": 0, '
+            '"job_runtime": 2000, "read": {"iops": 10.5, "total_ios": 21, '
+            '"clat_ns": {}}, "write": {"iops": 0, "total_ios": 0}}]}')
+    assert fio.parse_fio(text) == {"iops": 10.5, "ios": 21, "seconds": 2.0,
+                                   "p99_us": 0.0}
 
 
-def rand_case(file_iops, vddkpy_iops, c_iops=None, empty_iops=None,
-              others_cpu=0.02):
-    case = bench.Case("rand-read-4k", "random reads", "IOPS",
-                      ["vddkpy", "c-vddk", "py-empty", "file"],
-                      higher_is_better=True, baseline_floor=80000)
-    for kind, value in (("file", file_iops), ("vddkpy", vddkpy_iops),
-                        ("c-vddk", c_iops), ("py-empty", empty_iops)):
-        if value is not None:
-            case.add(kind, value, seconds=1.0, client_cpu=0.5,
-                     others_cpu=others_cpu if kind == "vddkpy" else 0.02)
+def test_hyperfine_times_every_run(tmp_path):
+    out = tmp_path / "hf.json"
+    value, extra = hyperfine.run_hyperfine(["sleep", "0.05"], out, runs=3,
+                                           warmup=1)
+    assert len(extra["times"]) == 3
+    assert all(t >= 0.05 for t in extra["times"])
+    assert value == sorted(extra["times"])[1]
+    assert json.loads(out.read_text())["results"][0]["command"] == \
+        "sleep 0.05"
+
+
+def test_hyperfine_reports_a_failing_command(tmp_path):
+    with pytest.raises(servers.BenchError,
+                       match=r"^hyperfine exited 1 on sh -c 'exit 3':"):
+        hyperfine.run_hyperfine(["sh", "-c", "exit 3"], tmp_path / "hf.json")
+
+
+def test_servers_take_turns_and_a_failing_one_is_dropped(tmp_path):
+    calls = []
+
+    def measure(ctx, case, kind, state, first):
+        calls.append((kind, first))
+        if kind == "py-empty" and not first:
+            raise servers.BenchError("py-empty broke")
+        return len(calls), {}
+
+    case = Case("turns", "t", "s", list(servers.KINDS), measure)
+    ctx = Ctx(tmp_path, repeat=3)
+    rounds.take_turns(ctx, case)
+    assert calls == [("vddkpy", True), ("c-vddk", True), ("py-empty", True),
+                     ("file", True), ("vddkpy", False), ("c-vddk", False),
+                     ("py-empty", False), ("file", False), ("vddkpy", False),
+                     ("c-vddk", False), ("file", False)]
+    assert case.samples["vddkpy"] == [1, 5, 9]
+    assert case.samples["py-empty"] == [3]
+    assert case.errors == {"py-empty": "BenchError: py-empty broke"}
+    assert ctx.failed
+
+
+def fio_case(file_iops, vddkpy_iops=30000, c_iops=40000, others=0.02):
+    case = Case(verdict.BASELINE_CASE, "fio", "IOPS", list(servers.KINDS),
+                None, higher_is_better=True, goal=Goal("c-vddk", 0.8))
+    for kind, iops in (("vddkpy", vddkpy_iops), ("c-vddk", c_iops),
+                       ("file", file_iops)):
+        if iops is not None:
+            case.add(kind, iops, others_share=others, server_cpu_us=20.0)
     return case
 
 
-META = {"repeat": 1, "data_size": bench.GiB, "map_size": 64 * bench.GiB}
-ALL = ["vddkpy", "c-vddk", "py-empty", "file"]
-
-
-def table_row(text, name):
-    return next(line for line in text.splitlines()
-                if line.startswith("| %s |" % name))
+def copy_case(vddkpy_s, c_s, others=0.02):
+    case = Case("copy-esxi-2m", "copy", "s", ["vddkpy", "c-vddk"], None,
+                goal=Goal("c-vddk", 1.05))
+    case.add("vddkpy", vddkpy_s, others_share=others)
+    case.add("c-vddk", c_s, others_share=0.0)
+    return case
 
 
 def test_no_ranking_when_the_baseline_falls_short():
-    # The figures of a client that allocated a buffer per request: every
-    # server near the client's own limit.
-    text = bench.markdown([rand_case(40000, 33600, 33300, 30000)], ALL, META)
-    assert "**No ranking from rand-read-4k**: the baseline, nbdkit's file " \
-        "plugin, reached only 40000 IOPS (median), short of its known " \
-        "rate (--baseline-iops 80000)" in text
-    assert "Ranking from" not in text
-    assert "×" not in table_row(text, "rand-read-4k")
-    assert "no rank" in table_row(text, "rand-read-4k")
+    why = verdict.why_no_ranking([fio_case(42789)], 90000, 0.15)
+    assert why == ("the baseline, nbdkit's file plugin, reached only 42789 "
+                   "IOPS (median) under fio, short of its known rate "
+                   "(--baseline-iops 90000)")
+    text = report.markdown([fio_case(42789)], list(servers.KINDS), {}, why)
+    assert "**No ranking**: %s.\n" % why in text
+    assert "Ranking and goals" not in text
 
 
 def test_no_ranking_without_a_baseline():
-    text = bench.markdown([rand_case(None, 33600, 50000)], ALL, META)
-    assert "**No ranking from rand-read-4k**: the baseline (nbdkit's file " \
-        "plugin) was not measured" in text
+    assert verdict.why_no_ranking([copy_case(1.0, 1.0)], 90000, 0.15) == (
+        "the baseline (nbdkit's file plugin under fio, case "
+        "fio-randread-4k) was not measured in this run")
 
 
 def test_no_ranking_while_other_work_shares_the_cpus():
-    # The baseline reached its rate, but another job took half a CPU while
-    # vddkpy ran: that changes the servers' rates unevenly.
-    text = bench.markdown([rand_case(100000, 58000, 50000, 51000,
-                                     others_cpu=0.5)], ALL, META)
-    assert "**No ranking from rand-read-4k**: other work used 50 % of a " \
-        "CPU during vddkpy's runs (median; at most 15 % allowed)" in text
-    assert "other work: vddkpy 50 %, c-vddk 2 %" in table_row(
-        text, "rand-read-4k")
+    # Other work in any case of the run, not only in the baseline's.
+    why = verdict.why_no_ranking([fio_case(100000), copy_case(1, 1, 0.5)],
+                                 90000, 0.15)
+    assert why == ("other work used 50 % of a CPU during copy-esxi-2m "
+                   "(vddkpy's runs) (median; at most 15 % allowed)")
 
 
-def test_ranking_against_c_and_the_python_ceiling():
-    text = bench.markdown([rand_case(100000, 34000, 50000, 30000)], ALL,
-                          META)
-    assert "**Ranking from rand-read-4k** (the baseline, nbdkit's file " \
-        "plugin, reached 100000 IOPS, at least its known rate 80000)" in text
-    assert "- vddkpy 34000 IOPS = 0.68× c-vddk's 50000 (upstream's C vddk " \
-        "plugin)" in text
-    assert "- vddkpy 34000 IOPS = 1.13× py-empty's 30000 (the Python " \
-        "ceiling" in text
-    assert "client busy: vddkpy 50 %" in table_row(text, "rand-read-4k")
+def test_ranking_gives_each_goal_met_or_not():
+    cases = [fio_case(100000, vddkpy_iops=30000, c_iops=40000),
+             copy_case(1.04, 1.0)]
+    assert verdict.why_no_ranking(cases, 90000, 0.15) is None
+    text = report.markdown(cases, list(servers.KINDS), {}, None)
+    assert "- fio-randread-4k: vddkpy 30000 IOPS = 0.75× c-vddk's 40000 " \
+        "(goal ≥ 0.8× c-vddk): not met" in text
+    assert "- copy-esxi-2m: vddkpy 1.04 s = 1.04× c-vddk's 1 (goal ≤ " \
+        "1.05× c-vddk): met" in text
+    row = next(line for line in text.splitlines()
+               if line.startswith("| fio-randread-4k |"))
+    assert "| 0.75 |" in row and "vddkpy 20.0 µs CPU/request" in row
 
 
-def run_bench(tmp_path, *args):
+def test_bench_runs_fio_and_hyperfine_cases(tmp_path):
     out = tmp_path / "bench.json"
-    # The default work directory (under /var/tmp): pytest's tmp_path is too
-    # long for the bench's Unix sockets.
     p = subprocess.run([sys.executable, str(BENCH), "--quick", "--only",
-                        "rand-read-4k", "--json", str(out)] + list(args),
+                        "start-run-true,copy-esxi-256k,fio-randread-4k,"
+                        "map-ro", "--servers",
+                        "vddkpy,py-empty,file", "--baseline-iops", "1",
+                        "--max-other-work", "1000", "--json", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    return p.stdout, json.loads(out.read_text())
-
-
-def test_bench_ranks_vddkpy_against_the_python_ceiling(tmp_path):
-    stdout, results = run_bench(tmp_path, "--servers",
-                                "vddkpy,py-empty,file", "--baseline-iops",
-                                "1", "--max-other-work", "1000")
-    case = results["cases"]["rand-read-4k"]
-    assert set(case["servers"]) == {"vddkpy", "py-empty", "file"}
-    for entry in case["servers"].values():
-        assert entry["median"] > 0
-        assert "error" not in entry
-    assert case["baseline"]["short_because"] is None
-    assert "**Ranking from rand-read-4k**" in stdout
-    assert "- vddkpy " in stdout and "py-empty's" in stdout
-
-
-def test_bench_says_when_the_baseline_falls_short(tmp_path):
-    stdout, results = run_bench(tmp_path, "--servers", "vddkpy,file",
-                                "--baseline-iops", "1e12")
-    case = results["cases"]["rand-read-4k"]
-    assert "short of its known rate" in case["baseline"]["short_because"]
-    assert "**No ranking from rand-read-4k**" in stdout
-    assert "Ranking from" not in stdout.replace("No ranking from", "")
-
-
-def test_servers_at_the_baselines_level_are_named():
-    # nbdcopy to null: on 2 CPUs: moving the bytes, not the plugin, sets
-    # the time, so a plugin that matches file shows nothing of its cost.
-    case = bench.Case("seq-read-null", "copy", "s", ALL)
-    for kind, seconds in (("file", 0.649), ("vddkpy", 0.646),
-                          ("c-vddk", 0.90)):
-        case.add(kind, seconds)
-    row = table_row(bench.markdown([case], ALL, META), "seq-read-null")
-    assert "vddkpy at file's level: the harness's floor, not their cost" \
-        in row
-    assert "c-vddk at file's level" not in row
+    results = json.loads(out.read_text())
+    assert results["no_ranking"] is None
+    fio_servers = results["cases"]["fio-randread-4k"]["servers"]
+    assert set(fio_servers) == {"vddkpy", "py-empty", "file"}
+    assert all(s["median"] > 0 and s["ios"][0] > 0
+               for s in fio_servers.values())
+    start = results["cases"]["start-run-true"]
+    assert set(start["servers"]) == {"vddkpy", "py-empty"}
+    assert start["goal"]["other"] == "py-empty"
+    copy = results["cases"]["copy-esxi-256k"]["servers"]["vddkpy"]
+    assert copy["median"] > 0 and copy["cpu_seconds"][0] > 0
+    # The stand-in's call log, read per run: one map, one call per
+    # connection's probe and one for the whole disk at least.
+    map_ro = results["cases"]["map-ro"]["servers"]
+    assert map_ro["vddkpy"]["QueryAllocatedBlocks"][0] >= 2
+    assert "QueryAllocatedBlocks" not in map_ro["file"]
+    assert "**Ranking and goals**" in p.stdout
+    assert "- fio-randread-4k: goal ≥ 0.8× c-vddk not measured" in p.stdout

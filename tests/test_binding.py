@@ -88,6 +88,13 @@ def test_generated_and_parsed_declarations_agree():
         sorted(dir(parsed.dlopen(None)))
 
 
+def test_missing_symbols_are_told_apart():
+    # Outside nbdkit: glibc's symbols are there, the server's are not.
+    from vddkpy import native
+    assert native.has_symbol("fnmatch")
+    assert not native.has_symbol("nbdkit_error")
+
+
 def test_a_layout_mismatch_is_caught():
     import cffi
     wrong = cffi.FFI()

@@ -6,11 +6,13 @@ path are never imported for it.
 
 import sys
 
+from . import __file__ as package_file, __version__
 from .binding import ffi
 from .library import Library, LoadError, MissingSymbol, default_libdir, \
     libdir_of
 from .nbdkit_compat import fail_startup
 from .native import c_string, process
+from .printable import printable
 from .reexec import reexec_if_needed
 
 
@@ -35,6 +37,10 @@ def _dump(params):
         fail_startup(str(e))
     except LoadError:
         library = None
+    # Which copy of vddkpy this is (vddkpy --check names it).
+    print("vddkpy_version=%s" % __version__)
+    print("vddkpy_module=%s" % package_file)
+    print("vddkpy_changed_since=1")
     print("vddk_default_libdir=%s" % default_libdir())
     print("vddk_has_nfchostport=1")
     if library is None:
@@ -42,10 +48,10 @@ def _dump(params):
     print("vddk_library_version=%d" % library.version)
     dll = library.dll()
     if dll:
-        print("vddk_dll=%s" % dll)
+        print("vddk_dll=%s" % printable(dll))
     modes = _transport_modes(library, params)
     if modes is not None:
-        print("vddk_transport_modes=%s" % modes)
+        print("vddk_transport_modes=%s" % printable(modes))
     for name in library.functions:
         print("VixDiskLib_%s=1" % name)
 

@@ -11,6 +11,7 @@ import os
 from .abi import FUNCTIONS
 from .binding import ffi
 from .native import RTLD_NOW, c_string, process, to_bytes
+from .printable import printable
 
 DEFAULT_LIBDIRS = [
     "/usr/lib64/vmware-vix-disklib",
@@ -82,7 +83,7 @@ def candidates(libdir):
 
 
 def _dlerror():
-    return c_string(process.dlerror()) or "(unknown error)"
+    return printable(c_string(process.dlerror()) or "(unknown error)")
 
 
 def _too_old_message(libdir):

@@ -26,6 +26,17 @@ def c_string(cdata):
     return ffi.string(cdata).decode("utf-8", "surrogateescape")
 
 
+def has_symbol(name):
+    """Whether this process exports ``name`` (declared in abi).  A missing
+    symbol is AttributeError with declarations cffi parsed, ffi.error with
+    the generated module."""
+    try:
+        getattr(process, name)
+    except (AttributeError, ffi.error):
+        return False
+    return True
+
+
 def to_bytes(text):
     return text.encode("utf-8", "surrogateescape")
 

@@ -19,6 +19,15 @@ def cffi_missing_message(version, which=EMBEDDED):
             "(%s): apt install python3-cffi" % (version, which))
 
 
+def virtual_environment_message(prefix):
+    """cffi is missing because nbdkit's Python runs in a virtual environment
+    (found through the PATH that activating it set)."""
+    return ("vddkpy needs python3-cffi, which the Python nbdkit embeds does "
+            "not see: it runs in the virtual environment %s, active here "
+            "(nbdkit started by other programs does not): run 'deactivate'"
+            % prefix)
+
+
 def running_version():
     return "%d.%d" % sys.version_info[:2]
 
@@ -48,4 +57,6 @@ def cffi_missing(parser=True):
 
 def require_cffi(parser):
     if cffi_missing(parser):
+        if sys.prefix != sys.base_prefix:
+            fail(virtual_environment_message(sys.prefix))
         fail(cffi_missing_message(running_version()))

@@ -12,13 +12,12 @@ import errno
 import os
 import threading
 
-from . import extents, statsfile
 from .calls import Vddk
 from .disk import Disk
 from .errors import PluginError
 from .nbdkit_compat import debug, debug_flags, error, fail_startup
 from .native import FNM_NOMATCH, fnmatch_bytes, to_bytes
-from .printable import quoted
+from .printable import printable, quoted
 from .vddklog import error_function, log_function
 
 RHEL_54377_HINT = (
@@ -39,8 +38,8 @@ class Session:
         self.initialized = False
         self.open_close_lock = threading.Lock()
         self.create_pending = params.create
-        self.maps = extents.SharedMaps()
         self.disks = set()              # open, until close_disk
+        self._vsphere = None            # changed-since=: one API session
         collect = debug_flags.stats or params.stats_file is not None
         self.vddk = Vddk(library, collect)
         if (library.version >= 8 and params.transports is None
@@ -85,12 +84,16 @@ class Session:
         if debug_flags.stats:
             for line in stats.table():
                 debug(line)
-        if self.params.stats_file:
+        path = self.params.stats_file
+        if path:
+            from . import statsfile     # json, re, tempfile: only for this
             try:
-                statsfile.write(self.params.stats_file, stats.as_json())
+                statsfile.write(path, stats.as_json(),
+                                self.params.disk_files())
+            except statsfile.Refused as e:
+                error(str(e))
             except OSError as e:
-                error("stats-file: %s: %s" % (self.params.stats_file,
-                                              e.strerror))
+                error("stats-file: %s: %s" % (printable(path), e.strerror))
 
     # -- connections --------------------------------------------------------
 
@@ -112,12 +115,23 @@ class Session:
             self.disks.discard(disk)
             disk.close()
 
+    def changed_map(self, disk):
+        """changed-since=: the map of ``disk``, built for it alone."""
+        from .tracked import served_map
+        from .vsphere import Session as VsphereSession
+        with self.open_close_lock:
+            if self._vsphere is None:
+                self._vsphere = VsphereSession(self.params)
+        return served_map(self._vsphere, self.params, disk.filename,
+                          disk.size, self.vddk.stats)
+
     def create_if_pending(self, disk):
         """Create the local disk on the first connection (until it works)."""
         if self.create_pending:
             if disk.readonly:
                 raise PluginError("create=true: cannot create %s on a "
-                                  "read-only connection" % self.params.file,
+                                  "read-only connection"
+                                  % printable(self.params.file),
                                   errno.EROFS)
             disk.create()
             self.create_pending = False

@@ -1,0 +1,36 @@
+"""Start-up: a whole ``nbdkit`` process that serves nothing (``--run
+true``) and ``--dump-plugin`` (how virt-v2v and others probe a plugin)."""
+
+from ..hyperfine import run_hyperfine
+from ..results import Case, Goal
+from ..servers import disk_args, plugin_args, server_env
+
+KINDS = ["vddkpy", "c-vddk", "py-empty"]
+
+
+def command(ctx, kind, what):
+    if what == "dump":
+        return ["nbdkit"] + plugin_args(kind, ctx) + ["--dump-plugin"]
+    return (["nbdkit", "-U", "-"] + plugin_args(kind, ctx)
+            + disk_args(ctx.data) + ["--run", "true"])
+
+
+def measure(what):
+    def one(ctx, case, kind, state, first):
+        out = ctx.workdir / ("hyperfine-%s-%s.json" % (case.name, kind))
+        return run_hyperfine(command(ctx, kind, what), out,
+                             env=server_env(ctx.workdir),
+                             runs=ctx.hyperfine_runs,
+                             warmup=ctx.hyperfine_warmup if first else 0)
+    return one
+
+
+def define(ctx):
+    goal = Goal("py-empty", 2.0)
+    return [
+        Case("start-run-true", "nbdkit -U - PLUGIN file=DISK --run true: "
+             "start, load the plugin, parse its parameters, serve nothing",
+             "s", KINDS, measure("run"), goal=goal, whole_command=True),
+        Case("start-dump-plugin", "nbdkit PLUGIN --dump-plugin", "s", KINDS,
+             measure("dump"), goal=goal, whole_command=True),
+    ]
