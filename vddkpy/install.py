@@ -29,10 +29,10 @@ import sys
 from . import incomplete
 
 try:
-    from . import ffibuild
     from .host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, \
         plugindir, plugin_script
     from .scripts import MARKER, PACKAGE_MARKER, script_text
+    from . import ffibuild
 except ModuleNotFoundError as missing:     # a partial copy
     sys.exit(incomplete(missing, "python3 -m vddkpy.install"))
 
