@@ -12,7 +12,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-scripts/apt-install-missing.sh dpkg-dev pandoc python3 gzip
+scripts/apt-install-missing.sh dpkg-dev pandoc python3 python3-cffi gzip
 
 package=nbdkit-plugin-vddkpy
 plugindir=/usr/lib/x86_64-linux-gnu/nbdkit/plugins     # Debian's, amd64
@@ -32,10 +32,11 @@ install -d -m 755 "$root/DEBIAN" "$root/usr/bin" "$root$plugindir" \
     "$root/usr/lib/python3/dist-packages/vddkpy/preflight" \
     "$root/usr/share/man/man1" "$root/usr/share/doc/$package"
 
-# The Python package.
+# The Python package, with its cffi module generated afresh from abi.py.
 for f in vddkpy/*.py vddkpy/preflight/*.py; do
     install -m 644 "$f" "$root/usr/lib/python3/dist-packages/$f"
 done
+python3 -m vddkpy.ffibuild "$root/usr/lib/python3/dist-packages/vddkpy"
 
 # The plugin scripts, from the same template the installer uses.
 for name in vddk vddkpy; do

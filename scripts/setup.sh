@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 or 13 machine (scripts/ci-matrix.sh
 # tests both): system packages, Python packages for the interpreter nbdkit
-# embeds, the VDDK stand-in build and the vCenter simulator (tests/vcsim).
+# embeds, the VDDK stand-in build, the vCenter simulator (tests/vcsim), and
+# vddkpy/_vddk_cffi.py (the cffi module generated from vddkpy/abi.py, which
+# the tests and demo use from here).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -19,4 +21,5 @@ apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
 "$here/scripts/apt-install-missing.sh" "${apt_packages[@]}"
 
 make -s -C "$here/tests/standin"
+(cd "$here" && /usr/bin/python3 -m vddkpy.ffibuild)
 "$here/tests/vcsim/build.sh"

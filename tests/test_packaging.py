@@ -19,7 +19,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT, TIMEOUT, install_standin, random_file, standin_env
-from vddkpy import __version__
+from vddkpy import __version__, ffibuild
 from vddkpy.host import EmbeddedPython, nbdkit_path, plugindir
 from vddkpy.scripts import package_script
 
@@ -83,12 +83,15 @@ def assert_one_line(result, line):
 
 @pytest.fixture
 def no_cffi(tmp_path):
-    """An environment in which ``import cffi`` fails as when python3-cffi
+    """An environment in which ``import cffi`` and ``import _cffi_backend``
+    fail as when python3-cffi (and python3-cffi-backend, which it pulls in)
     is not installed (nbdkit's Python reads PYTHONPATH)."""
     shadow = tmp_path / "no-cffi"
     shadow.mkdir()
-    (shadow / "cffi.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'cffi'\", name='cffi')\n")
+    for module in ("cffi", "_cffi_backend"):
+        (shadow / ("%s.py" % module)).write_text(
+            "raise ModuleNotFoundError(\"No module named '%s'\", name='%s')\n"
+            % (module, module))
     return standin_env(tmp_path, extra={"PYTHONPATH": str(shadow)})
 
 
@@ -204,6 +207,8 @@ def test_private_install_serves_then_uninstalls(tmp_path, system):
         in result.stdout
     assert (tmp_path / "out.raw").read_bytes() == disk.read_bytes()
     assert (mounts[SITE] / "vddkpy" / "callbacks.py").exists()
+    assert (mounts[SITE] / "vddkpy" / "_vddk_cffi.py").read_text() == \
+        ffibuild.module_text()
     result = in_namespace(mounts, tmp_path, "/usr/bin/python3 -m "
                           "vddkpy.install --uninstall")
     assert result.returncode == 0, result.stderr
@@ -270,6 +275,7 @@ def test_deb_contents(deb, tmp_path):
                              capture_output=True, text=True,
                              check=True).stdout
     for path in ("./usr/lib/python3/dist-packages/vddkpy/callbacks.py",
+                 "./usr/lib/python3/dist-packages/vddkpy/_vddk_cffi.py",
                  "./usr/lib/python3/dist-packages/vddkpy/prerequisites.py",
                  "./usr/lib/python3/dist-packages/vddkpy/preflight/"
                  "nbdkit_script.py",
@@ -281,6 +287,8 @@ def test_deb_contents(deb, tmp_path):
         assert " %s\n" % path in listing or " %s -> " % path in listing, path
     assert "__pycache__" not in listing
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True)
+    generated = tmp_path / "usr/lib/python3/dist-packages/vddkpy/_vddk_cffi.py"
+    assert generated.read_text() == ffibuild.module_text()
     page = subprocess.run(
         ["zcat", str(tmp_path / "usr/share/man/man1/nbdkit-vddk-plugin.1.gz")],
         capture_output=True, text=True, check=True).stdout
@@ -570,13 +578,14 @@ def test_pip_install_into_venv(tmp_path):
     assert ignored.stdout.split() == left
     probe = subprocess.run(
         [venv / "bin" / "python", "-c",
-         "import importlib.metadata as m, vddkpy.abi, vddkpy; "
-         "print(m.version('vddkpy'), vddkpy.__file__, "
+         "import importlib.metadata as m, vddkpy.binding as b, vddkpy; "
+         "print(m.version('vddkpy'), vddkpy.__file__, b._generated()[1], "
          "m.metadata('vddkpy')['License'])"],
         cwd=tmp_path, capture_output=True, text=True, check=True)
-    version, location, license_ = probe.stdout.split(None, 2)
+    version, location, not_generated, license_ = probe.stdout.split(None, 3)
     assert version == __version__
     assert location.startswith(str(venv))
+    assert not_generated == "None"      # the build made _vddk_cffi.py
     assert license_.strip() == "BSD-3-Clause"
     usage = subprocess.run([venv / "bin" / "vddkpy"], capture_output=True,
                            text=True, cwd=tmp_path)

@@ -7,7 +7,8 @@ on adds its time and bytes.  When neither is on a call is a bare cffi call.
 
 import time
 
-from .abi import FUNCTIONS, ffi
+from .abi import FUNCTIONS
+from .binding import ffi
 from .errors import VddkError
 from .nbdkit_compat import debug, debug_flags
 from .native import c_string

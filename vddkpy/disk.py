@@ -24,7 +24,8 @@ import threading
 import time
 
 from . import abi, changed, extents, hints, vddklog
-from .abi import SECTOR_SIZE, VIX_ASYNC, VIX_E_FAIL, VIX_OK, ffi
+from .abi import SECTOR_SIZE, VIX_ASYNC, VIX_E_FAIL, VIX_OK
+from .binding import ffi
 from .errors import PluginError, VddkError
 from .nbdkit_compat import debug, debug_flags, error
 from .threadstate import KeptStates

@@ -8,7 +8,8 @@ script whose first line is ``#!NBDKIT python`` (in preference to a C
 ``nbdkit-NAME-plugin.so``); after installing, ``nbdkit vddk file=…
 libdir=…`` works as with the C plugin (except that ``file=`` must be
 written out).  The package is copied where the Python that nbdkit embeds
-finds it.  The installer refuses, with one line saying what to do, when
+finds it, its cffi module generated there afresh (``ffibuild``).  The
+installer refuses, with one line saying what to do, when
 the result would not work for nbdkit started by other programs, or when
 the Debian package is installed (one copy of vddkpy).  A C plugin of the
 same name is kept aside only with ``--force``, and restored by
@@ -31,6 +32,7 @@ try:
     from .host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, \
         plugindir, plugin_script
     from .scripts import MARKER, PACKAGE_MARKER, script_text
+    from . import ffibuild
 except ModuleNotFoundError as missing:     # a partial copy
     sys.exit(incomplete(missing, "python3 -m vddkpy.install"))
 
@@ -128,6 +130,7 @@ def install(name, force):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(PACKAGE_DIR, target,
                         ignore=shutil.ignore_patterns("__pycache__"))
+    ffibuild.generate(target)       # whatever the source directory held
     record.data["scripts"][script] = target
     record.save()
     with open(script, "w") as f:

@@ -11,7 +11,7 @@
 import sys
 
 from . import cmdline
-from .native import ffi, process, to_bytes
+from .native import ffi, has_symbol, process, to_bytes
 
 _DEFAULT_FLAGS = {"datapath": 1, "diskinfo": 0, "extents": 0, "stats": 0}
 
@@ -146,15 +146,7 @@ def read_password(value):
         process.free(password[0])
 
 
-def _inside_nbdkit():
-    try:
-        process.nbdkit_error
-    except AttributeError:
-        return False
-    return True
-
-
-if not _inside_nbdkit():
+if not has_symbol("nbdkit_error"):
     # The vddkpy command parses the same parameters without a server.
     from .standalone import (error, exit_startup, parse_bool,  # noqa: F811
                              parse_size, parse_uint16, read_password,

@@ -7,7 +7,7 @@ passwords is delegated to the nbdkit server's own helpers.
 
 import os
 
-from . import abi, statsfile, vmdkfiles
+from . import abi
 from .nbdkit_compat import (debug, exit_startup, fail_startup, parse_bool,
                             parse_size, parse_uint16, read_password,
                             readonly_server, realpath)
@@ -175,6 +175,8 @@ class Params:
             from .tracked import parameter_problems
             yield from parameter_problems(self, readonly_server())
         if self.stats_file is not None:
+            # Imported only for stats-file= (json, re, tempfile at start-up).
+            from . import statsfile
             problem = statsfile.problem(self.stats_file, self.disk_files())
             if problem:
                 yield problem
@@ -199,6 +201,7 @@ class Params:
         (its files are not on this machine)."""
         if self.is_remote or self.file_at_start is None:
             return None
+        from . import vmdkfiles
         return vmdkfiles.local_disk(
             self.file_at_start, self.create_type if self.create else None)
 

@@ -12,7 +12,7 @@ for the hint that follows the open error (``hints``).
 import re
 import threading
 
-from .abi import ffi
+from .binding import ffi
 from .nbdkit_compat import debug, debug_flags, error
 from .native import c_string, process
 from .printable import printable

@@ -2,7 +2,7 @@
 
 import os
 
-from ..abi import ffi
+from ..binding import ffi
 from ..library import (DEFAULT_LIBDIRS, Library, LoadError, MissingSymbol,
                        sonames_on_disk, too_old_message)
 from ..native import c_string, to_bytes

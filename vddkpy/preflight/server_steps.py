@@ -2,7 +2,8 @@
 through VDDK, the login, the VM and snapshot, and the disk."""
 
 from .. import hints, thumbprint, vddklog
-from ..abi import SECTOR_SIZE, ffi
+from ..abi import SECTOR_SIZE
+from ..binding import ffi
 from ..disk import fill_remote_params
 from ..errors import VddkError
 from ..native import c_string, to_bytes
