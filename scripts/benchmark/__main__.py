@@ -161,7 +161,6 @@ def main(argv=None):
     started = time.monotonic()
     try:
         ctx.standin = servers.install_standin(ctx.workdir)
-        ctx.empty_plugin = servers.write_empty_plugin(ctx.workdir)
         make_disks(ctx, cases, meta)
         run_cases(ctx, cases)
     except (servers.BenchError, KeyboardInterrupt) as e:
