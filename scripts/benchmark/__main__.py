@@ -13,6 +13,7 @@ import fnmatch
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,8 @@ OTHERS_LIMIT = 0.15
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="bench.py", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1])
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=None,
                     help="rounds (default 5; 1 with --quick)")
     ap.add_argument("--quick", action="store_true",
@@ -60,7 +62,8 @@ def parse_args(argv):
                          "(default 1)")
     ap.add_argument("--workdir", default="/var/tmp",
                     help="parent of the work directory (default /var/tmp)")
-    ap.add_argument("--json", default="bench-results.json")
+    ap.add_argument("--json", default="bench-results.json",
+                    help="results file (default %(default)s)")
     ap.add_argument("--png", default=None, help="chart (needs matplotlib)")
     return ap, ap.parse_args(argv)
 
@@ -136,6 +139,12 @@ def run_cases(ctx, cases):
             ctx.failed = True
 
 
+def exit_on_signal(signum, frame):
+    """SIGTERM and SIGHUP unwind the stack, so that the servers are stopped
+    and the work directory removed on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     ap, args = parse_args(argv)
     missing = tools.missing_tools()
@@ -145,9 +154,16 @@ def main(argv=None):
     ctx = Context(args, find_c_plugin())
     if ctx.unknown:
         ap.error("unknown server(s): %s" % ", ".join(ctx.unknown))
+    if ctx.repeat < 1 or ctx.hyperfine_runs < 1 or ctx.hyperfine_warmup < 0:
+        ap.error("--repeat and --runs must be at least 1, --warmup 0")
+    if min(ctx.data_size, ctx.map_size) <= 0 or \
+            (ctx.data_size | ctx.map_size) % (64 * disks.KiB):
+        ap.error("--data-size and --map-size must be multiples of 64K")
     cases = selected(all_cases(ctx), args.only)
     if not cases:
         ap.error("--only %s selects no case" % args.only)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, exit_on_signal)
     ctx.workdir = Path(tempfile.mkdtemp(prefix="vddkpy-bench-",
                                         dir=args.workdir))
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
