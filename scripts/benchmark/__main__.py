@@ -145,13 +145,7 @@ def exit_on_signal(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def main(argv=None):
-    ap, args = parse_args(argv)
-    missing = tools.missing_tools()
-    if missing:
-        print(missing, file=sys.stderr)
-        return 1
-    ctx = Context(args, find_c_plugin())
+def check_args(ap, args, ctx):
     if ctx.unknown:
         ap.error("unknown server(s): %s" % ", ".join(ctx.unknown))
     if ctx.repeat < 1 or ctx.hyperfine_runs < 1 or ctx.hyperfine_warmup < 0:
@@ -162,11 +156,11 @@ def main(argv=None):
     cases = selected(all_cases(ctx), args.only)
     if not cases:
         ap.error("--only %s selects no case" % args.only)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, exit_on_signal)
-    ctx.workdir = Path(tempfile.mkdtemp(prefix="vddkpy-bench-",
-                                        dir=args.workdir))
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+    return cases
+
+
+def run_meta(ctx):
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "host": platform.node(), "cpus": os.cpu_count(),
             "kernel": platform.release(),
             "python": platform.python_version(), "repeat": ctx.repeat,
@@ -174,7 +168,21 @@ def main(argv=None):
             "fio_seconds": ctx.fio_seconds, "servers": ctx.kinds,
             "c_plugin": str(ctx.c_plugin) if ctx.c_plugin else None,
             "versions": versions()}
-    started = time.monotonic()
+
+
+def main(argv=None):
+    ap, args = parse_args(argv)
+    missing = tools.missing_tools()
+    if missing:
+        print(missing, file=sys.stderr)
+        return 1
+    ctx = Context(args, find_c_plugin())
+    cases = check_args(ap, args, ctx)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, exit_on_signal)
+    ctx.workdir = Path(tempfile.mkdtemp(prefix="vddkpy-bench-",
+                                        dir=args.workdir))
+    meta, started = run_meta(ctx), time.monotonic()
     try:
         ctx.standin = servers.install_standin(ctx.workdir)
         make_disks(ctx, cases, meta)
