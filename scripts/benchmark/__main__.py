@@ -79,7 +79,8 @@ class Context:
             64 * disks.MiB if args.quick else disks.GiB)
         self.map_size = args.map_size or (
             4 * disks.GiB if args.quick else 64 * disks.GiB)
-        self.fio_seconds = args.fio_seconds if args.fio_seconds else (
+        self.fio_seconds = args.fio_seconds if args.fio_seconds is not None \
+            else (
             1 if args.quick else 5)
         self.hyperfine_runs, self.hyperfine_warmup = args.runs, args.warmup
         self.c_plugin = c_plugin
@@ -150,8 +151,10 @@ def exit_on_signal(signum, frame):
 def check_args(ap, args, ctx):
     if ctx.unknown:
         ap.error("unknown server(s): %s" % ", ".join(ctx.unknown))
-    if ctx.repeat < 1 or ctx.hyperfine_runs < 1 or ctx.hyperfine_warmup < 0:
-        ap.error("--repeat and --runs must be at least 1, --warmup 0")
+    if ctx.repeat < 1 or ctx.hyperfine_runs < 1 or ctx.hyperfine_warmup < 0 \
+            or ctx.fio_seconds < 0.1:
+        ap.error("--repeat and --runs must be at least 1, --warmup 0, "
+                 "--fio-seconds 0.1")
     if min(ctx.data_size, ctx.map_size) <= 0 or \
             (ctx.data_size | ctx.map_size) % (64 * disks.KiB):
         ap.error("--data-size and --map-size must be multiples of 64K")
