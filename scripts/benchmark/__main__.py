@@ -73,15 +73,13 @@ class Context:
 
     def __init__(self, args, c_plugin):
         self.failed = False
-        self.repeat = args.repeat if args.repeat is not None else (
-            1 if args.quick else 5)
-        self.data_size = args.data_size or (
-            64 * disks.MiB if args.quick else disks.GiB)
-        self.map_size = args.map_size or (
-            4 * disks.GiB if args.quick else 64 * disks.GiB)
-        self.fio_seconds = args.fio_seconds if args.fio_seconds is not None \
-            else (
-            1 if args.quick else 5)
+        def given(value, quick, full):
+            return value if value is not None else (
+                quick if args.quick else full)
+        self.repeat = given(args.repeat, 1, 5)
+        self.data_size = given(args.data_size, 64 * disks.MiB, disks.GiB)
+        self.map_size = given(args.map_size, 4 * disks.GiB, 64 * disks.GiB)
+        self.fio_seconds = given(args.fio_seconds, 1, 5)
         self.hyperfine_runs, self.hyperfine_warmup = args.runs, args.warmup
         self.c_plugin = c_plugin
         wanted = [k.strip() for k in args.servers.split(",") if k.strip()]
