@@ -12,7 +12,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-scripts/apt-install-missing.sh dpkg-dev pandoc python3 gzip
+scripts/apt-install-missing.sh dpkg-dev pandoc python3 python3-cffi gzip
 
 package=nbdkit-plugin-vddkpy
 plugindir=/usr/lib/x86_64-linux-gnu/nbdkit/plugins     # Debian's, amd64
@@ -31,27 +31,27 @@ install -d -m 755 "$root/DEBIAN" "$root/usr/bin" "$root$plugindir" \
     "$root/usr/lib/python3/dist-packages/vddkpy" \
     "$root/usr/share/man/man1" "$root/usr/share/doc/$package"
 
-# The Python package.
+# The Python package, with its cffi module generated afresh from abi.py.
 for f in vddkpy/*.py; do
     install -m 644 "$f" "$root/usr/lib/python3/dist-packages/vddkpy/"
 done
+python3 -m vddkpy.ffibuild "$root/usr/lib/python3/dist-packages/vddkpy"
 
 # The plugin scripts, from the same template the installer uses.
 for name in vddk vddkpy; do
-    python3 -c 'import sys; from vddkpy.install import package_script
+    python3 -c 'import sys; from vddkpy.scripts import package_script
 sys.stdout.write(package_script(sys.argv[1]))' "$name" \
         > "$root$plugindir/nbdkit-$name-plugin"
     chmod 755 "$root$plugindir/nbdkit-$name-plugin"
 done
 
-# The commands.
-command_script() {     # NAME MODULE
-    printf '#!/usr/bin/python3\n"""%s: see man nbdkit-vddk-plugin."""\nimport sys\n\nfrom %s import main\n\nsys.exit(main())\n' "$1" "$2" \
-        > "$root/usr/bin/$1"
-    chmod 755 "$root/usr/bin/$1"
-}
-command_script vddkpy vddkpy.__main__
-command_script vddkpy-thumbprint vddkpy.thumbprint
+# The commands, from the same module.
+for command in vddkpy:vddkpy.__main__ vddkpy-thumbprint:vddkpy.thumbprint; do
+    python3 -c 'import sys; from vddkpy.scripts import package_command
+sys.stdout.write(package_command(*sys.argv[1:]))' "${command%%:*}" "${command#*:}" \
+        > "$root/usr/bin/${command%%:*}"
+    chmod 755 "$root/usr/bin/${command%%:*}"
+done
 
 # The manual page, and the names it also answers to.
 # pandoc 2.17 (Debian 12) sets code in fonts C, CB and V, which groff 1.23
@@ -76,9 +76,14 @@ printf '%s (%s) unstable; urgency=medium\n\n  * Built from the vddkpy repository
     "$(sed -n 's/^Maintainer: //p' packaging/control.in)" "$date" \
     | gzip -9n > "$root/usr/share/doc/$package/changelog.gz"
 
-# Control files.
-for script in postinst prerm; do
-    sed "s|@PLUGINDIR@|$plugindir|" "packaging/$script" > "$root/DEBIAN/$script"
+# Control files.  (The marks of vddkpy's scripts, from where they are made.)
+marks=$(python3 -c 'from vddkpy.scripts import MARKER, PACKAGE_MARKER
+from vddkpy.install import RECORD_NAME
+for key, value in (("MARKER", MARKER), ("PACKAGE_MARKER", PACKAGE_MARKER),
+                   ("RECORD_NAME", RECORD_NAME)):
+    print("s|@%s@|%s|" % (key, value))')
+for script in preinst postinst prerm; do
+    sed -e "s|@PLUGINDIR@|$plugindir|" -e "$marks" "packaging/$script" > "$root/DEBIAN/$script"
     chmod 755 "$root/DEBIAN/$script"
 done
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)

@@ -9,8 +9,9 @@
 # standing in for VMware's library).  It installs the package with apt,
 # which must pull in the dependencies, then checks `nbdkit vddk
 # --dump-plugin`, `man -w`, a byte-for-byte copy of a disk with nbdcopy,
-# what happens next to a C vddk plugin, and that remove and purge leave no
-# file behind.  Every failure is printed; the exit status is 1 if any.
+# that it refuses to replace a file of the user's in nbdkit's plugin
+# directory, what happens next to a C vddk plugin, and that remove and
+# purge leave no file behind.  Every failure is printed; the exit status is 1 if any.
 set -uo pipefail
 
 if [ $# -ne 2 ] || [ "$(id -u)" -ne 0 ]; then
@@ -62,6 +63,13 @@ check_installed() {     # LABEL
     else
         fail "$1: nbdkit vddk --dump-plugin: $dump"
     fi
+    # The package's cffi module, generated on the build machine, loads with
+    # this system's cffi (no parsing of the declarations at every start).
+    if nbdkit -v vddk --dump-plugin 2>&1 | grep 'vddkpy: vddkpy/_vddk_cffi'; then
+        fail "$1: the package's generated cffi module is not used"
+    else
+        ok "$1: the package's generated cffi module is used"
+    fi
     if man -w nbdkit-vddk-plugin > "$work/man.out" 2>&1; then
         ok "$1: man -w finds $(cat "$work/man.out")"
     else
@@ -102,9 +110,25 @@ apt_get purge "$package" || fail "apt purge $package"
 leftovers=$(owned_leftovers "$work/package-files")
 [ -z "$leftovers" ] && ok "purge left none of the package's files" \
     || fail "left after purge: $leftovers"
+
+# 2. A file no package owns where the package puts its script (a user's
+#    own nbdkit-vddk-plugin): the install is refused in one line, the file
+#    kept.
+mine=$(plugindir)/nbdkit-vddk-plugin
+printf '#!/bin/sh\necho mine\n' > "$mine"
+if apt-get -y -q install "$deb" > "$work/refused.log" 2>&1; then
+    fail "apt install replaced $mine, which no package owns"
+elif grep -qF "nbdkit-plugin-vddkpy: $mine is not vddkpy's and no package owns it" "$work/refused.log" \
+        && [ "$(cat "$mine")" = "$(printf '#!/bin/sh\necho mine')" ] \
+        && ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q ' installed$'; then
+    ok "apt install refuses to replace $mine (no package owns it) and keeps it"
+else
+    fail "refusing $mine: $(tail -5 "$work/refused.log")"
+fi
+rm -f "$mine"
 file_list > "$work/files.before"
 
-# 2. Next to a C vddk plugin: left in place, said so, still reachable; a
+# 3. Next to a C vddk plugin: left in place, said so, still reachable; a
 #    local diversion gives `nbdkit vddk` back to it.
 c_plugin=$(plugindir)/nbdkit-vddk-plugin.so
 cp "$(plugindir)/nbdkit-null-plugin.so" "$c_plugin"     # stands in for it

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 or 13 machine (scripts/ci-matrix.sh
 # tests both): system packages, Python packages for the interpreter nbdkit
-# embeds, and the VDDK stand-in build.
+# embeds, the VDDK stand-in build, the vCenter simulator (tests/vcsim), and
+# vddkpy/_vddk_cffi.py (the cffi module generated from vddkpy/abi.py, which
+# the tests and demo use from here).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -13,7 +15,11 @@ apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
                                                  # with them (3.13's venv has pip only)
               file    # Debian 13's nbdinfo runs `file` to describe the content
               git     # tests/test_packaging.py asks git which files are the source
+              golang-go golang-github-vmware-govmomi-dev  # tests/vcsim (vCenter simulator)
+              python3-pyvmomi  # vSphere sessions (changed-since=) and the CBT tests
               fio hyperfine)   # scripts/bench.py drives them
 "$here/scripts/apt-install-missing.sh" "${apt_packages[@]}"
 
 make -s -C "$here/tests/standin"
+(cd "$here" && /usr/bin/python3 -m vddkpy.ffibuild)
+"$here/tests/vcsim/build.sh"

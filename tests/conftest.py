@@ -1,15 +1,14 @@
 """Fixtures: the VDDK stand-in installed as a VDDK distribution, and nbdkit
 running the plugin against it, observed through real NBD clients."""
 
-import atexit
 import functools
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,14 +32,23 @@ def _put_tools_first_on_path():
     """Every test and shell snippet finds, first on PATH, "python3" as the
     Python running the tests (the one nbdkit embeds, holding libnbd's
     module for nbdsh) and, when $NBDKIT is set, "nbdkit" as the server
-    under test (otherwise the nbdkit already first on PATH is)."""
-    bindir = tempfile.mkdtemp(prefix="vddkpy-tests-bin-")
-    atexit.register(shutil.rmtree, bindir, True)
-    os.symlink(sys.executable, os.path.join(bindir, "python3"))
+    under test (otherwise the nbdkit already first on PATH is).  The
+    directory is named by what it points to and kept in build/ for the next
+    run: a killed run leaves nothing in $TMPDIR."""
+    tools = {"python3": sys.executable}
     if os.environ.get("NBDKIT"):
-        os.symlink(os.path.abspath(os.environ["NBDKIT"]),
-                   os.path.join(bindir, "nbdkit"))
-    os.environ["PATH"] = bindir + os.pathsep + os.environ["PATH"]
+        tools["nbdkit"] = os.path.abspath(os.environ["NBDKIT"])
+    key = hashlib.sha256(repr(sorted(tools.items())).encode()).hexdigest()
+    bindir = ROOT / "build" / "tests-bin" / key[:16]
+    bindir.mkdir(parents=True, exist_ok=True)
+    for name, target in tools.items():
+        link = bindir / name
+        if not link.is_symlink() or os.readlink(link) != target:
+            # (Atomic: another run may be reading the directory.)
+            temporary = bindir / (".%s.%d" % (name, os.getpid()))
+            os.symlink(target, temporary)
+            os.replace(temporary, link)
+    os.environ["PATH"] = str(bindir) + os.pathsep + os.environ["PATH"]
 
 
 _put_tools_first_on_path()
@@ -350,3 +358,27 @@ def some_disk(tmp_path, where, size, seed=0):
         return ["file=%s" % disk], "", disk
     config, disk = remote_disk(tmp_path, size, seed)
     return REMOTE_DISK_ARGS, config, disk
+
+
+@pytest.fixture
+def vcsim(tmp_path):
+    """Factory: vcsim(size=, seed=, power_on=, ...) -> a started
+    tests/vcsim.py Vcsim (govmomi's simulator as the ESXi host of a VM
+    whose disk the stand-in serves), stopped at the end.  Fails, never
+    skips, when the simulator is not built."""
+    from vcsim import NotBuilt, Vcsim
+    beds = []
+
+    def start(**kw):
+        try:
+            bed = Vcsim(tmp_path / ("vcsim%d" % len(beds)), **kw)
+        except NotBuilt as e:
+            missing = str(e)
+        else:
+            beds.append(bed)
+            return bed.start()
+        pytest.fail(missing, pytrace=False)
+
+    yield start
+    for bed in beds:
+        bed.stop()

@@ -238,10 +238,13 @@ RUNTIME = {
         REMOTE + ["thumbprint=%s" % THUMB,
                   r"export=\[datastore1\] Fedora/?.vmdk"],
         "remote", "evil\x1b[31m"),
+    "missing-file-backslash": (["file=/nonexistent\\n.raw"], None, ""),
 }
 RUNTIME_DELIBERATE = {
     "export-denied-control": deliberate(
         "client-chosen names are printed escaped"),
+    "missing-file-backslash": deliberate(
+        "backslashes in file names are printed escaped"),
 }
 
 
@@ -284,11 +287,11 @@ def test_same_calls_for_readonly_flush(tmp_path):
     assert ours.count("Flush") == theirs.count("Flush")
 
 
-@deliberate("read-only maps are shared by connections open before the scan")
+@deliberate("a read-only local file's map is asked for at every request")
 def test_same_queries_for_a_burst_of_clients(tmp_path):
     libdir = install_standin(tmp_path / "vddk")
     args = ["file=%s" % sparse_raw(tmp_path)]
-    # Four connections open, then each asks for the map.
+    # Four connections open, then each asks for two parts of the map.
     client = (
         "hs = [nbd.NBD() for _ in range(4)]\n"
         "for h in hs:\n"
@@ -296,6 +299,7 @@ def test_same_queries_for_a_burst_of_clients(tmp_path):
         "    h.connect_uri(uri)\n"
         "for h in hs:\n"
         "    h.block_status(65536, 0, lambda *a: 0)\n"
+        "    h.block_status(65536, 8 << 20, lambda *a: 0)\n"
         "    h.shutdown()\n")
     ours, theirs = (vddk_calls(kind, tmp_path, libdir, args, ["-r"], client)
                     for kind in ("py", "c"))

@@ -1,5 +1,6 @@
 """Issue 14.3 and 14.4: export= matches bytes as upstream does whatever the
-locale, and the client's export name is printed escaped."""
+locale, and the client's export name is printed escaped.  Issue 18: as in
+nbdkit 1.46, without FNM_PATHNAME ("*" matches "/")."""
 
 import json
 import shutil
@@ -115,7 +116,8 @@ def test_denied_name_is_printed_escaped(tmp_path, nbdkit, datastore):
                          'does not match export="%s"' % (ESCAPED, WILDCARD))
 
 
-UNQUOTED = ESCAPED[1:-1].replace(r"\"", '"').replace("\\\\", "\\")
+# Unquoted, as in the Open lines: the same escapes, backslash included.
+UNQUOTED = ESCAPED[1:-1].replace(r"\"", '"')
 
 
 def test_matching_name_is_printed_escaped(tmp_path, nbdkit, datastore):
@@ -155,3 +157,49 @@ def test_debug_lines_naming_the_client_file_are_escaped(tmp_path, nbdkit,
             "found" % UNQUOTED):
         assert any(expected in line or expected.replace("\\", "\\\\")
                    in line for line in ours), (expected, ours)
+
+
+# -- nbdkit 1.46: "*" crosses "/" (no FNM_PATHNAME) ---------------------------
+
+def test_one_server_for_disks_in_two_folders(tmp_path, nbdkit):
+    """virt-v2v's single instance for all disks of a VM: export= is the
+    escaped common prefix of the disks' names followed by "*.vmdk", and one
+    disk sits in a subfolder."""
+    datastore = tmp_path / "datastore1"
+    (datastore / "vm" / "sub").mkdir(parents=True)
+    (datastore / "vmx").mkdir()
+    disks = {"[datastore1] vm/disk.vmdk":
+             random_vmdk(datastore / "vm" / "disk.vmdk", 65536, seed=1),
+             "[datastore1] vm/sub/disk_1.vmdk":
+             random_vmdk(datastore / "vm" / "sub" / "disk_1.vmdk", 65536,
+                         seed=2)}
+    random_vmdk(datastore / "vmx" / "disk.vmdk", 65536, seed=3)
+    wildcard = r"\[datastore1\] vm/*.vmdk"
+    server = serve(nbdkit, datastore, wildcard)
+    for name, data in disks.items():
+        h = server.connect(export=name)
+        assert h.get_size() == 65536
+        assert h.pread(65536, 0) == data.read_bytes()
+        h.shutdown()
+    for refused in ("[datastore1] vmx/disk.vmdk",
+                    "[datastore1] vm/sub/disk_1-flat.vmdk.bak"):
+        with pytest.raises(nbd.Error):
+            server.connect(export=refused)
+        assert ('access denied: client requested "%s" which does not match '
+                'export="%s"' % (refused, wildcard)) in server.stderr
+    # The wildcard matches this name, which leads out of vm/.
+    climbing = "[datastore1] vm/../vmx/disk.vmdk"
+    with pytest.raises(nbd.Error):
+        server.connect(export=climbing)
+    assert ('access denied: client requested "%s" which has a ".." path '
+            'component' % climbing) in server.stderr
+    server.stop()
+    assert [c["path"] for c in server.calls("Open")] == list(disks)
+
+
+def test_question_mark_matches_a_slash(tmp_path, nbdkit, datastore):
+    server = serve(nbdkit, datastore, r"\[datastore1\] Fedora?a.vmdk")
+    h = server.connect(export="[datastore1] Fedora/a.vmdk")
+    assert h.pread(512, 0) == \
+        (datastore / "Fedora" / "a-flat.vmdk").read_bytes()[:512]
+    h.shutdown()

@@ -192,11 +192,13 @@ def negotiate_export(path, name):
 
 
 _libc = ctypes.CDLL(None)
-FNM_PATHNAME = 1
 
 
 def wildcard_matches(wildcard, name):
-    return _libc.fnmatch(wildcard, name, FNM_PATHNAME) == 0
+    """glibc's fnmatch without FNM_PATHNAME, as vddkpy and nbdkit 1.46 (
+    "*" matches "/"; the plugin also refuses names with a ".." component,
+    such as "F/../Other.vmdk", which this oracle would admit)."""
+    return _libc.fnmatch(wildcard, name, 0) == 0
 
 
 WILDCARD = rb"\[datastore1\] Fedora/F*.vmdk"

@@ -133,23 +133,61 @@ def test_map_single_link_holes_are_not_zero(tmp_path, nbdkit):
     assert kinds == [0, 1, 0, 1, 0]
 
 
-def test_map_readonly_is_cached(tmp_path, nbdkit):
+READONLY_MAP = [(0, 196608, 0), (196608, 65536, 3), (262144, 1536, 0)]
+
+
+def probes_and_scans(server):
+    """QueryAllocatedBlocks calls: can_extents probes, the others."""
+    calls = server.calls("QueryAllocatedBlocks")
+    probe = [(q["start"], q["count"]) == (0, 128) for q in calls]
+    return ([q for q, p in zip(calls, probe) if p],
+            [q for q, p in zip(calls, probe) if not p])
+
+
+def test_map_readonly_local_file_asks_every_time(tmp_path, nbdkit):
     disk = sparse_disk(tmp_path / "disk.raw", 515 * 512, [(0, 384 * 512)])
     server = nbdkit("file=%s" % disk, readonly=True)
-    expected = [(0, 196608, 0), (196608, 65536, 3), (262144, 1536, 0)]
-    assert nbdinfo_map(server.uri) == expected
-    assert nbdinfo_map(server.uri) == expected
+    assert nbdinfo_map(server.uri) == READONLY_MAP
+    assert nbdinfo_map(server.uri) == READONLY_MAP
     server.stop()
-    probes = [q for q in server.calls("QueryAllocatedBlocks")
-              if (q["start"], q["count"]) == (0, 128)]
-    scans = [q for q in server.calls("QueryAllocatedBlocks")
-             if (q["start"], q["count"]) != (0, 128)]
-    # One whole-disk scan per connection: the second connection opened
-    # after the first scan, which may be older than it (test_stale_maps).
+    probes, scans = probes_and_scans(server)
+    # A local file may be written in place by another process: no map
+    # outlives its request (README, "Troubleshooting performance").
+    assert [s["count"] for s in scans] == [512, 512]
+    assert "pre-caching" not in server.stderr
     # One extents probe per open (nbdinfo from libnbd 1.22 opens the plugin
     # twice per connection: NBD_OPT_INFO, then NBD_OPT_GO).
-    assert [s["count"] for s in scans] == [512, 512]
     assert len(probes) == len(server.calls("Open")) >= 2
+
+
+def test_map_readonly_remote_disk_is_read_once_per_connection(tmp_path,
+                                                             nbdkit):
+    config, _ = remote_disk(tmp_path, MiB)
+    raw = sparse_disk(tmp_path / "sparse.raw", 515 * 512, [(0, 384 * 512)])
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", str(raw),
+                    str(tmp_path / "datastore1/Fedora/Fedora.vmdk")],
+                   check=True)
+    server = nbdkit(*REMOTE_DISK_ARGS, config=config, readonly=True)
+    handles = [server.connect() for _ in range(2)]
+    for h in handles + handles:
+        entries = []
+        h.block_status(515 * 512, 0,
+                       lambda _, start, found, err: entries.extend(found))
+        assert list(zip(entries[0::2], entries[1::2])) == \
+            [(length, kind) for _, length, kind in READONLY_MAP]
+    for h in handles:
+        h.shutdown()
+    server.stop()
+    probes, scans = probes_and_scans(server)
+    # Upstream's pre-cache: one whole-disk scan on each connection's own
+    # handle, at its first extents request; none shared.
+    assert [s["count"] for s in scans] == [512, 512]
+    assert sorted(s["handle"] for s in scans) == \
+        sorted(o["handle"] for o in server.calls("Open"))
+    lines = server.stderr.splitlines()
+    for text in ("vddk: pre-caching extents",
+                 "vddk: finished pre-caching extents in 0 second(s)"):
+        assert len([line for line in lines if line.endswith(text)]) == 2
 
 
 def test_flush_and_fua_reach_vddk(tmp_path, nbdkit):

@@ -1,3 +1,11 @@
 """vddkpy: VMware VDDK (libvixDiskLib) through cffi, served by nbdkit."""
 
 __version__ = "0.1.0"
+
+
+def incomplete(error, program):
+    """The one line a command prints when a part of vddkpy is missing."""
+    import os
+    return "%s: error: vddkpy in %s is incomplete (no module %s)" % (
+        program, os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        error.name)

@@ -4,14 +4,19 @@ since nbdkit's --help cannot show a Python plugin's parameters; with
 missing."""
 
 import os
+import re
 import subprocess
 import sys
 
-from . import __version__
-from .host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, plugindir, \
-    plugin_script
-from .prerequisites import cffi_missing, cffi_missing_message, \
-    running_version
+from . import __version__, incomplete
+
+try:
+    from .host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, \
+        plugindir, plugin_script, version_of
+    from .prerequisites import cffi_missing, cffi_missing_message, \
+        running_version
+except ModuleNotFoundError as missing:     # a partial copy
+    sys.exit(incomplete(missing, "vddkpy"))
 
 MANUAL = "man nbdkit-vddk-plugin"
 
@@ -19,6 +24,7 @@ USAGE_HEAD = """\
 usage: nbdkit vddk [libdir=DIR] file=FILENAME [PARAMETER=VALUE ...]
        nbdkit python plugin/plugin.py ...    (from a checkout)
        vddkpy --check                        (is nbdkit vddk ready?)
+       vddkpy changed-areas KEY=VALUE ...    (changed-since= areas, JSON)
 
 """
 
@@ -37,10 +43,11 @@ def _last_line(text):
 
 
 def check():
-    """The script nbdkit runs as ``vddk``, once every piece is there."""
+    """The script nbdkit runs as ``vddk``, once every piece is there, and
+    the copy of vddkpy it runs; warnings about other copies."""
     nbdkit = nbdkit_path()
     directory = plugindir(nbdkit)
-    EmbeddedPython(nbdkit, directory).check()
+    embedded = EmbeddedPython(nbdkit, directory)
     script = plugin_script(directory, "vddk")
     if not os.access(script, os.X_OK):
         raise Missing("nbdkit has no vddk plugin from vddkpy (no %s): apt "
@@ -51,14 +58,39 @@ def check():
     if dump.returncode != 0:
         raise Missing("nbdkit vddk --dump-plugin failed: %s"
                       % _last_line(dump.stderr))
-    return script
+    said = dict(re.findall(r"^vddkpy_(version|module)=(.*)$", dump.stdout,
+                           re.M))
+    module = said.get("module", "an unknown file")
+    ok = "nbdkit vddk runs vddkpy %s from %s (%s)" % (
+        said.get("version", "of unknown version"), module, script)
+    return ok, _shadowing(embedded.copies, os.path.dirname(module))
+
+
+def _shadowing(copies, running):
+    """One line when ``import vddkpy`` in nbdkit's Python finds another
+    copy than the one ``nbdkit vddk`` runs, or None."""
+    copies = [os.path.realpath(copy) for copy in copies]
+    running = os.path.realpath(running)
+    first = copies[:copies.index(running)] if running in copies else copies
+    if not first:
+        return None
+    return ("%s (vddkpy %s) shadows %s for Python programs that import "
+            "vddkpy (python3 -m vddkpy, nbdkit python plugin/plugin.py): "
+            "remove it (scripts/install-plugin.sh --uninstall, if that "
+            "installed it)" % (first[0], version_of(first[0]), running))
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["changed-areas"]:
+        from .changed_areas import main as changed_areas
+        return changed_areas(argv[1:])
     try:
         if argv == ["--check"]:
-            print("nbdkit vddk runs vddkpy (%s)" % check())
+            ok, warning = check()
+            print(ok)
+            if warning:
+                print("vddkpy: warning: %s" % warning, file=sys.stderr)
             return 0
         print(usage())
     except Missing as e:

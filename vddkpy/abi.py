@@ -1,18 +1,15 @@
 """The VixDiskLib ABI (x86-64), declared once.
 
 Everything else in vddkpy derives from the tables here: the cffi
-declarations, the symbol lookup at load time, the ``--dump-plugin`` lines
-and the statistics rows.  Struct layouts follow VMware's public
-``vixDiskLib.h`` field for field; the offsets are checked in
-``check_layouts`` because the plugin writes into structures that VDDK
-allocates.
+declarations (``DECLARATIONS``, which ``ffibuild`` compiles into the
+generated module ``binding`` loads), the symbol lookup at load time, the
+``--dump-plugin`` lines and the statistics rows.  Struct layouts follow
+VMware's public ``vixDiskLib.h`` field for field; the offsets are checked
+in ``check_layouts`` because the plugin writes into structures that VDDK
+allocates.  This module is plain data: importing it costs nothing.
 """
 
-import cffi
-
-ffi = cffi.FFI()
-
-ffi.cdef("""
+VDDK_DECLARATIONS = """
 typedef uint64_t VixError;
 typedef uint64_t VixDiskLibSectorType;
 typedef char Bool;
@@ -99,7 +96,44 @@ typedef struct {
     uint32_t logicalSectorSize;
     uint32_t physicalSectorSize;
 } VixDiskLibCreateParams;
-""")
+"""
+
+# What vddkpy calls in its own process (``native``): libc for the dynamic
+# loader's error texts, vsnprintf for VDDK's va_list log messages, glibc's
+# fnmatch and thread-exit hook (``threadstate``); and the helpers the
+# nbdkit server exports to plugins.
+PROCESS_DECLARATIONS = """
+void *dlopen(const char *filename, int flags);
+void *dlsym(void *handle, const char *symbol);
+char *dlerror(void);
+typedef struct {
+    const char *dli_fname;
+    void *dli_fbase;
+    const char *dli_sname;
+    void *dli_saddr;
+} Dl_info;
+int dladdr(const void *addr, Dl_info *info);
+int vsnprintf(char *str, size_t size, const char *format, void *ap);
+int fnmatch(const char *pattern, const char *string, int flags);
+void *newlocale(int category_mask, const char *locale, void *base);
+void *uselocale(void *newloc);
+void exit(int status);
+int fflush(void *stream);
+void free(void *ptr);
+int __cxa_thread_atexit_impl(void (*func)(void *), void *obj,
+                             void *dso_symbol);
+
+void nbdkit_error(const char *fs, ...);
+void nbdkit_debug(const char *fs, ...);
+int nbdkit_parse_bool(const char *str);
+int nbdkit_parse_uint16_t(const char *what, const char *str, uint16_t *r);
+int64_t nbdkit_parse_size(const char *str);
+int nbdkit_read_password(const char *value, char **password);
+char *nbdkit_realpath(const char *path);
+const char *nbdkit_export_name(void);
+"""
+
+DECLARATIONS = VDDK_DECLARATIONS + PROCESS_DECLARATIONS
 
 # Byte offsets from VMware's headers; the plugin fills VDDK-allocated
 # structures, so a mismatch would silently corrupt them.
@@ -119,8 +153,8 @@ LAYOUTS = {
 }
 
 
-def check_layouts():
-    """Raise AssertionError if cffi's layout differs from VDDK's."""
+def check_layouts(ffi):
+    """Raise AssertionError if ``ffi``'s layout differs from VDDK's."""
     for struct, (size, fields) in LAYOUTS.items():
         assert ffi.sizeof(struct) == size, (struct, ffi.sizeof(struct))
         for field, offset in fields.items():

@@ -10,12 +10,13 @@ import nbdkit
 
 from .prerequisites import require_cffi
 
-require_cffi()      # one error line, before cffi's ImportError could escape
+# One error line, before cffi's ImportError could escape (binding asks for
+# the rest of cffi if it has to parse the declarations).
+require_cffi(parser=False)
 
 from . import native  # noqa: E402
-from .errors import install_reporting  # noqa: E402
 from .params import Params  # noqa: E402
-from .session import Session  # noqa: E402
+from .reexec import load_library  # noqa: E402
 
 __all__ = [
     "API_VERSION", "thread_model", "dump_plugin", "config",
@@ -26,9 +27,11 @@ __all__ = [
 
 API_VERSION = 2
 
-install_reporting()
 params = Params()
-session = Session(params)
+# Made by get_ready: the session's modules (the data path) are imported only
+# once nbdkit is past its re-exec, so the re-executing process and
+# --dump-plugin skip them.
+session = None
 
 
 def thread_model():
@@ -36,7 +39,8 @@ def thread_model():
 
 
 def dump_plugin():
-    session.dump()
+    from .dump import dump
+    dump(params)
 
 
 def config(key, value):
@@ -48,7 +52,10 @@ def config_complete():
 
 
 def get_ready():
-    session.load()
+    global session
+    library = load_library(params)
+    from .session import Session
+    session = Session(params, library)
 
 
 def after_fork():
@@ -56,7 +63,8 @@ def after_fork():
 
 
 def cleanup():
-    session.shutdown()
+    if session is not None:     # also after --dump-plugin
+        session.shutdown()
 
 
 def open(readonly):

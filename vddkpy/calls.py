@@ -7,10 +7,12 @@ on adds its time and bytes.  When neither is on a call is a bare cffi call.
 
 import time
 
-from .abi import FUNCTIONS, ffi
+from .abi import FUNCTIONS
+from .binding import ffi
 from .errors import VddkError
 from .nbdkit_compat import debug, debug_flags
 from .native import c_string
+from .printable import printable
 from .stats import Stats
 
 
@@ -27,7 +29,9 @@ class Vddk:
         self.library = library
         self.version = library.version
         self.functions = library.functions
-        self.stats = Stats([f.name for f in FUNCTIONS]) if collect_stats \
+        # QueryChangedDiskAreas (vSphere's, for changed-since=) is timed too.
+        self.stats = Stats([f.name for f in FUNCTIONS]
+                           + ["QueryChangedDiskAreas"]) if collect_stats \
             else None
         self._traced = {f.name: _traced(f) for f in FUNCTIONS}
 
@@ -65,13 +69,14 @@ class Vddk:
         finally:
             self.call("FreeErrorText", "", text)
         return VddkError(prefix, code, "(null)" if message is None
-                         else message)
+                         else printable(message))
 
     def error_text_quietly(self, code):
         """VDDK's text for ``code`` without tracing (upstream's probe)."""
         text = self.functions["GetErrorText"](code, ffi.NULL)
         try:
-            return c_string(text)
+            message = c_string(text)
+            return None if message is None else printable(message)
         finally:
             self.functions["FreeErrorText"](text)
 

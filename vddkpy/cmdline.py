@@ -12,8 +12,6 @@ no argument, appeared in 1.41.6; ``--timeout``, which takes one, in
 """
 
 import os
-import re
-import subprocess
 
 # The short options of every nbdkit from 1.32 on (server/options.h).
 SHORT_OPTIONS = "46D:e:fg:i:nop:P:rst:u:U:vV"
@@ -141,6 +139,8 @@ def options(argv, version, permute=None):
 def server_version(executable="/proc/self/exe"):
     """(major, minor, micro) of the nbdkit running us, from its --version;
     the newest known table's version if it cannot be asked."""
+    import re           # only for an abbreviated option: not at every start
+    import subprocess
     try:
         out = subprocess.run([executable, "--version"], capture_output=True,
                              text=True, timeout=10).stdout

@@ -22,13 +22,14 @@ import _thread
 import threading
 import time
 
-from . import abi, extents
-from .abi import SECTOR_SIZE, VIX_ASYNC, VIX_E_FAIL, VIX_OK, ffi
+from . import abi, changed, extents
+from .abi import SECTOR_SIZE, VIX_ASYNC, VIX_E_FAIL, VIX_OK
+from .binding import ffi
 from .errors import PluginError, VddkError
 from .nbdkit_compat import debug, debug_flags, error
 from .threadstate import KeptStates
 from .native import c_string, to_bytes
-from .printable import escape_unprintable
+from .printable import printable
 from .vddklog import silenced_errors
 
 OPEN_HINT = ('VDDK "Unknown error" can be caused by several problems.  '
@@ -80,8 +81,14 @@ def _c_or_null(text):
     return ffi.NULL if text is None else ffi.new("char[]", to_bytes(text))
 
 
+def params_delta(params):
+    """changed-since=CHANGEID (not "*"): unchanged areas read as zeros."""
+    return params.changed_since not in (None, changed.ALL)
+
+
 def _or_null(text):
-    return "NULL" if text is None else text
+    """Text from VDDK (or None) as a log line shows it."""
+    return "NULL" if text is None else printable(text)
 
 
 class Disk:
@@ -93,9 +100,14 @@ class Disk:
         self.params = session.params
         self.filename = filename
         self.readonly = readonly
-        # Maps older than the connection must not be used (extents).
-        self.opened_ns = time.monotonic_ns()
-        self.disk_map = None                # read-only: the whole disk's
+        # Read-only remote disks: the whole disk's map, built on this
+        # connection's handle at its first extents request (see extents).
+        self.disk_map = None
+        self._map_lock = threading.Lock()   # one scan, however many ask
+        # changed-since=: the map from vSphere's change tracking; for a
+        # delta (not "*") what it calls holes also reads as zeros.
+        self.changed_map = None
+        self.delta = params_delta(self.params)
         self.lock = threading.Lock()
         self.commands = itertools.count()   # upstream's command ids
         self._keep = []                     # C strings VDDK may point to
@@ -131,7 +143,14 @@ class Disk:
     def start(self):
         """Per-connection facts, read once (outside the open/close lock)."""
         self._read_info()
-        self.can_extents = self._probe_extents()
+        if self.params.changed_since is None:
+            self.can_extents = self._probe_extents()
+        else:
+            if not self.readonly:
+                raise PluginError("changed-since serves a read-only export",
+                                  errno.EROFS)
+            self.changed_map = self.session.changed_map(self)
+            self.can_extents = True
 
     def close(self):
         """Close once: shutdown may have closed it before nbdkit's close."""
@@ -203,15 +222,16 @@ class Disk:
             "diskType": p.create_type, "adapterType": p.create_adapter_type,
             "hwVersion": p.create_hwversion,
             "capacity": p.create_size // SECTOR_SIZE})
+        shown = printable(p.file)
         self.vddk.check(
-            "Create", "h->connection, %s, &cparams, NULL, NULL" % p.file,
+            "Create", "h->connection, %s, &cparams, NULL, NULL" % shown,
             self.connection, self._c(p.file), create_params, ffi.NULL,
-            ffi.NULL, prefix="VixDiskLib_Create: %s" % p.file)
+            ffi.NULL, prefix="VixDiskLib_Create: %s" % shown)
 
     def _open_handle(self):
         flags = self.params.open_flags(self.readonly)
         handle = ffi.new("VixDiskLibHandle *")
-        shown = escape_unprintable(self.filename)     # the client's, maybe
+        shown = printable(self.filename)     # the client's, maybe
         try:
             self.vddk.check(
                 "Open", "connection, %s, %d, &handle" % (shown, flags),
@@ -267,7 +287,8 @@ class Disk:
 
     def block_size(self):
         next(self.commands)
-        preferred = max(self.logical_sector, self.physical_sector, 4096)
+        preferred = max(self.logical_sector, self.physical_sector, 4096,
+                        changed.DELTA_ALIGNMENT if self.delta else 0)
         return SECTOR_SIZE, preferred, MAX_REQUEST
 
     # -- data path ----------------------------------------------------------
@@ -275,9 +296,25 @@ class Disk:
     def pread(self, buf, offset):
         if (offset | len(buf)) % SECTOR_SIZE:
             raise PluginError("read is not aligned to sectors", errno.EINVAL)
+        if self.delta:
+            self._read_delta(memoryview(buf), offset)
+        else:
+            self._read(buf, offset)
+
+    def _read(self, buf, offset):
         self._transfer("Read", ffi.from_buffer("uint8_t[]", buf,
                                                require_writable=True),
                        offset, len(buf))
+
+    def _read_delta(self, view, offset):
+        """Changed areas from VDDK, the rest as zeros (see changed)."""
+        for start, length, kind in self.changed_map.within(offset,
+                                                         len(view)):
+            part = view[start - offset:start - offset + length]
+            if kind == extents.DATA:
+                self._read(part, start)
+            else:
+                part[:] = bytes(length)
 
     def pwrite(self, buf, offset, fua):
         if (offset | len(buf)) % SECTOR_SIZE:
@@ -383,18 +420,35 @@ class Disk:
 
     def extents(self, offset, count, req_one):
         next(self.commands)
-        if self.readonly:
-            if self.disk_map is None:
-                self.disk_map = self.session.maps.get(
-                    self._map_key(), self.opened_ns, self._map_disk)
-            return self.disk_map.covering(offset, count)
-        return extents.for_request(self._query, self.size, offset, count,
-                                   req_one, self.hole_type)
+        if self.changed_map is not None:
+            return self.changed_map.within(offset, count)
+        if self.caches_map:
+            return self._whole_map().within(offset, count)
+        return extents.cut(extents.for_request(
+            self._query, self.size, offset, count, req_one, self.hole_type),
+            offset, count)
 
-    def _map_key(self):
-        p = self.params
-        return (p.server, p.port, p.vm, p.snapshot, p.single_link,
-                self.filename)
+    @property
+    def caches_map(self):
+        """Whether requests are answered from one whole-disk map.
+
+        Only read-only connections to a server do, as upstream does:
+        QueryAllocatedBlocks costs about a second a call there.  The map
+        is this connection's own, built on its own handle, so it has the
+        connection's size and describes the disk the connection reads
+        (with snapshot= a disk that cannot change while it is open).  A
+        local file can be written in place by any process meanwhile, and
+        nothing proves that a map read earlier still describes it: each
+        request asks the handle about the requested range (README,
+        "Troubleshooting performance").
+        """
+        return self.readonly and self.params.is_remote
+
+    def _whole_map(self):
+        with self._map_lock:
+            if self.disk_map is None:
+                self.disk_map = self._map_disk()
+            return self.disk_map
 
     def _map_disk(self):
         debug("vddk: pre-caching extents")

@@ -7,11 +7,12 @@ formatting it with ``traceback.format_exception`` and passing the text to
 formatted text just the message, and records the exception's errno for the
 NBD client: nbdkit formats the exception on the failing callback's own
 thread, right before it reads that thread's error, so this one place serves
-every callback.
+every callback.  It is installed when the first PluginError is made, before
+that error can escape: importing ``traceback`` (with ``re`` and
+``tokenize``) at every start would cost some 5 ms per process.
 """
 
 import errno
-import traceback
 
 from .abi import error_name
 
@@ -22,6 +23,7 @@ class PluginError(Exception):
     def __init__(self, message, errno_value=errno.EIO):
         super().__init__(message)
         self.errno = errno_value
+        install_reporting()
 
 
 # VixError code -> the errno an NBD client sees (EIO otherwise).
@@ -75,6 +77,7 @@ def _record_errno(value):
 
 
 def install_reporting():
+    import traceback
     if not hasattr(traceback.format_exception, "original"):
         traceback.format_exception = _format_plugin_errors(
             traceback.format_exception)

@@ -8,8 +8,6 @@ returns the allocated blocks as (offset, length) pairs in sectors.
 """
 
 import bisect
-import threading
-import time
 
 from .abi import MAX_CHUNK_NUMBER, MIN_CHUNK_SIZE, SECTOR_SIZE
 from .errors import PluginError
@@ -153,41 +151,19 @@ class DiskMap:
         last = bisect.bisect_left(self._starts, offset + count)
         return self.extents[max(first, 0):max(last, first + 1)]
 
-
-class SharedMaps:
-    """Whole-disk maps of read-only disks, shared between connections only
-    when that cannot hide newer data.
-
-    The disk may change while nbdkit serves it read-only (another writer,
-    a running VM), so a connection must never be given a map older than
-    itself.  A map whose scan started after a connection was opened is
-    what that connection would have built itself at that moment: such a
-    map is reused; otherwise a new one is built and replaces it.  A burst
-    of connections thus shares one scan, and each later connection makes
-    its own, as upstream's per-connection cache does.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._entries = {}
-
-    def get(self, key, opened_ns, build):
-        """The map of disk ``key`` for a connection opened at ``opened_ns``
-        (time.monotonic_ns()), calling ``build()`` if none is fresh."""
-        with self._lock:
-            entry = self._entries.setdefault(key, _SharedMap())
-        with entry.lock:
-            if entry.disk_map is None or entry.scan_started_ns <= opened_ns:
-                scan_started_ns = time.monotonic_ns()
-                entry.disk_map = build()
-                entry.scan_started_ns = scan_started_ns
-            return entry.disk_map
+    def within(self, offset, count):
+        return cut(self.covering(offset, count), offset, count)
 
 
-class _SharedMap:
-    __slots__ = ("lock", "disk_map", "scan_started_ns")
+def cut(extents, offset, count):
+    """``extents`` cut to [offset, offset+count): one past the request
+    would be cut by nbdkit instead, and nbdkit 1.32 cuts one of 4 GiB or
+    more at 4 GiB - 1 bytes, which strict clients refuse as unaligned."""
+    end = offset + count
+    result = []
+    for start, length, kind in extents:
+        begin, finish = max(start, offset), min(start + length, end)
+        if begin < finish:
+            result.append((begin, finish - begin, kind))
+    return result
 
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.disk_map = None
-        self.scan_started_ns = 0

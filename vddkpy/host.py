@@ -56,7 +56,7 @@ def plugin_script(directory, name):
 
 
 _PROBE = """
-import sys
+import os, sys
 def dump_plugin():
     sys.stdout.flush()
     print("vddkpy_python=%d.%d" % sys.version_info[:2])
@@ -65,6 +65,8 @@ def dump_plugin():
     for entry in sys.path:
         if entry.endswith(("site-packages", "dist-packages")):
             print("vddkpy_site_packages=" + entry)
+        if os.path.isfile(os.path.join(entry, "vddkpy", "__init__.py")):
+            print("vddkpy_copy=" + os.path.join(entry, "vddkpy"))
     try:
         import _cffi_backend, cffi
         print("vddkpy_cffi=yes")
@@ -75,6 +77,17 @@ def open(readonly): pass
 def get_size(h): pass
 def pread(h, buf, offset, flags): pass
 """
+
+
+def version_of(copy):
+    """The __version__ a copy of the vddkpy package declares (read, not
+    imported: it may be another version's)."""
+    try:
+        with open(os.path.join(copy, "__init__.py")) as f:
+            match = re.search(r'^__version__ = "(.*)"$', f.read(), re.M)
+    except OSError:
+        match = None
+    return match.group(1) if match else "of unknown version"
 
 
 class EmbeddedPython:
@@ -95,6 +108,8 @@ class EmbeddedPython:
         answers = {}
         for key, value in lines:
             answers.setdefault(key, value)
+        # Every copy of vddkpy on its sys.path, the one it imports first.
+        self.copies = [value for key, value in lines if key == "copy"]
         self.version = answers["python"]
         self.prefix = answers["prefix"]
         self.base_prefix = answers["base_prefix"]

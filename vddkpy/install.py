@@ -8,62 +8,39 @@ script whose first line is ``#!NBDKIT python`` (in preference to a C
 ``nbdkit-NAME-plugin.so``); after installing, ``nbdkit vddk file=…
 libdir=…`` works as with the C plugin (except that ``file=`` must be
 written out).  The package is copied where the Python that nbdkit embeds
-finds it.  The installer refuses, with one line saying what to do, when
-the result would not work for nbdkit started by other programs.  A C
-plugin of the same name is kept aside only with ``--force``, and restored
-by ``--uninstall``.  The Debian package (scripts/build-deb.sh) installs
-the same script, from ``package_script``.
+finds it, its cffi module generated there afresh (``ffibuild``).  The
+installer refuses, with one line saying what to do, when
+the result would not work for nbdkit started by other programs, or when
+the Debian package is installed (one copy of vddkpy).  A C plugin of the
+same name is kept aside only with ``--force``, and restored by
+``--uninstall``.  What it writes is listed in ``RECORD_NAME`` in the
+plugin directory; ``--uninstall`` removes exactly that, even after the
+Debian package has replaced the script.  The scripts themselves, the
+same for the Debian package (scripts/build-deb.sh), are in
+``vddkpy/scripts.py``.
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
 
-from .host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, plugindir, \
-    plugin_script
+from . import incomplete
 
-MARKER = "# Installed by vddkpy (python3 -m vddkpy.install)."
-PACKAGE_MARKER = "# Installed by the Debian package %s." % PACKAGE
+try:
+    from .host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, \
+        plugindir, plugin_script
+    from .scripts import MARKER, PACKAGE_MARKER, script_text
+    from . import ffibuild
+except ModuleNotFoundError as missing:     # a partial copy
+    sys.exit(incomplete(missing, "python3 -m vddkpy.install"))
+
 SAVED_SUFFIX = ".vddkpy-saved"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-# The plugin script.  Its fallback runs when the Python that nbdkit embeds
-# cannot import vddkpy at all (typically: Python was upgraded after an
-# install into the old version's site-packages), so it cannot use vddkpy;
-# it prints the one nbdkit error line itself.
-SCRIPT = """#!%(nbdkit)s python
-%(marker)s
-# nbdkit-%(name)s-plugin: VMware disks over NBD through VDDK, in Python
-# (vddkpy).  Manual: man nbdkit-vddk-plugin.
-try:
-    from vddkpy.callbacks import *  # noqa: F401,F403
-except ModuleNotFoundError as missing:
-    if missing.name != "vddkpy":
-        raise
-    import ctypes
-    import sys
-    message = ("vddkpy is not installed for Python %%d.%%d, the Python nbdkit "
-               "embeds%(where)s: %(remedy)s" %% sys.version_info[:2])
-    process = ctypes.CDLL(None)
-    process.nbdkit_error(b"%%s", message.encode())
-    sys.stderr.flush()
-    process.exit(1)
-"""
-
-
-def script_text(nbdkit, name, site_packages):
-    return SCRIPT % {
-        "nbdkit": nbdkit, "marker": MARKER, "name": name,
-        "where": " (it was installed in %s)" % site_packages,
-        "remedy": "run 'python3 -m vddkpy.install' again as root"}
-
-
-def package_script(name="vddk"):
-    """The script the Debian package installs."""
-    return SCRIPT % {
-        "nbdkit": "/usr/bin/nbdkit", "marker": PACKAGE_MARKER, "name": name,
-        "where": "", "remedy": "apt install --reinstall %s" % PACKAGE}
+RECORD_NAME = "vddkpy-install.record"
+RECORD_ABOUT = ("What python3 -m vddkpy.install wrote (scripts: the package "
+                "copy each one runs) and set aside; --uninstall removes it.")
 
 
 def _first_lines(path):
@@ -78,17 +55,58 @@ def _ours(path):
     return MARKER in _first_lines(path)
 
 
-def _set_aside(path, force):
+def _packaged(path):
+    return PACKAGE_MARKER in _first_lines(path)
+
+
+class Record:
+    """What the installer wrote (and set aside), kept in the plugin
+    directory: {"scripts": {script: package directory}, "saved": [path]}."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, RECORD_NAME)
+        try:
+            with open(self.path) as f:
+                self.data = json.load(f)
+            self.data.pop("about", None)
+        except FileNotFoundError:
+            self.data = {"scripts": {}, "saved": []}
+        except (OSError, ValueError) as e:
+            raise Missing("cannot read %s: %s" % (self.path, e)) from None
+
+    def save(self):
+        if not self.data["scripts"] and not self.data["saved"]:
+            if os.path.lexists(self.path):
+                os.unlink(self.path)
+            return
+        temporary = self.path + ".new"
+        with open(temporary, "w") as f:
+            json.dump(dict(self.data, about=RECORD_ABOUT), f, indent=1,
+                      sort_keys=True)
+            f.write("\n")
+        os.replace(temporary, self.path)
+
+
+def _set_aside(path, force, record):
     """Keep a plugin that is not ours, if allowed."""
     if not os.path.lexists(path) or _ours(path):
         return
-    if PACKAGE_MARKER in _first_lines(path):
-        raise Missing("%s belongs to the Debian package %s, which already "
-                      "installs vddkpy" % (path, PACKAGE))
     if not force:
         raise Missing("%s exists and is not vddkpy's; use --force to set it "
                       "aside (--uninstall puts it back)" % path)
     os.rename(path, path + SAVED_SUFFIX)
+    record.data["saved"].append(path)
+
+
+def _refuse_beside_the_package(directory):
+    """One copy of vddkpy: the Debian package's, when it is installed."""
+    for name in ("vddk", "vddkpy"):
+        script = plugin_script(directory, name)
+        if _packaged(script):
+            raise Missing("%s belongs to the Debian package %s, which already "
+                          "installs vddkpy (one copy runs: apt remove %s "
+                          "first to install another)"
+                          % (script, PACKAGE, PACKAGE))
 
 
 def _locations(name):
@@ -101,37 +119,92 @@ def _locations(name):
 def install(name, force):
     nbdkit, directory, script = _locations(name)
     python = EmbeddedPython(nbdkit, directory).check()
+    _refuse_beside_the_package(directory)
+    record = Record(directory)
     # nbdkit would run our script instead of the C plugin: say so first.
-    _set_aside(script + ".so", force)
-    _set_aside(script, force)
+    _set_aside(script + ".so", force, record)
+    _set_aside(script, force, record)
     os.makedirs(python.site_packages, exist_ok=True)
     target = os.path.join(python.site_packages, "vddkpy")
     if os.path.realpath(target) != PACKAGE_DIR:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(PACKAGE_DIR, target,
                         ignore=shutil.ignore_patterns("__pycache__"))
+    ffibuild.generate(target)       # whatever the source directory held
+    record.data["scripts"][script] = target
+    record.save()
     with open(script, "w") as f:
         f.write(script_text(nbdkit, name, python.site_packages))
     os.chmod(script, 0o755)
     return script
 
 
-def uninstall(name):
-    nbdkit, directory, script = _locations(name)
-    if not _ours(script):
+def _legacy_package(nbdkit, directory):
+    """Where an install made before the record put the package."""
+    site_packages = EmbeddedPython(nbdkit, directory).site_packages
+    return os.path.join(site_packages, "vddkpy")
+
+
+def _legacy_copy(nbdkit, directory):
+    """The copy an install made before the record left behind once the
+    Debian package replaced its script, or None.  (pip's copies carry
+    metadata beside them; the installer's never did.)"""
+    target = _legacy_package(nbdkit, directory)
+    parent = os.path.dirname(target)
+    pip = [entry for entry in os.listdir(parent) if entry.startswith(
+        "vddkpy-") and entry.endswith((".dist-info", ".egg-info"))] \
+        if os.path.isdir(parent) else []
+    if os.path.isfile(os.path.join(target, "__init__.py")) and not pip:
+        return target
+    return None
+
+
+def _installed_copy(nbdkit, directory, script, record):
+    """The copy of vddkpy that ``script``'s install wrote (taken out of
+    the record)."""
+    if script in record.data["scripts"]:
+        return record.data["scripts"].pop(script)
+    if _ours(script):
+        return _legacy_package(nbdkit, directory)
+    copy = _legacy_copy(nbdkit, directory) if _packaged(script) else None
+    if copy is None:
         raise Missing("%s is not installed by vddkpy" % script)
-    os.unlink(script)
+    return copy
+
+
+def uninstall(name):
+    """Remove what the record says ``install(name)`` wrote, and put back
+    what it set aside.  Returns the lines to print."""
+    nbdkit, directory, script = _locations(name)
+    record = Record(directory)
+    said = []
+    target = _installed_copy(nbdkit, directory, script, record)
+    if _ours(script):
+        os.unlink(script)
+        said.append("removed %s" % script)
+    elif _packaged(script):
+        said.append("left %s: it belongs to the Debian package %s now"
+                    % (script, PACKAGE))
+    elif os.path.lexists(script):
+        said.append("left %s: it is no longer the one vddkpy.install wrote"
+                    % script)
     for path in (script, script + ".so"):
-        if os.path.lexists(path + SAVED_SUFFIX):
-            os.rename(path + SAVED_SUFFIX, path)
-    still_used = any(_ours(os.path.join(directory, entry))
-                     for entry in os.listdir(directory))
-    if not still_used:
-        site_packages = EmbeddedPython(nbdkit, directory).site_packages
-        target = os.path.join(site_packages, "vddkpy")
-        if os.path.realpath(target) != PACKAGE_DIR:
-            shutil.rmtree(target, ignore_errors=True)
-    return script
+        if path in record.data["saved"] or os.path.lexists(
+                path + SAVED_SUFFIX):
+            if not os.path.lexists(path):
+                os.rename(path + SAVED_SUFFIX, path)
+                said.append("restored %s" % path)
+            if path in record.data["saved"]:
+                record.data["saved"].remove(path)
+    still_used = target in record.data["scripts"].values() or any(
+        _ours(os.path.join(directory, entry))
+        for entry in os.listdir(directory))
+    if not still_used and os.path.realpath(target) != PACKAGE_DIR \
+            and os.path.isdir(target):
+        shutil.rmtree(target)
+        said.append("removed %s" % target)
+    record.save()
+    return said
 
 
 def main(argv=None):
@@ -146,7 +219,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.uninstall:
-            print("removed %s" % uninstall(args.name))
+            print("\n".join(uninstall(args.name)))
         else:
             print("installed %s" % install(args.name, args.force))
     except (Missing, OSError) as e:

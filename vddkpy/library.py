@@ -7,10 +7,11 @@ found on disk.
 """
 
 import os
-import re
 
-from .abi import FUNCTIONS, ffi
+from .abi import FUNCTIONS
+from .binding import ffi
 from .native import RTLD_NOW, c_string, process, to_bytes
+from .printable import printable
 
 DEFAULT_LIBDIRS = [
     "/usr/lib64/vmware-vix-disklib",
@@ -22,7 +23,7 @@ KNOWN_MAJORS = [9, 8, 7, 6]
 # VDDK 6.7 is the oldest supported; it is libvixDiskLib.so.6, as are 6.0
 # and 6.5, which the check for required symbols refuses.
 MIN_MAJOR = 6
-_SONAME = re.compile(r"^libvixDiskLib\.so\.(\d+)$")
+_SONAME_PREFIX = "libvixDiskLib.so."
 
 
 class LoadError(Exception):
@@ -33,12 +34,26 @@ class MissingSymbol(LoadError):
     pass
 
 
+def _soname_major(name):
+    """N of a file named libvixDiskLib.so.N, else None."""
+    number = name[len(_SONAME_PREFIX):]
+    if name.startswith(_SONAME_PREFIX) and number.isascii() \
+            and number.isdigit():
+        return int(number)
+    return None
+
+
 def default_libdir():
     """The first default directory that exists (the first if none does)."""
     for libdir in DEFAULT_LIBDIRS:
         if os.path.isdir(libdir):
             return libdir
     return DEFAULT_LIBDIRS[0]
+
+
+def libdir_of(params):
+    """The VDDK directory used: libdir=, else the default."""
+    return params.libdir or default_libdir()
 
 
 def _sonames_on_disk(libdir):
@@ -50,10 +65,9 @@ def _sonames_on_disk(libdir):
         except OSError:
             continue
         for name in names:
-            match = _SONAME.match(name)
-            if match:
-                found.setdefault(int(match.group(1)),
-                                 os.path.join(libdir, sub, name))
+            major = _soname_major(name)
+            if major is not None:
+                found.setdefault(major, os.path.join(libdir, sub, name))
     return found
 
 
@@ -69,7 +83,7 @@ def candidates(libdir):
 
 
 def _dlerror():
-    return c_string(process.dlerror()) or "(unknown error)"
+    return printable(c_string(process.dlerror()) or "(unknown error)")
 
 
 def _too_old_message(libdir):
@@ -143,6 +157,11 @@ class Library:
                 continue
             functions[function.name] = ffi.cast(function.ctype, pointer)
         return functions
+
+    def init_directories(self, config):
+        """InitEx's libDir and configFile arguments (config= or None)."""
+        return (to_bytes(self.libdir),
+                ffi.NULL if config is None else to_bytes(config))
 
     def dll(self):
         """Real path of the file that provides the library, or None."""

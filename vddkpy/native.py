@@ -4,42 +4,13 @@ nbdkit exports its helper functions (``nbdkit_error``, ``nbdkit_parse_bool``,
 ``nbdkit_read_password`` ...) to plugins; calling them gives the running
 server's exact parsing rules and message texts.  libc gives the dynamic
 loader (for the loader's own error texts), ``vsnprintf`` for VDDK's
-``va_list`` log messages and glibc's ``fnmatch``, run in the C locale.
+``va_list`` log messages and glibc's ``fnmatch``, run in the C locale
+(declared in abi.PROCESS_DECLARATIONS).
 """
 
-from .abi import ffi
-
-ffi.cdef("""
-void *dlopen(const char *filename, int flags);
-void *dlsym(void *handle, const char *symbol);
-char *dlerror(void);
-typedef struct {
-    const char *dli_fname;
-    void *dli_fbase;
-    const char *dli_sname;
-    void *dli_saddr;
-} Dl_info;
-int dladdr(const void *addr, Dl_info *info);
-int vsnprintf(char *str, size_t size, const char *format, void *ap);
-int fnmatch(const char *pattern, const char *string, int flags);
-void *newlocale(int category_mask, const char *locale, void *base);
-void *uselocale(void *newloc);
-void exit(int status);
-int fflush(void *stream);
-void free(void *ptr);
-
-void nbdkit_error(const char *fs, ...);
-void nbdkit_debug(const char *fs, ...);
-int nbdkit_parse_bool(const char *str);
-int nbdkit_parse_uint16_t(const char *what, const char *str, uint16_t *r);
-int64_t nbdkit_parse_size(const char *str);
-int nbdkit_read_password(const char *value, char **password);
-char *nbdkit_realpath(const char *path);
-const char *nbdkit_export_name(void);
-""")
+from .binding import ffi
 
 RTLD_NOW = 2
-FNM_PATHNAME = 1
 FNM_NOMATCH = 1
 # LC_CTYPE_MASK | LC_COLLATE_MASK (the same bits in glibc and musl).
 _MATCHING_CATEGORIES = (1 << 0) | (1 << 3)
@@ -53,6 +24,17 @@ def c_string(cdata):
     if cdata == ffi.NULL:
         return None
     return ffi.string(cdata).decode("utf-8", "surrogateescape")
+
+
+def has_symbol(name):
+    """Whether this process exports ``name`` (declared in abi).  A missing
+    symbol is AttributeError with declarations cffi parsed, ffi.error with
+    the generated module."""
+    try:
+        getattr(process, name)
+    except (AttributeError, ffi.error):
+        return False
+    return True
 
 
 def to_bytes(text):

@@ -11,7 +11,7 @@
 import sys
 
 from . import cmdline
-from .native import ffi, process, to_bytes
+from .native import ffi, has_symbol, process, to_bytes
 
 _DEFAULT_FLAGS = {"datapath": 1, "diskinfo": 0, "extents": 0, "stats": 0}
 
@@ -66,7 +66,14 @@ def _nbdkit_argv():
         return []
 
 
-debug_flags = Debug(_nbdkit_argv())
+_ARGV = _nbdkit_argv()
+debug_flags = Debug(_ARGV)
+
+
+def readonly_server():
+    """Whether nbdkit was started with -r (its clients can only read)."""
+    return any(option == "r"
+               for option, _ in cmdline.options(_ARGV, cmdline.server_version))
 
 
 def _c_text(text):
@@ -137,3 +144,10 @@ def read_password(value):
         return ffi.string(password[0]).decode("utf-8", "surrogateescape")
     finally:
         process.free(password[0])
+
+
+if not has_symbol("nbdkit_error"):
+    # The vddkpy command parses the same parameters without a server.
+    from .standalone import (error, exit_startup, parse_bool,  # noqa: F811
+                             parse_size, parse_uint16, read_password,
+                             readonly_server, realpath)

@@ -7,9 +7,10 @@ passwords is delegated to the nbdkit server's own helpers.
 
 import os
 
-from . import abi, statsfile
+from . import abi
 from .nbdkit_compat import (debug, exit_startup, fail_startup, parse_bool,
-                            parse_size, parse_uint16, read_password, realpath)
+                            parse_size, parse_uint16, read_password,
+                            readonly_server, realpath)
 
 USAGE = """\
 file=<FILENAME>                The filename (eg. VMDK file) to serve.
@@ -18,11 +19,12 @@ file=<FILENAME>                The filename (eg. VMDK file) to serve.
 export=<WILDCARD>              Let client choose file matching wildcard.
 libdir=<DIR>                   VDDK directory (vmware-vix-disklib-distrib).
 stats-file=<PATH>              Write per-function VDDK statistics as JSON.
+changed-since=<CHANGEID>|*     Serve what changed since CHANGEID (vSphere).
 Many optional parameters are supported, see nbdkit-vddk-plugin(1)."""
 
 # Keys whose value is stored as given.
-_VERBATIM = {"cookie", "file", "server", "snapshot", "thumbprint",
-             "transports", "user", "vm", "reexeced_"}
+_VERBATIM = {"changed-since", "cookie", "file", "server", "snapshot",
+             "thumbprint", "transports", "user", "vm", "reexeced_"}
 _BOOLEANS = {"create", "noreexec", "single-link", "unbuffered"}
 _PORTS = {"port", "nfchostport"}
 _WORDS = {
@@ -41,6 +43,7 @@ class Params:
     """Every parameter, with upstream's defaults."""
 
     def __init__(self):
+        self.changed_since = None       # a changeId, or changed.ALL
         self.compression = 0            # open flag bits
         self.config = None
         self.cookie = None
@@ -51,6 +54,7 @@ class Params:
         self.create_type = abi.DISK_TYPES["monolithic-sparse"]
         self.export = None
         self.file = None
+        self.file_at_start = None       # absolute, as at config_complete
         self.libdir = None
         self.nfchostport = 0
         self.noreexec = False
@@ -136,6 +140,10 @@ class Params:
 
     def complete(self):
         """Check the combination, in upstream's order; exit on error."""
+        if self.file is not None:
+            # Kept for the check at exit, when nbdkit may have changed
+            # directory (a relative file= is VDDK's error, not ours).
+            self.file_at_start = os.path.abspath(self.file)
         for message in self._problems():
             fail_startup(message)
         if self.reexeced_ is not None:
@@ -163,9 +171,13 @@ class Params:
             if self.create_size == 0:
                 yield ("if using create=true you must specify the size "
                        "using the create-size parameter")
+        if self.changed_since is not None:
+            from .tracked import parameter_problems
+            yield from parameter_problems(self, readonly_server())
         if self.stats_file is not None:
-            problem = statsfile.problem(
-                self.stats_file, None if self.is_remote else self.file)
+            # Imported only for stats-file= (json, re, tempfile at start-up).
+            from . import statsfile
+            problem = statsfile.problem(self.stats_file, self.disk_files())
             if problem:
                 yield problem
 
@@ -183,6 +195,15 @@ class Params:
             del os.environ["LD_LIBRARY_PATH"]
 
     # -- derived values ----------------------------------------------------
+
+    def disk_files(self):
+        """The files of a local disk (``vmdkfiles``); None for a remote one
+        (its files are not on this machine)."""
+        if self.is_remote or self.file_at_start is None:
+            return None
+        from . import vmdkfiles
+        return vmdkfiles.local_disk(
+            self.file_at_start, self.create_type if self.create else None)
 
     def open_flags(self, readonly):
         flags = self.compression

@@ -1,14 +1,14 @@
 """What the plugin needs before it can even be imported, said in one line.
 
-The plugin binds VDDK through cffi.  When cffi (or its compiled part,
-``_cffi_backend``) is missing for the Python that nbdkit embeds, the
-import would end in a traceback; instead the plugin prints one nbdkit
+The plugin binds VDDK through cffi.  When cffi's compiled part
+(``_cffi_backend``), or cffi itself where the declarations must be parsed
+at run time (``binding``), is missing for the Python that nbdkit embeds,
+the import would end in a traceback; instead the plugin prints one nbdkit
 error line saying what to install and exits 1, as nbdkit does for a bad
 configuration.  cffi is what is missing, so the line goes out through
 ctypes, which every CPython has.
 """
 
-import ctypes
 import sys
 
 EMBEDDED = "the Python nbdkit embeds"
@@ -19,6 +19,15 @@ def cffi_missing_message(version, which=EMBEDDED):
             "(%s): apt install python3-cffi" % (version, which))
 
 
+def virtual_environment_message(prefix):
+    """cffi is missing because nbdkit's Python runs in a virtual environment
+    (found through the PATH that activating it set)."""
+    return ("vddkpy needs python3-cffi, which the Python nbdkit embeds does "
+            "not see: it runs in the virtual environment %s, active here "
+            "(nbdkit started by other programs does not): run 'deactivate'"
+            % prefix)
+
+
 def running_version():
     return "%d.%d" % sys.version_info[:2]
 
@@ -26,6 +35,7 @@ def running_version():
 def fail(message):
     """Print ``message`` as nbdkit's error line and exit 1, as nbdkit does
     after a configuration error (only ever called inside nbdkit)."""
+    import ctypes       # only now: its import costs start-up time
     process = ctypes.CDLL(None)
     process.nbdkit_error(b"%s", message.encode("utf-8", "surrogateescape"))
     sys.stdout.flush()
@@ -33,16 +43,20 @@ def fail(message):
     process.exit(1)
 
 
-def cffi_missing():
-    """True when cffi cannot work in this Python."""
+def cffi_missing(parser=True):
+    """True when cffi cannot work in this Python; with ``parser=False``
+    only its compiled part is needed (the generated module's case)."""
     try:
         import _cffi_backend  # noqa: F401  (cffi's compiled part)
-        import cffi  # noqa: F401
+        if parser:
+            import cffi  # noqa: F401
     except ImportError:
         return True
     return False
 
 
-def require_cffi():
-    if cffi_missing():
+def require_cffi(parser):
+    if cffi_missing(parser):
+        if sys.prefix != sys.base_prefix:
+            fail(virtual_environment_message(sys.prefix))
         fail(cffi_missing_message(running_version()))

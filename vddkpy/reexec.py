@@ -6,15 +6,31 @@ directory is known nbdkit is executed again with it prepended.  The new
 process gets ``reexeced_=ORIGINAL`` so it can give ``--run`` commands the
 original value back, and the password travels through an inherited,
 already-unlinked file instead of the command line.
+
+The process that re-executes pays for every module it imported, for
+nothing: get_ready and --dump-plugin decide the re-exec with only the
+modules that configuration needs and this one (``load_library``), and
+import the session and the data path afterwards.
 """
 
 import os
 import sys
-import tempfile
 
 from .cmdline import read_cmdline
+from .library import Library, LoadError, libdir_of
 from .nbdkit_compat import debug, fail_startup
 from .native import ffi, process
+
+
+def load_library(params):
+    """get_ready's VDDK, in a process whose LD_LIBRARY_PATH has its
+    directory; exits with upstream's message if no library loads."""
+    try:
+        library = Library(libdir_of(params))
+    except LoadError as e:
+        fail_startup(str(e))
+    reexec_if_needed(library.directory, params)
+    return library
 
 
 def _needed(directory, params):
@@ -26,6 +42,7 @@ def _needed(directory, params):
 
 def _password_fd(password):
     """An unlinked 0600 file holding the password, inherited by exec."""
+    import tempfile     # only with password=: it costs start-up time
     try:
         fd, path = tempfile.mkstemp(prefix="", dir="/tmp")
         os.unlink(path)

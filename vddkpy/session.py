@@ -1,27 +1,23 @@
 """Process-wide plugin state and the nbdkit lifecycle around VDDK.
 
-get_ready loads the library (and may re-exec nbdkit), after_fork calls
-InitEx in the serving process (VDDK starts threads there, which a fork
-would lose), cleanup quiets VDDK and prints statistics before Python is
+Made by get_ready once the library is loaded and nbdkit re-executed if
+needed (``reexec.load_library``), so a process that re-executes never
+imports this module and the data path behind it.  after_fork calls InitEx
+in the serving process (VDDK starts threads there, which a fork would
+lose), cleanup quiets VDDK and prints statistics before Python is
 finalised.
 """
 
 import errno
 import os
-import sys
 import threading
 
-from . import extents, statsfile
-from .abi import ffi
 from .calls import Vddk
 from .disk import Disk
 from .errors import PluginError
-from .library import Library, LoadError, MissingSymbol, default_libdir
 from .nbdkit_compat import debug, debug_flags, error, fail_startup
-from .native import (FNM_NOMATCH, FNM_PATHNAME, c_string, fnmatch_bytes,
-                     process, to_bytes)
-from .printable import quoted
-from .reexec import reexec_if_needed
+from .native import FNM_NOMATCH, fnmatch_bytes, to_bytes
+from .printable import printable, quoted
 from .vddklog import error_function, log_function
 
 RHEL_54377_HINT = (
@@ -29,54 +25,40 @@ RHEL_54377_HINT = (
     "workarounds: https://issues.redhat.com/browse/RHEL-54377")
 
 
+def _climbs(name):
+    """Whether a file name ("[datastore] dir/file.vmdk" or a local path)
+    has a ".." component."""
+    return ".." in name.replace("] ", "/").split("/")
+
+
 class Session:
-    def __init__(self, params):
+    def __init__(self, params, library):
         self.params = params
-        self.library = None
-        self.vddk = None
+        self.library = library
         self.initialized = False
         self.open_close_lock = threading.Lock()
-        self.create_pending = False     # set from create= in load()
-        self.maps = extents.SharedMaps()
+        self.create_pending = params.create
         self.disks = set()              # open, until close_disk
-
-    @property
-    def libdir(self):
-        return self.params.libdir or default_libdir()
-
-    # -- lifecycle ----------------------------------------------------------
-
-    def load(self):
-        """get_ready: load VDDK (exits with upstream's message if not)."""
-        try:
-            self.library = Library(self.libdir)
-        except LoadError as e:
-            fail_startup(str(e))
-        reexec_if_needed(self.library.directory, self.params)
-        self.create_pending = self.params.create
-        collect = debug_flags.stats or self.params.stats_file is not None
-        self.vddk = Vddk(self.library, collect)
-        if (self.library.version >= 8 and self.params.transports is None
+        self._vsphere = None            # changed-since=: one API session
+        collect = debug_flags.stats or params.stats_file is not None
+        self.vddk = Vddk(library, collect)
+        if (library.version >= 8 and params.transports is None
                 and not os.path.exists("/sys/class/scsi_disk")):
             debug(RHEL_54377_HINT)
+
+    # -- lifecycle ----------------------------------------------------------
 
     def initialize(self):
         """after_fork: VixDiskLib_InitEx in the serving process."""
         config = self.params.config
         code = self.vddk.call(
             "InitEx", "6, 5, &debug_fn, &error_fn, &error_fn, %s, %s"
-            % (self.libdir, config or "NULL"),
+            % (self.library.libdir, config or "NULL"),
             6, 5, log_function, error_function, error_function,
-            *self._init_directories())
+            *self.library.init_directories(config))
         if code != 0:
             fail_startup(str(self.vddk.error("VixDiskLib_InitEx", code)))
         self.initialized = True
-
-    def _init_directories(self):
-        """InitEx's libDir and configFile arguments."""
-        config = self.params.config
-        return (to_bytes(self.libdir),
-                ffi.NULL if config is None else to_bytes(config))
 
     def shutdown(self):
         """cleanup: no VDDK thread may call into Python after this.
@@ -96,18 +78,22 @@ class Session:
         self._report_stats()
 
     def _report_stats(self):
-        stats = self.vddk.stats if self.vddk else None
+        stats = self.vddk.stats
         if stats is None:
             return
         if debug_flags.stats:
             for line in stats.table():
                 debug(line)
-        if self.params.stats_file:
+        path = self.params.stats_file
+        if path:
+            from . import statsfile     # json, re, tempfile: only for this
             try:
-                statsfile.write(self.params.stats_file, stats.as_json())
+                statsfile.write(path, stats.as_json(),
+                                self.params.disk_files())
+            except statsfile.Refused as e:
+                error(str(e))
             except OSError as e:
-                error("stats-file: %s: %s" % (self.params.stats_file,
-                                              e.strerror))
+                error("stats-file: %s: %s" % (printable(path), e.strerror))
 
     # -- connections --------------------------------------------------------
 
@@ -129,12 +115,23 @@ class Session:
             self.disks.discard(disk)
             disk.close()
 
+    def changed_map(self, disk):
+        """changed-since=: the map of ``disk``, built for it alone."""
+        from .tracked import served_map
+        from .vsphere import Session as VsphereSession
+        with self.open_close_lock:
+            if self._vsphere is None:
+                self._vsphere = VsphereSession(self.params)
+        return served_map(self._vsphere, self.params, disk.filename,
+                          disk.size, self.vddk.stats)
+
     def create_if_pending(self, disk):
         """Create the local disk on the first connection (until it works)."""
         if self.create_pending:
             if disk.readonly:
                 raise PluginError("create=true: cannot create %s on a "
-                                  "read-only connection" % self.params.file,
+                                  "read-only connection"
+                                  % printable(self.params.file),
                                   errno.EROFS)
             disk.create()
             self.create_pending = False
@@ -149,8 +146,15 @@ class Session:
             raise PluginError("'export' parameter used, but the client did "
                               "not negotiate an export name.  Using oldstyle "
                               "protocol?")
-        r = fnmatch_bytes(to_bytes(wildcard), export_name, FNM_PATHNAME)
+        # No FNM_PATHNAME, as upstream since 1.45.11: "*" crosses "/", so
+        # one server serves a VM's disks in several folders of a datastore.
+        r = fnmatch_bytes(to_bytes(wildcard), export_name, 0)
         name = export_name.decode("utf-8", "surrogateescape")
+        if r == 0 and _climbs(name):
+            # "*" would also admit "dir/../elsewhere": not what the
+            # wildcard names (upstream passes it on to VDDK).
+            raise PluginError('access denied: client requested %s which has '
+                              'a ".." path component' % quoted(name))
         if r == 0:
             return name
         if r == FNM_NOMATCH:
@@ -158,49 +162,3 @@ class Session:
                               'does not match export="%s"'
                               % (quoted(name), wildcard))
         raise PluginError("fnmatch returned error code %d" % r)
-
-    # -- --dump-plugin --------------------------------------------------------
-
-    def dump(self):
-        # The server's lines sit in C stdio's buffer; ours must follow them.
-        process.fflush(ffi.NULL)
-        try:
-            self._dump()
-            sys.stdout.flush()      # nbdkit exits without finalising Python
-        except BrokenPipeError:
-            # The reader has gone (`| head`), so nothing more can be said;
-            # raising would crash nbdkit 1.32, whose python plugin does not
-            # expect dump_plugin to fail.
-            pass
-
-    def _dump(self):
-        try:
-            library = Library(self.libdir)
-            reexec_if_needed(library.directory, self.params)
-        except MissingSymbol as e:
-            fail_startup(str(e))
-        except LoadError:
-            library = None
-        print("vddk_default_libdir=%s" % default_libdir())
-        print("vddk_has_nfchostport=1")
-        if library is None:
-            return
-        print("vddk_library_version=%d" % library.version)
-        dll = library.dll()
-        if dll:
-            print("vddk_dll=%s" % dll)
-        modes = self._transport_modes(library)
-        if modes is not None:
-            print("vddk_transport_modes=%s" % modes)
-        for name in library.functions:
-            print("VixDiskLib_%s=1" % name)
-
-    def _transport_modes(self, library):
-        f = library.functions
-        if f["InitEx"](6, 5, ffi.NULL, ffi.NULL, ffi.NULL,
-                       *self._init_directories()) != 0:
-            return None
-        try:
-            return c_string(f["ListTransportModes"]())
-        finally:
-            f["Exit"]()

@@ -33,23 +33,17 @@ releases around a foreign call, so these go through ctypes.pythonapi.
 import ctypes
 import threading
 
-from .native import ffi, process
+from .native import ffi, has_symbol, process
 
 _api = ctypes.pythonapi
 _api.PyGILState_Ensure.restype = ctypes.c_int
 _api.PyGILState_Release.argtypes = [ctypes.c_int]
 
-ffi.cdef("""
-int __cxa_thread_atexit_impl(void (*func)(void *), void *obj,
-                             void *dso_symbol);
-""")
-
 
 def _find_exit_hook():
-    try:
-        return process.__cxa_thread_atexit_impl
-    except AttributeError:
+    if not has_symbol("__cxa_thread_atexit_impl"):
         return None
+    return process.__cxa_thread_atexit_impl
 
 
 _register_exit_hook = _find_exit_hook()

@@ -9,10 +9,10 @@ asked for silence (upstream's extents probe).
 
 import threading
 
-from .abi import ffi
+from .binding import ffi
 from .nbdkit_compat import debug, debug_flags, error
-from .native import process
-from .printable import escape_unprintable
+from .native import c_string, process
+from .printable import printable
 
 _BUFFER_SIZE = 65536
 _NOISE = ("Get CEIP status failed", "VDDK_PhoneHome:")
@@ -28,15 +28,16 @@ def _format(fmt, args):
     text = ffi.string(buffer).decode("utf-8", "surrogateescape")
     if text.endswith("\n"):
         text = text[:-1]                # nbdkit adds one, as upstream
-    # VDDK's messages name files, which export= lets clients choose: escape
-    # within the message; newlines VDDK adds at its end stay (blank lines).
+    # VDDK's messages name files, which export= lets clients choose, and
+    # quote descriptors: escape within the message; newlines VDDK adds at
+    # its end stay (blank lines).
     body = text.rstrip("\n")
-    return escape_unprintable(body) + text[len(body):]
+    return printable(body) + text[len(body):]
 
 
 def _report_callback_failure(exception, value, traceback):
     # Never let an exception escape into VDDK's thread.
-    error("internal error in VDDK log callback: %s" % value)
+    error("internal error in VDDK log callback: %s" % printable(str(value)))
 
 
 @ffi.callback("VixDiskLibGenericLogFunc", onerror=_report_callback_failure)
@@ -45,7 +46,7 @@ def log_function(fmt, args):
         return
     text = _format(fmt, args)
     if text is None:
-        debug("lost debug message: %s" % ffi.string(fmt).decode())
+        debug("lost debug message: %s" % printable(c_string(fmt)))
     else:
         debug(text)
 
@@ -56,7 +57,7 @@ def error_function(fmt, args):
         return
     text = _format(fmt, args)
     if text is None:
-        error("lost error message: %s" % ffi.string(fmt).decode())
+        error("lost error message: %s" % printable(c_string(fmt)))
     elif any(noise in text for noise in _NOISE):
         debug(text)
     else:

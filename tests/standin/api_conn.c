@@ -118,12 +118,13 @@ static const struct fv_vm *find_vm(const struct fv_server *s,
   return NULL;
 }
 
-static bool has_snapshot(const struct fv_vm *vm, const char *name)
+static const struct fv_snapshot *find_snapshot(const struct fv_vm *vm,
+                                               const char *name)
 {
-  for (const struct fv_strlist *s = vm->snapshots; s; s = s->next)
-    if (strcmp(s->s, name) == 0)
-      return true;
-  return false;
+  for (const struct fv_snapshot *s = vm->snapshots; s; s = s->next)
+    if (strcmp(s->name, name) == 0)
+      return s;
+  return NULL;
 }
 
 /* Validate a remote connection the way a vSphere login would.  The
@@ -149,7 +150,7 @@ static VixError connect_remote(struct fv_conn *conn,
   conn->vm = find_vm(s, p->vmxSpec);
   if (!conn->vm)
     return VIX_E_VM_NOT_FOUND;
-  if (snapshotRef && !has_snapshot(conn->vm, snapshotRef))
+  if (snapshotRef && !(conn->snapshot = find_snapshot(conn->vm, snapshotRef)))
     return VIX_E_SNAPSHOT_NOTFOUND;
   conn->remote = true;
   conn->server = s;
@@ -237,10 +238,21 @@ VIX_EXPORT VixError VixDiskLib_Disconnect(VixDiskLibConnection cp)
 
 /* ---- Open / Close ---- */
 
-/* "[datastore] rel/path.vmdk" -> DATASTORE_DIR/rel/path.vmdk (malloc'd). */
-static VixError resolve_remote_path(const struct fv_vm *vm, const char *path,
-                                    char **file)
+static const struct fv_datastore *find_datastore(
+    const struct fv_datastore *list, const char *name, size_t len)
 {
+  for (const struct fv_datastore *d = list; d; d = d->next)
+    if (strlen(d->name) == len && strncmp(d->name, name, len) == 0)
+      return d;
+  return NULL;
+}
+
+/* "[datastore] rel/path.vmdk" -> DATASTORE_DIR/rel/path.vmdk (malloc'd),
+ * the snapshot's frozen datastores first. */
+static VixError resolve_remote_path(const struct fv_conn *conn,
+                                    const char *path, char **file)
+{
+  const struct fv_datastore *d = NULL;
   const char *close_br, *rel;
   size_t dslen;
 
@@ -256,14 +268,14 @@ static VixError resolve_remote_path(const struct fv_vm *vm, const char *path,
   for (const char *p = rel; *p; p += strcspn(p, "/"), p += *p == '/')
     if (strncmp(p, "..", 2) == 0 && (p[2] == '/' || p[2] == '\0'))
       return VIX_E_FILE_NOT_FOUND;
-  for (const struct fv_datastore *d = vm->datastores; d; d = d->next) {
-    if (strlen(d->name) == dslen && strncmp(d->name, path + 1, dslen) == 0) {
-      if (asprintf(file, "%s/%s", d->dir, rel) == -1)
-        return VIX_E_OUT_OF_MEMORY;
-      return VIX_OK;
-    }
-  }
-  return VIX_E_FILE_NOT_FOUND;
+  if (conn->snapshot)
+    d = find_datastore(conn->snapshot->datastores, path + 1, dslen);
+  if (!d)
+    d = find_datastore(conn->vm->datastores, path + 1, dslen);
+  if (!d)
+    return VIX_E_FILE_NOT_FOUND;
+  return asprintf(file, "%s/%s", d->dir, rel) == -1 ? VIX_E_OUT_OF_MEMORY
+                                                    : VIX_OK;
 }
 
 /* Certificate check as real VDDK does it at open time: on mismatch it
@@ -297,7 +309,7 @@ static VixError open_remote(const struct fv_conn *conn, const char *path,
   /* No usable transport: real VDDK reports error 13 in this case. */
   if (!conn->mode)
     return VIX_E_FILE_ACCESS_ERROR;
-  return resolve_remote_path(conn->vm, path, file);
+  return resolve_remote_path(conn, path, file);
 }
 
 static VixError open_disk(struct fv_conn *conn, const char *path,

@@ -463,32 +463,49 @@ static int parse_vm(struct parser *ps, char **tok, int ntok)
   return 0;
 }
 
-static int parse_datastore(struct parser *ps, char **tok, int ntok)
+/* A datastore NAME at absolute DIR, added to *list. */
+static int add_datastore(struct parser *ps, struct fv_datastore **list,
+                         const char *name, const char *dir)
 {
   struct fv_datastore *d;
 
-  if (want_args(ps, ntok, 2, 2, "datastore") == -1)
-    return -1;
-  if (tok[2][0] != '/')
-    return perr(ps, "datastore directory must be absolute: %s", tok[2]);
+  if (dir[0] != '/')
+    return perr(ps, "datastore directory must be absolute: %s", dir);
   d = arena_alloc(ps->cfg, sizeof *d);
-  if (!d || !(d->name = arena_strdup(ps->cfg, tok[1])) ||
-      !(d->dir = arena_strdup(ps->cfg, tok[2])))
+  if (!d || !(d->name = arena_strdup(ps->cfg, name)) ||
+      !(d->dir = arena_strdup(ps->cfg, dir)))
     return perr(ps, "out of memory%s", "");
-  d->next = ps->vm->datastores;
-  ps->vm->datastores = d;
+  d->next = *list;
+  *list = d;
   return 0;
 }
 
+static int parse_datastore(struct parser *ps, char **tok, int ntok)
+{
+  if (want_args(ps, ntok, 2, 2, "datastore") == -1)
+    return -1;
+  return add_datastore(ps, &ps->vm->datastores, tok[1], tok[2]);
+}
+
+/* snapshot MOREF [DATASTORE=DIR]... */
 static int parse_snapshot(struct parser *ps, char **tok, int ntok)
 {
-  struct fv_strlist *s;
+  struct fv_snapshot *s;
 
-  if (want_args(ps, ntok, 1, 1, "snapshot") == -1)
+  if (want_args(ps, ntok, 1, MAX_TOKENS, "snapshot") == -1)
     return -1;
   s = arena_alloc(ps->cfg, sizeof *s);
-  if (!s || !(s->s = arena_strdup(ps->cfg, tok[1])))
+  if (!s || !(s->name = arena_strdup(ps->cfg, tok[1])))
     return perr(ps, "out of memory%s", "");
+  for (int i = 2; i < ntok; i++) {
+    char *eq = strchr(tok[i], '=');
+
+    if (!eq || eq == tok[i])
+      return perr(ps, "snapshot: expected DATASTORE=DIR, got %s", tok[i]);
+    *eq = '\0';
+    if (add_datastore(ps, &s->datastores, tok[i], eq + 1) == -1)
+      return -1;
+  }
   s->next = ps->vm->snapshots;
   ps->vm->snapshots = s;
   return 0;

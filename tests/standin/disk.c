@@ -145,6 +145,7 @@ static bool looks_like_vmdk(int fd)
 VixError disk_open(struct fv_disk *d, const char *file, uint32_t flags)
 {
   bool readonly = flags & VIXDISKLIB_FLAG_OPEN_READ_ONLY;
+  VixError err;
   int fd;
 
   memset(d, 0, sizeof *d);
@@ -160,14 +161,21 @@ VixError disk_open(struct fv_disk *d, const char *file, uint32_t flags)
   if (vmdk_is_vmdk_name(file) || looks_like_vmdk(fd)) {
     close(fd);
     d->kind = DISK_VMDK;
-    return vmdk_open(d, file, flags);
+    err = vmdk_open(d, file, flags);
+  } else {
+    d->kind = DISK_RAW;
+    err = raw_open(d, fd);
   }
-  d->kind = DISK_RAW;
-  return raw_open(d, fd);
+  /* Only writes are tracked, as ESXi does. */
+  if (err == VIX_OK && !readonly && (err = ctk_open(file, &d->ctk)) != VIX_OK)
+    disk_close(d);
+  return err;
 }
 
 void disk_close(struct fv_disk *d)
 {
+  ctk_close(d->ctk);
+  d->ctk = NULL;
   if (d->kind == DISK_VMDK && d->vmdk)
     vmdk_close(d->vmdk);
   d->vmdk = NULL;
@@ -194,20 +202,28 @@ VixError disk_read(const struct fv_disk *d, uint64_t start, uint64_t count,
 VixError disk_write(const struct fv_disk *d, uint64_t start, uint64_t count,
                     const void *buf)
 {
+  VixError err;
+
   if (d->kind == DISK_VMDK)
-    return vmdk_write(d->vmdk, start, count, buf);
-  if (d->zero_device)
-    return VIX_OK;
-  return disk_pwrite(d->fd, buf, count * SECTOR, start * SECTOR);
+    err = vmdk_write(d->vmdk, start, count, buf);
+  else if (d->zero_device)
+    err = VIX_OK;
+  else
+    err = disk_pwrite(d->fd, buf, count * SECTOR, start * SECTOR);
+  return err == VIX_OK ? ctk_record(d->ctk, start, count) : err;
 }
 
 VixError disk_flush(const struct fv_disk *d)
 {
+  VixError err;
+
   if (d->readonly)
     return VIX_OK;
   if (d->kind == DISK_VMDK)
-    return vmdk_flush(d->vmdk);
-  return d->zero_device ? VIX_OK : disk_fsync(d->fd);
+    err = vmdk_flush(d->vmdk);
+  else
+    err = d->zero_device ? VIX_OK : disk_fsync(d->fd);
+  return err == VIX_OK ? ctk_flush(d->ctk) : err;
 }
 
 VixError disk_query_allocated(const struct fv_disk *d, uint64_t start,

@@ -33,6 +33,7 @@ struct fv_disk_info {
 };
 
 struct vmdk_chain;
+struct fv_ctk;
 
 struct fv_disk {
   enum fv_disk_kind kind;
@@ -44,6 +45,8 @@ struct fv_disk {
   bool zero_device;             /* reads zeros, writes are discarded */
   /* vmdk */
   struct vmdk_chain *vmdk;
+  /* change tracking (writable handles of tracked disks), else NULL */
+  struct fv_ctk *ctk;
 };
 
 VixError disk_open(struct fv_disk *d, const char *file, uint32_t flags);
@@ -97,5 +100,19 @@ VixError vmdk_query_allocated(struct vmdk_chain *c, uint64_t start,
                               uint64_t count, uint64_t chunk,
                               struct fv_blocks *b);
 VixError vmdk_create(const char *file, const VixDiskLibCreateParams *cp);
+
+/* Change tracking (ctk.c): the sidecar NAME-ctk.vmdk, layout in
+ * README.md.  ctk_open leaves *out NULL when the disk is not tracked. */
+#define CTK_MAGIC "FVCTK001"
+#define CTK_OFF_GRAIN 8            /* u32: bytes per grain */
+#define CTK_OFF_SEQ 16             /* u64: last sequence number given out */
+#define CTK_OFF_ID 24              /* tracking id, NUL-terminated text */
+#define CTK_ID_SIZE 48
+#define CTK_HEADER_USED (CTK_OFF_ID + CTK_ID_SIZE)
+#define CTK_GRAINS_OFFSET 4096     /* u64 per grain: seq of its last write */
+VixError ctk_open(const char *disk, struct fv_ctk **out);
+VixError ctk_record(struct fv_ctk *t, uint64_t start, uint64_t count);
+VixError ctk_flush(struct fv_ctk *t);
+void ctk_close(struct fv_ctk *t);
 
 #endif

@@ -55,10 +55,20 @@ struct fv_datastore {
   struct fv_datastore *next;
 };
 
+/* "snapshot MOREF [DATASTORE=DIR]...": a snapshot of the vm; opening a
+ * disk with it as snapshotRef finds the named datastores in DIR (where the
+ * disks are frozen as they were when the snapshot was taken), the others
+ * in the vm's datastores. */
+struct fv_snapshot {
+  char *name;
+  struct fv_datastore *datastores;
+  struct fv_snapshot *next;
+};
+
 struct fv_vm {
   char *spec;
   struct fv_datastore *datastores;
-  struct fv_strlist *snapshots;
+  struct fv_snapshot *snapshots;
   struct fv_vm *next;
 };
 
@@ -208,6 +218,7 @@ struct fv_conn {
   bool readonly;
   const struct fv_server *server; /* remote only */
   const struct fv_vm *vm;
+  const struct fv_snapshot *snapshot; /* snapshotRef, NULL if none */
   char *mode;                     /* chosen transport, NULL if none */
   char *thumbprint;
   uint32_t nfc_port;

@@ -1,9 +1,9 @@
 """The benchmark's cases, one module per kind of measurement.  Each module
 has ``define(ctx) -> [Case]``; a new case is a module added to MODULES."""
 
-from . import copies, maps, random_io, startup
+from . import cbt_map, copies, maps, random_io, startup
 
-MODULES = (startup, copies, random_io, maps)
+MODULES = (startup, copies, random_io, maps, cbt_map)
 
 
 def all_cases(ctx):

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"encoding/xml"
+	"io/ioutil"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// soapCall holds the parts of a SOAP request this server looks at; XML
+// names match without namespaces, absent elements stay zero.
+type soapCall struct {
+	Method      string
+	This        string `xml:"_this"`
+	Snapshot    string `xml:"snapshot"`
+	DeviceKey   int32  `xml:"deviceKey"`
+	StartOffset int64  `xml:"startOffset"`
+	ChangeId    string `xml:"changeId"`
+	Name        string `xml:"name"` // CreateSnapshot's
+	Spec        struct {
+		ChangeTrackingEnabled *bool `xml:"changeTrackingEnabled"`
+	} `xml:"spec"`
+}
+
+type soapEnvelope struct {
+	Body struct {
+		Call struct {
+			XMLName xml.Name
+			soapCall
+		} `xml:",any"`
+	} `xml:"Body"`
+}
+
+func parseCall(body []byte) (*soapCall, bool) {
+	var env soapEnvelope
+	if err := xml.Unmarshal(body, &env); err != nil || env.Body.Call.XMLName.Local == "" {
+		return nil, false
+	}
+	call := env.Body.Call.soapCall
+	call.Method = env.Body.Call.XMLName.Local
+	return &call, true
+}
+
+// ServeHTTP sits in front of the simulator: it counts and delays every
+// SOAP call, keeps the disks' changeIds current, and adds change tracking.
+func (b *Bed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/vddkpy/") {
+		b.serveControl(w, r)
+		return
+	}
+	if r.Method != http.MethodPost || r.URL.Path != "/sdk" {
+		b.inner.ServeHTTP(w, r)
+		return
+	}
+	body, err := ioutil.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.Body = ioutil.NopCloser(bytes.NewReader(body))
+	call, ok := parseCall(body)
+	if !ok {
+		b.inner.ServeHTTP(w, r)
+		return
+	}
+	// The server's own client (snapshot tasks) is neither counted nor slowed.
+	if r.Header.Get("User-Agent") != internalAgent {
+		time.Sleep(b.called(call.Method))
+	}
+	b.dispatch(w, r, call)
+}
+
+func (b *Bed) dispatch(w http.ResponseWriter, r *http.Request, call *soapCall) {
+	b.refreshChangeIDs()
+	switch call.Method {
+	case "QueryChangedDiskAreas":
+		b.queryChangedDiskAreas(w, r, call)
+	case "CreateSnapshot_Task", "CreateSnapshotEx_Task":
+		b.createSnapshot(w, r, call)
+	case "RemoveSnapshot_Task", "RemoveAllSnapshots_Task":
+		b.removeSnapshot(w, r)
+	case "ReconfigVM_Task":
+		b.beforeReconfigure(call)
+		b.inner.ServeHTTP(w, r)
+	default:
+		b.inner.ServeHTTP(w, r)
+	}
+}

@@ -1,0 +1,37 @@
+package main
+
+// Every use of the simulator's internals (its object registry) is here,
+// so a govmomi with another registry API needs changes in this file only.
+
+import (
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// withVM runs fn on the simulator's VM object, locked as the simulator
+// locks it while serving one of its methods.
+func withVM(ref types.ManagedObjectReference, fn func(vm *simulator.VirtualMachine)) bool {
+	vm, ok := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if ok {
+		simulator.Map.WithLock(vm, func() { fn(vm) })
+	}
+	return ok
+}
+
+// withSnapshotConfig runs fn on a snapshot's configuration, locked.
+func withSnapshotConfig(ref types.ManagedObjectReference, fn func(cfg *types.VirtualMachineConfigInfo)) bool {
+	snap, ok := simulator.Map.Get(ref).(*simulator.VirtualMachineSnapshot)
+	if ok {
+		simulator.Map.WithLock(snap, func() { fn(&snap.Config) })
+	}
+	return ok
+}
+
+// setTaskEntity makes a task's entity the VM, as vSphere reports it for
+// snapshot tasks (the simulator names the snapshot, which is not a
+// ManagedEntity: pyvmomi then cannot read the task).
+func setTaskEntity(task, vm types.ManagedObjectReference) {
+	if t, ok := simulator.Map.Get(task).(*simulator.Task); ok {
+		simulator.Map.WithLock(t, func() { t.Info.Entity = &vm })
+	}
+}
