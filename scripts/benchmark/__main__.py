@@ -13,6 +13,7 @@ import fnmatch
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,8 @@ OTHERS_LIMIT = 0.15
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="bench.py", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1])
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=None,
                     help="rounds (default 5; 1 with --quick)")
     ap.add_argument("--quick", action="store_true",
@@ -60,7 +62,8 @@ def parse_args(argv):
                          "(default 1)")
     ap.add_argument("--workdir", default="/var/tmp",
                     help="parent of the work directory (default /var/tmp)")
-    ap.add_argument("--json", default="bench-results.json")
+    ap.add_argument("--json", default="bench-results.json",
+                    help="results file (default %(default)s)")
     ap.add_argument("--png", default=None, help="chart (needs matplotlib)")
     return ap, ap.parse_args(argv)
 
@@ -70,12 +73,13 @@ class Context:
 
     def __init__(self, args, c_plugin):
         self.failed = False
-        self.repeat = args.repeat or (1 if args.quick else 5)
-        self.data_size = args.data_size or (
-            64 * disks.MiB if args.quick else disks.GiB)
-        self.map_size = args.map_size or (
-            4 * disks.GiB if args.quick else 64 * disks.GiB)
-        self.fio_seconds = args.fio_seconds or (1 if args.quick else 5)
+        def given(value, quick, full):
+            return value if value is not None else (
+                quick if args.quick else full)
+        self.repeat = given(args.repeat, 1, 5)
+        self.data_size = given(args.data_size, 64 * disks.MiB, disks.GiB)
+        self.map_size = given(args.map_size, 4 * disks.GiB, 64 * disks.GiB)
+        self.fio_seconds = given(args.fio_seconds, 1, 5)
         self.hyperfine_runs, self.hyperfine_warmup = args.runs, args.warmup
         self.c_plugin = c_plugin
         wanted = [k.strip() for k in args.servers.split(",") if k.strip()]
@@ -136,21 +140,30 @@ def run_cases(ctx, cases):
             ctx.failed = True
 
 
-def main(argv=None):
-    ap, args = parse_args(argv)
-    missing = tools.missing_tools()
-    if missing:
-        print(missing, file=sys.stderr)
-        return 1
-    ctx = Context(args, find_c_plugin())
+def exit_on_signal(signum, frame):
+    """SIGTERM and SIGHUP unwind the stack, so that the servers are stopped
+    and the work directory removed on the way out."""
+    raise SystemExit(128 + signum)
+
+
+def check_args(ap, args, ctx):
     if ctx.unknown:
         ap.error("unknown server(s): %s" % ", ".join(ctx.unknown))
+    if ctx.repeat < 1 or ctx.hyperfine_runs < 1 or ctx.hyperfine_warmup < 0 \
+            or ctx.fio_seconds < 0.1:
+        ap.error("--repeat and --runs must be at least 1, --warmup 0, "
+                 "--fio-seconds 0.1")
+    if min(ctx.data_size, ctx.map_size) <= 0 or \
+            (ctx.data_size | ctx.map_size) % (64 * disks.KiB):
+        ap.error("--data-size and --map-size must be multiples of 64K")
     cases = selected(all_cases(ctx), args.only)
     if not cases:
         ap.error("--only %s selects no case" % args.only)
-    ctx.workdir = Path(tempfile.mkdtemp(prefix="vddkpy-bench-",
-                                        dir=args.workdir))
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+    return cases
+
+
+def run_meta(ctx):
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "host": platform.node(), "cpus": os.cpu_count(),
             "kernel": platform.release(),
             "python": platform.python_version(), "repeat": ctx.repeat,
@@ -158,10 +171,23 @@ def main(argv=None):
             "fio_seconds": ctx.fio_seconds, "servers": ctx.kinds,
             "c_plugin": str(ctx.c_plugin) if ctx.c_plugin else None,
             "versions": versions()}
-    started = time.monotonic()
+
+
+def main(argv=None):
+    ap, args = parse_args(argv)
+    missing = tools.missing_tools()
+    if missing:
+        print(missing, file=sys.stderr)
+        return 1
+    ctx = Context(args, find_c_plugin())
+    cases = check_args(ap, args, ctx)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, exit_on_signal)
+    ctx.workdir = Path(tempfile.mkdtemp(prefix="vddkpy-bench-",
+                                        dir=args.workdir))
+    meta, started = run_meta(ctx), time.monotonic()
     try:
         ctx.standin = servers.install_standin(ctx.workdir)
-        ctx.empty_plugin = servers.write_empty_plugin(ctx.workdir)
         make_disks(ctx, cases, meta)
         run_cases(ctx, cases)
     except (servers.BenchError, KeyboardInterrupt) as e:

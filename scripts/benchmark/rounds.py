@@ -2,6 +2,7 @@
 once, so slow drifts of the machine fall on all of them alike."""
 
 import contextlib
+import subprocess
 import sys
 
 from .servers import BenchError
@@ -19,16 +20,22 @@ def take_turns(ctx, case):
         contextlib.nullcontext()
     log("== %s (%s)" % (case.name, ", ".join(kinds)))
     with session as state:
+        kinds = [k for k in kinds if k not in case.errors]  # did not start
         for r in range(ctx.repeat):
-            for kind in list(kinds):
-                try:
-                    value, extra = case.measure(ctx, case, kind, state, r == 0)
-                except (BenchError, OSError, ValueError, KeyError) as e:
-                    case.errors[kind] = "%s: %s" % (type(e).__name__, e)
-                    log("ERROR in %s / %s:\n%s" % (case.name, kind, e))
-                    ctx.failed = True
-                    kinds.remove(kind)
-                    continue
-                case.add(kind, value, **extra)
-                log("  %s / %s: round %d/%d: %.4g %s" % (
-                    case.name, kind, r + 1, ctx.repeat, value, case.unit))
+            kinds = [k for k in kinds if turn(ctx, case, k, state, r)]
+
+
+def turn(ctx, case, kind, state, r):
+    """One measurement of ``kind`` in round ``r``; False if it failed."""
+    try:
+        value, extra = case.measure(ctx, case, kind, state, r == 0)
+    except (BenchError, OSError, ValueError,
+            subprocess.TimeoutExpired) as e:
+        case.errors[kind] = "%s: %s" % (type(e).__name__, e)
+        log("ERROR in %s / %s:\n%s" % (case.name, kind, e))
+        ctx.failed = True
+        return False
+    case.add(kind, value, **extra)
+    log("  %s / %s: round %d/%d: %.4g %s" % (case.name, kind, r + 1,
+                                             ctx.repeat, value, case.unit))
+    return True

@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "plugin" / "plugin.py"
+EMPTY_PLUGIN = Path(__file__).resolve().parent / "empty_plugin.py"
 STANDIN_DIR = ROOT / "tests" / "standin"
 STANDIN_LIB = STANDIN_DIR / "build" / "libvixDiskLib.so"
 
@@ -55,7 +56,7 @@ def plugin_args(kind, ctx):
     if kind == "c-vddk":
         return [str(ctx.c_plugin), "libdir=%s" % ctx.standin]
     if kind == "py-empty":
-        return ["python", str(ctx.empty_plugin)]
+        return ["python", str(EMPTY_PLUGIN)]
     if kind == "file":
         return ["file"]
     raise ValueError(kind)
@@ -170,47 +171,6 @@ class Server:
             except ValueError:
                 pass                            # a line being written
         return count
-
-
-# What nbdkit's python plugin costs when the plugin does no work at all;
-# same API version and thread model as vddkpy.
-EMPTY_PLUGIN = '''"""An nbdkit Python plugin whose pread does nothing."""
-import os
-
-import nbdkit
-
-API_VERSION = 2
-size = 0
-
-
-def thread_model():
-    return nbdkit.THREAD_MODEL_PARALLEL
-
-
-def config(key, value):
-    global size
-    if key != "file":
-        raise RuntimeError("unknown parameter " + key)
-    size = os.stat(value).st_size
-
-
-def open(readonly):
-    return 1
-
-
-def get_size(h):
-    return size
-
-
-def pread(h, buf, offset, flags):
-    pass
-'''
-
-
-def write_empty_plugin(workdir):
-    path = Path(workdir) / "empty_plugin.py"
-    path.write_text(EMPTY_PLUGIN)
-    return path
 
 
 def install_standin(workdir):
