@@ -214,7 +214,11 @@ def test_nbdinfo_map_calls_cbt_not_query_allocated_blocks(vcsim, nbdkit):
     data = [line.split() for line in result.stdout.splitlines()
             if line.split()[2] == "0"]
     assert [(int(o), int(n)) for o, n, *_ in data] == grains_of(writes)
-    assert bed.calls("QueryChangedDiskAreas") == 4
+    # 16 areas in pages of 5: 4 calls for each open's map (nbdinfo of
+    # libnbd 1.22 opens twice: NBD_OPT_INFO, then NBD_OPT_GO).
+    opens = len(server.calls("Open"))
+    assert opens in (1, 2)
+    assert bed.calls("QueryChangedDiskAreas") == 4 * opens
     assert server.calls("QueryAllocatedBlocks") == []
 
 

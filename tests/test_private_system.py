@@ -23,9 +23,17 @@ def start(command, tmpdir):
     printed "ready"."""
     process = subprocess.Popen(
         [str(c) for c in command], env=dict(os.environ, TMPDIR=str(tmpdir)),
-        stdout=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_interrupt_as_at_a_terminal)
     assert process.stdout.readline() == "ready\n"
     return process
+
+
+def _interrupt_as_at_a_terminal():
+    # A suite started in the background of a non-interactive shell (as CI
+    # may be) inherits SIGINT ignored, and a shell cannot undo an ignore it
+    # inherits: give the command the disposition a terminal's job has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def kill(process, how):
