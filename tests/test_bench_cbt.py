@@ -26,7 +26,8 @@ def test_cbt_map_case_counts_the_calls(tmp_path):
     assert qab["QueryAllocatedBlocks"] in ([2], [3])
     assert qab["QueryChangedDiskAreas"] == [0]
     # 1 % of 16384 chunks of 64 KiB: 164 areas, one page of 2000.
-    assert (cbt["QueryAllocatedBlocks"], cbt["QueryChangedDiskAreas"]) \
-        == ([0], [1])
+    # (One map per open: twice with libnbd 1.22's nbdinfo.)
+    assert cbt["QueryAllocatedBlocks"] == [0]
+    assert cbt["QueryChangedDiskAreas"] in ([1], [2])
     assert "modelled: 1 s per QueryAllocatedBlocks, 50 ms per " \
         "QueryChangedDiskAreas" in cases["map-vsphere-cbt"]["title"]
