@@ -1,5 +1,6 @@
 """Issue 7: vddkpy as nbdkit's `vddk` plugin, driven as real consumers do."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -55,6 +56,20 @@ def test_dump_plugin_and_copy(tmp_path, installed):
         timeout=TIMEOUT)
     assert run.returncode == 0, run.stderr
     assert out.read_bytes() == disk.read_bytes()
+
+
+def test_install_byte_compiles(installed):
+    """A server run by a user who cannot write the installed copy must not
+    compile every module at each start."""
+    from vddkpy.host import EmbeddedPython
+    copy = os.path.join(EmbeddedPython("nbdkit", PLUGINDIR).site_packages,
+                        "vddkpy")
+    modules = [os.path.join(where, name)
+               for where, _, names in os.walk(copy)
+               for name in names if name.endswith(".py")]
+    assert os.path.join(copy, "_vddk_cffi.py") in modules
+    assert [m for m in modules
+            if not os.path.exists(importlib.util.cache_from_source(m))] == []
 
 
 def test_virt_v2v_probe(tmp_path, installed):
@@ -210,7 +225,7 @@ def test_unaligned_client_with_blocksize_filter(tmp_path, installed):
     assert result.stdout.strip() == data[:10].hex()
 
 
-def test_install_refuses_c_plugin_and_restores_it(tmp_path):
+def test_install_refuses_c_plugin_and_restores_it(tmp_path, private_system):
     name = "vddkpyctest"
     c_plugin = os.path.join(PLUGINDIR, "nbdkit-%s-plugin.so" % name)
     shutil.copy(os.path.join(PLUGINDIR, "nbdkit-null-plugin.so"), c_plugin)

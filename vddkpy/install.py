@@ -131,6 +131,7 @@ def install(name, force):
         shutil.copytree(PACKAGE_DIR, target,
                         ignore=shutil.ignore_patterns("__pycache__"))
     ffibuild.generate(target)       # whatever the source directory held
+    python.compile(target)
     record.data["scripts"][script] = target
     record.save()
     with open(script, "w") as f:
