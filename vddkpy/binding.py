@@ -9,7 +9,7 @@ plugin works the same, starts some 55 ms slower, and says why in one
 debug line (``nbdkit -v``).
 """
 
-import importlib
+import sys
 
 from . import ffibuild
 
@@ -17,8 +17,10 @@ from . import ffibuild
 def _generated():
     """(the generated module's ffi, None) or (None, why it is not used)."""
     try:
-        # (``from . import`` would hide that the module is missing.)
-        generated = importlib.import_module(ffibuild.QUALIFIED)
+        # (``from . import`` would hide that the module is missing;
+        # importlib costs start-up time.)
+        __import__(ffibuild.QUALIFIED)
+        generated = sys.modules[ffibuild.QUALIFIED]
     except ImportError as e:
         if isinstance(e, ModuleNotFoundError) \
                 and e.name == ffibuild.QUALIFIED:

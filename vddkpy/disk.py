@@ -16,11 +16,9 @@ once per connection:
 VDDK reads into and writes from nbdkit's buffer directly.
 """
 
-import contextlib
 import errno
 import itertools
 import _thread
-import threading
 import time
 
 from . import abi, changed, extents, hints, vddklog
@@ -121,12 +119,12 @@ class Disk:
         # Read-only remote disks: the whole disk's map, built on this
         # connection's handle at its first extents request (see extents).
         self.disk_map = None
-        self._map_lock = threading.Lock()   # one scan, however many ask
+        self._map_lock = _thread.allocate_lock()   # one scan, however many ask
         # changed-since=: the map from vSphere's change tracking; for a
         # delta (not "*") what it calls holes also reads as zeros.
         self.changed_map = None
         self.delta = params_delta(self.params)
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         self.commands = itertools.count()   # upstream's command ids
         self._keep = []                     # C strings VDDK may point to
         self.connect_params = self.connection = self.handle = None
@@ -208,7 +206,7 @@ class Disk:
         if p.is_remote:
             fill_remote_params(self.connect_params, p, self._c)
         connection = ffi.new("VixDiskLibConnection *")
-        with self._hinted("connect"):
+        try:
             self.vddk.check(
                 "ConnectEx", "h->params, %d, %s, %s, &connection"
                 % (self.readonly, _or_null(p.snapshot),
@@ -216,23 +214,24 @@ class Disk:
                 self.connect_params, b"\1" if self.readonly else b"\0",
                 self._c(p.snapshot),
                 self._c(p.transports), connection)
+        except VddkError as e:
+            raise self._hinted(e, "connect")
         self.connection = connection[0]
 
-    @contextlib.contextmanager
-    def _hinted(self, where):
-        """Follow a VDDK error with its hint lines (``hints``), if any: the
-        error is printed first, the last hint is the failure's message."""
-        try:
-            yield
-        except VddkError as e:
-            lines = hints.for_error(e.code, self.params, where,
-                                    vddklog.seen.actual_thumbprint)
-            if not lines:
-                raise
-            error(str(e))
-            for line in lines[:-1]:
-                error(line)
-            raise PluginError(lines[-1], e.errno) from None
+    def _hinted(self, e, where):
+        """What to raise for VddkError ``e``: itself, or, where ``hints``
+        has lines for it, those printed after it, the last one being the
+        failure's message."""
+        lines = hints.for_error(e.code, self.params, where,
+                                vddklog.seen.actual_thumbprint)
+        if not lines:
+            return e
+        error(str(e))
+        for line in lines[:-1]:
+            error(line)
+        hinted = PluginError(lines[-1], e.errno)
+        hinted.__suppress_context__ = True
+        return hinted
 
     def create(self):
         p = self.params
@@ -250,11 +249,13 @@ class Disk:
         flags = self.params.open_flags(self.readonly)
         handle = ffi.new("VixDiskLibHandle *")
         shown = printable(self.filename)     # the client's, maybe
-        with self._hinted("open"):
+        try:
             self.vddk.check(
                 "Open", "connection, %s, %d, &handle" % (shown, flags),
                 self.connection, self._c(self.filename), flags, handle,
                 prefix="VixDiskLib_Open: %s" % shown)
+        except VddkError as e:
+            raise self._hinted(e, "open")
         self.handle = handle[0]
 
     # -- facts about the disk ---------------------------------------------
@@ -339,11 +340,13 @@ class Disk:
 
     def _transfer(self, kind, buffer, offset, count):
         """Read or Write (``kind``) ``count`` bytes at ``offset``."""
-        with self._hinted("data"):
+        try:
             if self.synchronous:
                 self._synchronous(kind, buffer, offset, count)
             else:
                 self._asynchronous(kind + "Async", buffer, offset, count)
+        except VddkError as e:
+            raise self._hinted(e, "data")
 
     def _synchronous(self, name, buffer, offset, count):
         next(self.commands)

@@ -10,7 +10,7 @@ finalised.
 
 import errno
 import os
-import threading
+import _thread
 
 from .calls import Vddk
 from .disk import Disk
@@ -36,7 +36,7 @@ class Session:
         self.params = params
         self.library = library
         self.initialized = False
-        self.open_close_lock = threading.Lock()
+        self.open_close_lock = _thread.allocate_lock()
         self.create_pending = params.create
         self.disks = set()              # open, until close_disk
         self._vsphere = None            # changed-since=: one API session

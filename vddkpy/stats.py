@@ -6,7 +6,7 @@ so percentiles are within ~4 %) rather than as samples: a migration makes
 millions of calls and memory must stay flat.
 """
 
-import threading
+import _thread
 
 _SUB_BUCKETS = 16
 
@@ -57,7 +57,7 @@ class Stats:
     """Thread-safe accumulation of (function, µs, bytes)."""
 
     def __init__(self, names):
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._functions = {name: FunctionStats(name) for name in names}
         self._change_ids = {}           # file -> changeId for next time
 

@@ -31,7 +31,7 @@ releases around a foreign call, so these go through ctypes.pythonapi.
 """
 
 import ctypes
-import threading
+import _thread
 
 from .native import ffi, has_symbol, process
 
@@ -69,7 +69,7 @@ def _give_back_hold():
 def _give_back_at_exit(_unused):
     # cffi has made this thread's kept state current for the call; dropping
     # our hold leaves cffi's own, whose release then frees the state.
-    _held_until_exit.discard(threading.get_native_id())
+    _held_until_exit.discard(_thread.get_native_id())
     _give_back_hold()
 
 
@@ -90,12 +90,12 @@ class KeptStates:
     """The thread states one connection keeps alive."""
 
     def __init__(self):
-        self._opener = threading.get_native_id()
+        self._opener = _thread.get_native_id()
         self._opener_holds = False
 
     def keep_current(self):
         """Keep the calling thread's state (cheap once kept)."""
-        native_id = threading.get_native_id()
+        native_id = _thread.get_native_id()
         if native_id in _held_until_exit:
             return          # kept already (also if it reopened the disk)
         if native_id == self._opener:
@@ -107,6 +107,6 @@ class KeptStates:
 
     def release(self):
         """Give back the opener's hold; called by close on its thread."""
-        if self._opener_holds and threading.get_native_id() == self._opener:
+        if self._opener_holds and _thread.get_native_id() == self._opener:
             _give_back_hold()
             self._opener_holds = False

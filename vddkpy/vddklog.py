@@ -9,8 +9,7 @@ the certificate thumbprint VDDK reports on a failed verification is kept
 for the hint that follows the open error (``hints``).
 """
 
-import re
-import threading
+import _thread
 
 from .binding import ffi
 from .nbdkit_compat import debug, debug_flags, error
@@ -23,8 +22,10 @@ _NOISE = ("Get CEIP status failed", "VDDK_PhoneHome:")
 # Threads (by ident) whose warnings are being dropped.
 _silenced = set()
 
-# VDDK's line when the server's certificate is not the one thumbprint= names.
-_ACTUAL_THUMBPRINT = re.compile(r"actual thumbprint=([0-9A-Fa-f:]+)")
+# VDDK's words when the server's certificate is not the one thumbprint=
+# names, followed by the certificate's thumbprint.
+_ACTUAL_THUMBPRINT = "actual thumbprint="
+_THUMBPRINT_DIGITS = frozenset("0123456789ABCDEFabcdef:")
 
 
 class _Seen:
@@ -72,7 +73,7 @@ def log_function(fmt, args):
 
 @ffi.callback("VixDiskLibGenericLogFunc", onerror=_report_callback_failure)
 def error_function(fmt, args):
-    if threading.get_ident() in _silenced:
+    if _thread.get_ident() in _silenced:
         return
     text = format_message(fmt, args)
     if text is None:
@@ -84,16 +85,18 @@ def error_function(fmt, args):
 
 
 def note_thumbprint(text):
-    match = _ACTUAL_THUMBPRINT.search(text or "")
-    if match:
-        seen.actual_thumbprint = match.group(1)
+    _, found, rest = (text or "").partition(_ACTUAL_THUMBPRINT)
+    length = next((i for i, c in enumerate(rest)
+                   if c not in _THUMBPRINT_DIGITS), len(rest))
+    if found and length:
+        seen.actual_thumbprint = rest[:length]
 
 
 class silenced_errors:
     """Drop VDDK warnings on this thread while in the ``with`` block."""
 
     def __enter__(self):
-        _silenced.add(threading.get_ident())
+        _silenced.add(_thread.get_ident())
 
     def __exit__(self, *exc):
-        _silenced.discard(threading.get_ident())
+        _silenced.discard(_thread.get_ident())
