@@ -38,7 +38,7 @@ def parse_fio(text):
 
 def run_fio(server, workdir, runtime):
     """One fio run on ``server``: (IOPS, figures incl. server CPU per
-    request and other work's share of a CPU)."""
+    request and the CPU time of other work during it)."""
     output = workdir / ("fio-%s.json" % server.kind)
     with CpuWatch(server.pid) as cpu:
         p = subprocess.run(fio_command(server.uri, output, runtime),
@@ -54,5 +54,6 @@ def run_fio(server, workdir, runtime):
     return got["iops"], {
         "ios": got["ios"], "seconds": got["seconds"], "p99_us": got["p99_us"],
         "server_cpu_us": cpu.server / got["ios"] * 1e6,
-        "client_cpu": cpu.children, "others_share": cpu.others / got["seconds"],
+        "client_cpu": cpu.children, "others_seconds": cpu.others,
+        "window_seconds": got["seconds"],
     }

@@ -30,8 +30,8 @@ def parse_hyperfine(text):
 
 
 def run_hyperfine(argv, output, env=None, runs=1, warmup=0, server_pid=None):
-    """(median wall seconds of the runs, figures incl. the times and other
-    work's share of a CPU); ``server_pid``: a server the command talks to,
+    """(median wall seconds of the runs, figures incl. the times and the
+    CPU time of other work during them); ``server_pid``: a server the command talks to,
     whose CPU time is ours, not other work."""
     started = time.monotonic()
     with CpuWatch(server_pid) as cpu:
@@ -46,4 +46,4 @@ def run_hyperfine(argv, output, env=None, runs=1, warmup=0, server_pid=None):
     elapsed = time.monotonic() - started
     value = sorted(times)[len(times) // 2]
     return value, {"times": times, "cpu_seconds": cpu_seconds,
-                   "others_share": cpu.others / elapsed}
+                   "others_seconds": cpu.others, "window_seconds": elapsed}

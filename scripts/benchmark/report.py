@@ -41,7 +41,7 @@ def notes(case):
         if calls:
             out.append("%s QAB %s" % (kind, "/".join(
                 str(n) for n in sorted(set(calls)))))
-    others = [(k, case.extra_median(k, "others_share")) for k in case.kinds]
+    others = [(k, case.others_share(k)) for k in case.kinds]
     shown = ["%s %.0f %%" % (k, s * 100) for k, s in others if s is not None]
     if shown:
         out.append("other work: " + ", ".join(shown))

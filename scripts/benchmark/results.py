@@ -51,6 +51,15 @@ class Case:
                   if isinstance(x, (int, float))]
         return statistics.median(values) if values else None
 
+    def others_share(self, kind):
+        """Other work's share of a CPU over all of ``kind``'s runs: pooled,
+        since /proc/stat counts in ticks of 10 ms, as long as a whole
+        start-up of the C plugin, and one short window's share is noise."""
+        extra = self.extra.get(kind, {})
+        window = sum(extra.get("window_seconds", []))
+        return sum(extra.get("others_seconds", [])) / window if window \
+            else None
+
     def ratio(self, kind, other):
         a, b = self.median(kind), self.median(other)
         return a / b if a and b else None

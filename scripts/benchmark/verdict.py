@@ -7,11 +7,11 @@ BASELINE_CASE = "fio-randread-4k"
 
 def worst_other_work(cases):
     """(share of a CPU, case name) of the case where other processes used
-    the most CPU (each case's median over its runs)."""
+    the most CPU (over each server's runs in the case)."""
     worst = (0.0, None)
     for case in cases:
         for kind in case.kinds:
-            share = case.extra_median(kind, "others_share")
+            share = case.others_share(kind)
             if share is not None and share > worst[0]:
                 worst = (share, "%s (%s's runs)" % (case.name, kind))
     return worst
@@ -30,6 +30,6 @@ def why_no_ranking(cases, baseline_iops, max_other_work):
                 "(--baseline-iops %.0f)" % (rate, baseline_iops))
     share, where = worst_other_work(cases)
     if share > max_other_work:
-        return ("other work used %.0f %% of a CPU during %s (median; at most "
+        return ("other work used %.0f %% of a CPU during %s (at most "
                 "%.0f %% allowed)" % (share * 100, where, max_other_work * 100))
     return None

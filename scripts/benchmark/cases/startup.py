@@ -12,6 +12,9 @@ from ..results import Case, Goal
 from ..servers import disk_args, plugin_args, server_env
 
 KINDS = ["vddkpy", "c-vddk", "py-empty"]
+# A start takes 5-40 ms: each turn times this many, so that a turn lasts
+# long enough for other work's share of the CPUs to be measured at all.
+RUNS_PER_TURN = 20
 
 
 def command(ctx, kind, what):
@@ -28,7 +31,7 @@ def measure(what, library_path=False):
         if library_path:
             env["LD_LIBRARY_PATH"] = str(ctx.standin)
         return run_hyperfine(command(ctx, kind, what), out, env=env,
-                             runs=ctx.hyperfine_runs,
+                             runs=max(ctx.hyperfine_runs, RUNS_PER_TURN),
                              warmup=ctx.hyperfine_warmup if first else 0)
     return one
 
