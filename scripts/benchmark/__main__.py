@@ -200,8 +200,10 @@ def main(argv=None):
                                         args.max_other_work)
     report.write_json(args.json, cases, meta, no_ranking)
     print(report.markdown(cases, ctx.kinds, meta, no_ranking), end="")
-    if args.png and report.write_png(args.png, cases):
-        rounds.log("chart: %s" % args.png)
+    if args.png:
+        rounds.log("chart: %s" % args.png if report.write_png(args.png, cases)
+                   else "no chart: --png needs matplotlib: apt install "
+                   "python3-matplotlib")
     return 1 if ctx.failed else 0
 
 
