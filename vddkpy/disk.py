@@ -423,10 +423,10 @@ class Disk:
             return code, []
         blocks = self._block_list[0]
         # (offset, length) pairs of uint64 follow the header.
-        numbers = ffi.unpack(ffi.cast(_UINT64_P, blocks.blocks),
-                             2 * blocks.numBlocks)
+        numbers = iter(ffi.unpack(ffi.cast(_UINT64_P, blocks.blocks),
+                                  2 * blocks.numBlocks))
         self.vddk.call("FreeBlockList", "block_list", blocks)
-        return code, list(zip(numbers[0::2], numbers[1::2]))
+        return code, list(zip(numbers, numbers))
 
     def _query(self, start, count):
         with self.lock:
@@ -441,9 +441,8 @@ class Disk:
             return self.changed_map.within(offset, count)
         if self.caches_map:
             return self._whole_map().within(offset, count)
-        return extents.cut(extents.for_request(
-            self._query, self.size, offset, count, req_one, self.hole_type),
-            offset, count)
+        return extents.for_request(self._query, self.size, offset, count,
+                                   req_one, self.hole_type)
 
     @property
     def caches_map(self):

@@ -103,11 +103,8 @@ def _queryable_end(size):
 
 
 def for_request(query, size, offset, count, req_one, hole_type):
-    """Extents covering [offset, offset+count), querying only that range.
-
-    VDDK answers for whole chunks, so the extents start at the chunk that
-    holds ``offset``; nbdkit drops the part before ``offset``.
-    """
+    """The extents of [offset, offset+count), querying only that range
+    (VDDK answers for whole chunks: what lies outside is cut off)."""
     start_sector = offset // CHUNK_BYTES * MIN_CHUNK_SIZE
     builder = ExtentBuilder(start_sector * SECTOR_SIZE, hole_type)
     end = min(offset + count, _queryable_end(size))
@@ -118,10 +115,11 @@ def for_request(query, size, offset, count, req_one, hole_type):
         _scan(query, start_sector, nr_sectors, builder)
         start_sector += nr_sectors
         if req_one and builder.position > offset:
-            return builder.result()
-    if end < offset + count:
-        builder.add(offset + count, is_hole=False)
-    return builder.result()
+            break
+    else:
+        if end < offset + count:
+            builder.add(offset + count, is_hole=False)
+    return cut(builder.extents, offset, count)
 
 
 def whole_disk(query, size, hole_type):
@@ -156,14 +154,21 @@ class DiskMap:
 
 
 def cut(extents, offset, count):
-    """``extents`` cut to [offset, offset+count): one past the request
+    """``extents`` (sequences of offset, length, type) as tuples, cut to
+    [offset, offset+count): one past the request
     would be cut by nbdkit instead, and nbdkit 1.32 cuts one of 4 GiB or
     more at 4 GiB - 1 bytes, which strict clients refuse as unaligned."""
     end = offset + count
     result = []
+    append = result.append          # (tens of thousands of extents)
     for start, length, kind in extents:
-        begin, finish = max(start, offset), min(start + length, end)
-        if begin < finish:
-            result.append((begin, finish - begin, kind))
+        finish = start + length
+        if finish <= offset or start >= end:
+            continue
+        if start < offset:
+            start = offset
+        if finish > end:
+            finish = end
+        append((start, finish - start, kind))
     return result
 

@@ -40,7 +40,7 @@ def notes(case):
         calls = case.extra.get(kind, {}).get("QueryAllocatedBlocks")
         if calls:
             out.append("%s QAB %s" % (kind, "/".join(
-                str(n) for n in sorted(set(calls)))))
+                "%g" % n for n in sorted(set(calls)))))
     others = [(k, case.others_share(k)) for k in case.kinds]
     shown = ["%s %.0f %%" % (k, s * 100) for k, s in others if s is not None]
     if shown:
