@@ -215,7 +215,7 @@ class Disk:
                 self._c(p.snapshot),
                 self._c(p.transports), connection)
         except VddkError as e:
-            raise self._hinted(e, "connect")
+            raise self._hinted(e, "connect") from None
         self.connection = connection[0]
 
     def _hinted(self, e, where):
@@ -229,9 +229,7 @@ class Disk:
         error(str(e))
         for line in lines[:-1]:
             error(line)
-        hinted = PluginError(lines[-1], e.errno)
-        hinted.__suppress_context__ = True
-        return hinted
+        return PluginError(lines[-1], e.errno)
 
     def create(self):
         p = self.params
@@ -255,7 +253,7 @@ class Disk:
                 self.connection, self._c(self.filename), flags, handle,
                 prefix="VixDiskLib_Open: %s" % shown)
         except VddkError as e:
-            raise self._hinted(e, "open")
+            raise self._hinted(e, "open") from None
         self.handle = handle[0]
 
     # -- facts about the disk ---------------------------------------------
@@ -346,7 +344,7 @@ class Disk:
             else:
                 self._asynchronous(kind + "Async", buffer, offset, count)
         except VddkError as e:
-            raise self._hinted(e, "data")
+            raise self._hinted(e, "data") from None
 
     def _synchronous(self, name, buffer, offset, count):
         next(self.commands)

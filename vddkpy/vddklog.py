@@ -22,10 +22,8 @@ _NOISE = ("Get CEIP status failed", "VDDK_PhoneHome:")
 # Threads (by ident) whose warnings are being dropped.
 _silenced = set()
 
-# VDDK's words when the server's certificate is not the one thumbprint=
-# names, followed by the certificate's thumbprint.
-_ACTUAL_THUMBPRINT = "actual thumbprint="
-_THUMBPRINT_DIGITS = frozenset("0123456789ABCDEFabcdef:")
+# VDDK's line when the server's certificate is not the one thumbprint= names.
+_ACTUAL_THUMBPRINT = r"actual thumbprint=([0-9A-Fa-f:]+)"
 
 
 class _Seen:
@@ -85,11 +83,10 @@ def error_function(fmt, args):
 
 
 def note_thumbprint(text):
-    _, found, rest = (text or "").partition(_ACTUAL_THUMBPRINT)
-    length = next((i for i, c in enumerate(rest)
-                   if c not in _THUMBPRINT_DIGITS), len(rest))
-    if found and length:
-        seen.actual_thumbprint = rest[:length]
+    import re       # only for a line naming a thumbprint: not at every start
+    match = re.search(_ACTUAL_THUMBPRINT, text or "")
+    if match:
+        seen.actual_thumbprint = match.group(1)
 
 
 class silenced_errors:

@@ -31,8 +31,8 @@ def parse_hyperfine(text):
 
 def run_hyperfine(argv, output, env=None, runs=1, warmup=0, server_pid=None):
     """(median wall seconds of the runs, figures incl. the times and the
-    CPU time of other work during them); ``server_pid``: a server the command talks to,
-    whose CPU time is ours, not other work."""
+    CPU time of other work during them); ``server_pid``: a server the
+    command talks to, whose CPU time is ours, not other work."""
     started = time.monotonic()
     with CpuWatch(server_pid) as cpu:
         p = subprocess.run(hyperfine_command(argv, output, runs, warmup),
