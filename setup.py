@@ -1,6 +1,6 @@
 """pip's build step for what pyproject.toml cannot say: the package's cffi
-module (vddkpy/_vddk_cffi.py) is generated from vddkpy/abi.py into the
-build, as every other build path does (see vddkpy/ffibuild.py)."""
+module (vddkpy/vddk/_vddk_cffi.py) is generated from vddkpy/vddk/abi.py into the
+build, as every other build path does (see vddkpy/vddk/ffibuild.py)."""
 
 import os
 import sys
@@ -9,7 +9,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vddkpy import ffibuild  # noqa: E402
+from vddkpy.vddk import ffibuild  # noqa: E402
 
 
 class build_py_with_ffi(build_py):
@@ -18,7 +18,7 @@ class build_py_with_ffi(build_py):
         if getattr(self, "editable_mode", False):
             ffibuild.generate()             # the source tree is what runs
         else:
-            ffibuild.generate(os.path.join(self.build_lib, "vddkpy"))
+            ffibuild.generate(os.path.join(self.build_lib, "vddkpy", "vddk"))
 
 
 setup(cmdclass={"build_py": build_py_with_ffi})

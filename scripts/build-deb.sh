@@ -28,27 +28,25 @@ root=$(mktemp -d "$here/build/deb.XXXXXX")
 chmod 755 "$root"
 trap 'rm -rf "$root"' EXIT
 install -d -m 755 "$root/DEBIAN" "$root/usr/bin" "$root$plugindir" \
-    "$root/usr/lib/python3/dist-packages/vddkpy" \
-    "$root/usr/lib/python3/dist-packages/vddkpy/preflight" \
     "$root/usr/share/man/man1" "$root/usr/share/doc/$package"
 
 # The Python package, with its cffi module generated afresh from abi.py.
-for f in vddkpy/*.py vddkpy/preflight/*.py; do
-    install -m 644 "$f" "$root/usr/lib/python3/dist-packages/$f"
+find vddkpy -name '*.py' ! -name '_vddk_cffi.py' ! -path '*/__pycache__/*' | while read -r f; do
+    install -D -m 644 "$f" "$root/usr/lib/python3/dist-packages/$f"
 done
-python3 -m vddkpy.ffibuild "$root/usr/lib/python3/dist-packages/vddkpy"
+python3 -m vddkpy.vddk.ffibuild "$root/usr/lib/python3/dist-packages/vddkpy/vddk"
 
 # The plugin scripts, from the same template the installer uses.
 for name in vddk vddkpy; do
-    python3 -c 'import sys; from vddkpy.scripts import package_script
+    python3 -c 'import sys; from vddkpy.install.launchers import package_script
 sys.stdout.write(package_script(sys.argv[1]))' "$name" \
         > "$root$plugindir/nbdkit-$name-plugin"
     chmod 755 "$root$plugindir/nbdkit-$name-plugin"
 done
 
 # The commands, from the same module.
-for command in vddkpy:vddkpy.__main__ vddkpy-thumbprint:vddkpy.thumbprint; do
-    python3 -c 'import sys; from vddkpy.scripts import package_command
+for command in vddkpy:vddkpy.__main__ vddkpy-thumbprint:vddkpy.vsphere.thumbprint; do
+    python3 -c 'import sys; from vddkpy.install.launchers import package_command
 sys.stdout.write(package_command(*sys.argv[1:]))' "${command%%:*}" "${command#*:}" \
         > "$root/usr/bin/${command%%:*}"
     chmod 755 "$root/usr/bin/${command%%:*}"
@@ -78,8 +76,8 @@ printf '%s (%s) unstable; urgency=medium\n\n  * Built from the vddkpy repository
     | gzip -9n > "$root/usr/share/doc/$package/changelog.gz"
 
 # Control files.  (The marks of vddkpy's scripts, from where they are made.)
-marks=$(python3 -c 'from vddkpy.scripts import MARKER, PACKAGE_MARKER
-from vddkpy.install import RECORD_NAME
+marks=$(python3 -c 'from vddkpy.install.launchers import MARKER, PACKAGE_MARKER
+from vddkpy.install.installer import RECORD_NAME
 for key, value in (("MARKER", MARKER), ("PACKAGE_MARKER", PACKAGE_MARKER),
                    ("RECORD_NAME", RECORD_NAME)):
     print("s|@%s@|%s|" % (key, value))')

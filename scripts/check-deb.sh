@@ -5,7 +5,7 @@
 #
 #   check-deb.sh nbdkit-plugin-vddkpy_VERSION_amd64.deb libvixDiskLib.so
 #
-# (the second file is the VDDK stand-in, tests/standin/build/libvixDiskLib.so,
+# (the second file is the VDDK stand-in, tests/bed/standin/build/libvixDiskLib.so,
 # standing in for VMware's library).  It installs the package with apt,
 # which must pull in the dependencies, then checks `nbdkit vddk
 # --dump-plugin`, `man -w`, a byte-for-byte copy of a disk with nbdcopy,

@@ -60,13 +60,13 @@ stage_debian12_fresh() {
 deb=""
 deb_check_in() {       # deb_check_in SUITE
     if [ -z "$deb" ]; then
-        "$here/scripts/build-deb.sh" && make -s -C "$here/tests/standin" || return 1
+        "$here/scripts/build-deb.sh" && make -s -C "$here/tests/bed/standin" || return 1
         deb=$(ls -t "$here"/build/nbdkit-plugin-vddkpy_*.deb | head -1)
     fi
     timeout "$limit" "$here/scripts/chroot.sh" "$1" \
         --copy "$here/scripts/check-deb.sh" /root/check/check-deb.sh \
         --copy "$deb" "/root/check/${deb##*/}" \
-        --copy "$here/tests/standin/build/libvixDiskLib.so" /root/check/libvixDiskLib.so -- \
+        --copy "$here/tests/bed/standin/build/libvixDiskLib.so" /root/check/libvixDiskLib.so -- \
         /root/check/check-deb.sh "/root/check/${deb##*/}" /root/check/libvixDiskLib.so
 }
 

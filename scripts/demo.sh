@@ -12,7 +12,7 @@ demo="$here/demo"
 libdir="$demo/vmware-vix-disklib-distrib"
 rm -rf "$demo"
 mkdir -p "$libdir/lib64"
-cp "$here/tests/standin/build/libvixDiskLib.so" "$libdir/lib64/libvixDiskLib.so.8"
+cp "$here/tests/bed/standin/build/libvixDiskLib.so" "$libdir/lib64/libvixDiskLib.so.8"
 
 disk="$demo/disk.vmdk"
 # 32 MiB of data followed by 32 MiB of hole.

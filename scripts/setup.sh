@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 or 13 machine (scripts/ci-matrix.sh
 # tests both): system packages, Python packages for the interpreter nbdkit
-# embeds, the VDDK stand-in build, the vCenter simulator (tests/vcsim), and
-# vddkpy/_vddk_cffi.py (the cffi module generated from vddkpy/abi.py, which
+# embeds, the VDDK stand-in build, the vCenter simulator (tests/bed/vcsim), and
+# vddkpy/vddk/_vddk_cffi.py (the cffi module generated from vddkpy/vddk/abi.py, which
 # the tests and demo use from here).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,16 +14,16 @@ apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               python3-setuptools python3-wheel   # test_pip_install_into_venv builds
                                                  # with them (3.13's venv has pip only)
               file    # Debian 13's nbdinfo runs `file` to describe the content
-              git     # tests/test_packaging.py asks git which files are the source
-              golang-go golang-github-vmware-govmomi-dev  # tests/vcsim (vCenter simulator)
+              git     # tests/install/test_packaging.py asks git which files are the source
+              golang-go golang-github-vmware-govmomi-dev  # tests/bed/vcsim (vCenter simulator)
               python3-pyvmomi  # vSphere sessions (changed-since=) and the CBT tests
               fio hyperfine)   # scripts/bench.py drives them
 "$here/scripts/apt-install-missing.sh" "${apt_packages[@]}"
 
-make -s -C "$here/tests/standin"
-(cd "$here" && /usr/bin/python3 -m vddkpy.ffibuild)
+make -s -C "$here/tests/bed/standin"
+(cd "$here" && /usr/bin/python3 -m vddkpy.vddk.ffibuild)
 # Byte-compiled now, so that no server started from this checkout compiles
 # the package (not even one run with PYTHONDONTWRITEBYTECODE or by a user
 # who cannot write here).
 /usr/bin/python3 -m compileall -q "$here/vddkpy"
-"$here/tests/vcsim/build.sh"
+"$here/tests/bed/vcsim/build.sh"

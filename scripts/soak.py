@@ -4,7 +4,7 @@
     scripts/soak.py --seconds 600 --clients 8
 
 Builds the VDDK stand-in, serves a disk through it with latency injected,
-and runs the soak of tests/soak.py; exits 1 on any mismatch, lost write,
+and runs the soak of tests/bed/soak.py; exits 1 on any mismatch, lost write,
 client error or threading-rule abort.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-from soak import soak  # noqa: E402
+from bed.soak import soak  # noqa: E402
 
 
 def main():
@@ -25,7 +25,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
-    subprocess.run(["make", "-s", "-C", str(TESTS / "standin")], check=True)
+    subprocess.run(["make", "-s", "-C", str(TESTS / "bed" / "standin")], check=True)
     with tempfile.TemporaryDirectory(prefix="vddkpy-soak-") as workdir:
         result = soak(Path(workdir), args.seconds, args.clients)
     print(result.summary())

@@ -12,9 +12,9 @@ import sys
 from . import __version__, incomplete
 
 try:
-    from .host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, \
+    from .install.nbdkit_host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, \
         plugindir, plugin_script, version_of
-    from .prerequisites import cffi_missing, cffi_missing_message, \
+    from .nbdkit.prerequisites import cffi_missing, cffi_missing_message, \
         running_version
 except ModuleNotFoundError as missing:     # a partial copy
     sys.exit(incomplete(missing, "vddkpy"))
@@ -82,7 +82,7 @@ def _shadowing(copies, running):
             "installed it)" % (first[0], version_of(first[0]), running))
 
 # Imported only when asked for: their modules are not needed elsewhere.
-SUBCOMMANDS = {"changed-areas": ".changed_areas", "check": ".preflight"}
+SUBCOMMANDS = {"changed-areas": ".cbt.command", "check": ".preflight"}
 
 
 def main(argv=None):

@@ -8,15 +8,15 @@ builtin in this module: use ``builtins.open`` if it is ever needed here.)
 
 import nbdkit
 
-from .prerequisites import require_cffi
+from .nbdkit.prerequisites import require_cffi
 
 # One error line, before cffi's ImportError could escape (binding asks for
 # the rest of cffi if it has to parse the declarations).
 require_cffi(parser=False)
 
-from . import native  # noqa: E402
+from .nbdkit import native  # noqa: E402
 from .params import Params  # noqa: E402
-from .reexec import load_library  # noqa: E402
+from .nbdkit.reexec import load_library  # noqa: E402
 
 __all__ = [
     "API_VERSION", "thread_model", "dump_plugin", "config",

@@ -21,15 +21,17 @@ import itertools
 import _thread
 import time
 
-from . import abi, changed, extents, hints, vddklog
-from .abi import SECTOR_SIZE, VIX_ASYNC, VIX_E_FAIL, VIX_OK
-from .binding import ffi
+from .vddk import abi, log as vddklog
+from .cbt import areas as changed
+from . import extents, hints
+from .vddk.abi import SECTOR_SIZE, VIX_ASYNC, VIX_E_FAIL, VIX_OK
+from .vddk.binding import ffi
 from .errors import PluginError, VddkError
-from .nbdkit_compat import debug, debug_flags, error
-from .threadstate import KeptStates
-from .native import c_string, to_bytes
+from .nbdkit.compat import debug, debug_flags, error
+from .nbdkit.threadstate import KeptStates
+from .nbdkit.native import c_string, to_bytes
 from .printable import printable
-from .vddklog import silenced_errors
+from .vddk.log import silenced_errors
 
 MAX_REQUEST = 0xFFFFFFFF
 _UINT64_P = ffi.typeof("uint64_t *")

@@ -7,13 +7,13 @@ path are never imported for it.
 import sys
 
 from . import __file__ as package_file, __version__
-from .binding import ffi
-from .library import Library, LoadError, MissingSymbol, default_libdir, \
+from .vddk.binding import ffi
+from .vddk.library import Library, LoadError, MissingSymbol, default_libdir, \
     libdir_of
-from .nbdkit_compat import fail_startup
-from .native import c_string, process
+from .nbdkit.compat import fail_startup
+from .nbdkit.native import c_string, process
 from .printable import printable
-from .reexec import reexec_if_needed
+from .nbdkit.reexec import reexec_if_needed
 
 
 def dump(params):

@@ -14,7 +14,7 @@ that error can escape: importing ``traceback`` (with ``re`` and
 
 import errno
 
-from .abi import error_name
+from .vddk.abi import error_name
 
 
 class PluginError(Exception):

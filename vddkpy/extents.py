@@ -9,9 +9,9 @@ returns the allocated blocks as (offset, length) pairs in sectors.
 
 import bisect
 
-from .abi import MAX_CHUNK_NUMBER, MIN_CHUNK_SIZE, SECTOR_SIZE
+from .vddk.abi import MAX_CHUNK_NUMBER, MIN_CHUNK_SIZE, SECTOR_SIZE
 from .errors import PluginError
-from .nbdkit_compat import debug, debug_flags
+from .nbdkit.compat import debug, debug_flags
 
 CHUNK_BYTES = MIN_CHUNK_SIZE * SECTOR_SIZE
 DATA = 0

@@ -9,7 +9,7 @@ TROUBLESHOOTING).  The plugin prints them after its error line, and
 ``hint: `` so that they can be told from upstream's lines.
 """
 
-from .abi import VIX_E_FAIL
+from .vddk.abi import VIX_E_FAIL
 
 # Upstream's text, word for word: users search for it.
 OPEN_HINT = ('VDDK "Unknown error" can be caused by several problems.  '

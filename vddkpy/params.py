@@ -7,8 +7,8 @@ passwords is delegated to the nbdkit server's own helpers.
 
 import os
 
-from . import abi
-from .nbdkit_compat import (debug, exit_startup, fail_startup, parse_bool,
+from .vddk import abi
+from .nbdkit.compat import (debug, exit_startup, fail_startup, parse_bool,
                             parse_size, parse_uint16, read_password,
                             readonly_server, realpath)
 
@@ -172,7 +172,7 @@ class Params:
                 yield ("if using create=true you must specify the size "
                        "using the create-size parameter")
         if self.changed_since is not None:
-            from .tracked import parameter_problems
+            from .cbt.tracked import parameter_problems
             yield from parameter_problems(self, readonly_server())
         if self.stats_file is not None:
             # Imported only for stats-file= (json, re, tempfile at start-up).

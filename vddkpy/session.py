@@ -12,13 +12,13 @@ import errno
 import os
 import _thread
 
-from .calls import Vddk
+from .vddk.calls import Vddk
 from .disk import Disk
 from .errors import PluginError
-from .nbdkit_compat import debug, debug_flags, error, fail_startup
-from .native import FNM_NOMATCH, fnmatch_bytes, to_bytes
+from .nbdkit.compat import debug, debug_flags, error, fail_startup
+from .nbdkit.native import FNM_NOMATCH, fnmatch_bytes, to_bytes
 from .printable import printable, quoted
-from .vddklog import error_function, log_function
+from .vddk.log import error_function, log_function
 
 RHEL_54377_HINT = (
     "if nbdkit crashes when you open a connection, read this link for "
@@ -86,7 +86,7 @@ class Session:
                 debug(line)
         path = self.params.stats_file
         if path:
-            from . import statsfile     # json, re, tempfile: only for this
+            from . import statsfile  # json, re, tempfile: only for this
             try:
                 statsfile.write(path, stats.as_json(),
                                 self.params.disk_files())
@@ -117,8 +117,8 @@ class Session:
 
     def changed_map(self, disk):
         """changed-since=: the map of ``disk``, built for it alone."""
-        from .tracked import served_map
-        from .vsphere import Session as VsphereSession
+        from .cbt.tracked import served_map
+        from .vsphere.session import VsphereSession
         with self.open_close_lock:
             if self._vsphere is None:
                 self._vsphere = VsphereSession(self.params)

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "plugin" / "plugin.py"
 EMPTY_PLUGIN = Path(__file__).resolve().parent / "empty_plugin.py"
-STANDIN_DIR = ROOT / "tests" / "standin"
+STANDIN_DIR = ROOT / "tests" / "bed" / "standin"
 STANDIN_LIB = STANDIN_DIR / "build" / "libvixDiskLib.so"
 
 KINDS = ("vddkpy", "c-vddk", "py-empty", "file")
@@ -174,7 +174,7 @@ class Server:
 
 
 def install_standin(workdir):
-    """make -C tests/standin, then lay it out as a VDDK libdir."""
+    """make -C tests/bed/standin, then lay it out as a VDDK libdir."""
     p = subprocess.run(["make", "-s", "-C", str(STANDIN_DIR)],
                        capture_output=True, text=True)
     if p.returncode != 0 or not STANDIN_LIB.is_file():

@@ -10,7 +10,7 @@ prints one JSON document instead of the lines.
 import os
 import sys
 
-from ..host import Missing, nbdkit_path, plugindir, plugin_script
+from ..install.nbdkit_host import Missing, nbdkit_path, plugindir, plugin_script
 from .report import ENVIRONMENT, FAIL, OK, WARN, Result, handover
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),

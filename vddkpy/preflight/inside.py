@@ -9,11 +9,11 @@ does): the lines are printed by the process that stays.
 
 import os
 
-from ..calls import Vddk
-from ..library import default_libdir
-from ..native import c_string, ffi, process
+from ..vddk.calls import Vddk
+from ..vddk.library import default_libdir
+from ..nbdkit.native import c_string, ffi, process
 from ..params import Params
-from ..reexec import reexec_if_needed
+from ..nbdkit.reexec import reexec_if_needed
 from . import library_steps, network, server_steps, tracking
 from .report import FAIL, OK, WARN, Report, Result
 

@@ -8,7 +8,7 @@ import builtins
 import os
 import re
 
-from ..library import candidates, sonames_on_disk
+from ..vddk.library import candidates, sonames_on_disk
 
 X86_64 = 62
 _MACHINES = {3: "32-bit x86", 8: "MIPS", 20: "PowerPC", 21: "64-bit PowerPC",

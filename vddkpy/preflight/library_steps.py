@@ -2,11 +2,11 @@
 
 import os
 
-from ..binding import ffi
-from ..library import (DEFAULT_LIBDIRS, Library, LoadError, MissingSymbol,
+from ..vddk.binding import ffi
+from ..vddk.library import (DEFAULT_LIBDIRS, Library, LoadError, MissingSymbol,
                        sonames_on_disk, too_old_message)
-from ..native import c_string, to_bytes
-from .. import vddklog
+from ..nbdkit.native import c_string, to_bytes
+from ..vddk import log as vddklog
 from . import layout
 from .report import FAIL, OK, WARN, Result
 

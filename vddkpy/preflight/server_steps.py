@@ -1,12 +1,14 @@
 """The checks of a vSphere server: its ports, certificate, version; then,
 through VDDK, the login, the VM and snapshot, and the disk."""
 
-from .. import hints, thumbprint, vddklog
-from ..abi import SECTOR_SIZE
-from ..binding import ffi
+from .. import hints
+from ..vsphere import thumbprint
+from ..vddk import log as vddklog
+from ..vddk.abi import SECTOR_SIZE
+from ..vddk.binding import ffi
 from ..disk import fill_remote_params
 from ..errors import VddkError
-from ..native import c_string, to_bytes
+from ..nbdkit.native import c_string, to_bytes
 from . import compatibility, network
 from .report import FAIL, OK, WARN, Result
 

@@ -2,7 +2,7 @@
 QueryAllocatedBlocks (what a plain ``nbdkit -r vddk`` asks) against
 changed block tracking (``changed-since=*``, QueryChangedDiskAreas).
 
-The host is the CBT test bed (tests/vcsim.py: govmomi's vcsim, its disk
+The host is the CBT test bed (tests/bed/vcenter.py: govmomi's vcsim, its disk
 served by the VDDK stand-in), the VM powered off so that ``*`` needs no
 snapshot.  The latencies are modelled, not measured here: 1 s per
 QueryAllocatedBlocks call (the stand-in's ``latency`` directive) and 50 ms
@@ -32,7 +32,7 @@ def bed_on_sparse_disk(ctx, case):
     """A started bed whose disk is the benchmark's sparse disk (a hard
     link), change tracking on (its sidecar filled from the allocation)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from vcsim import Vcsim
+    from bed.vcenter import Vcsim
     bed = Vcsim(ctx.workdir / ("bed-" + case.name), size=ctx.map_size,
                 power_on=False)
     os.unlink(bed.data_path)

@@ -1,0 +1,60 @@
+"""``vddkpy changed-areas KEY=VALUE ...``: the areas changed-since= would
+serve as data, and the changeId to give next time, as JSON, for tools that
+copy on their own.  Same parameters as the plugin (server=, user=,
+password= in every form or cookie=, thumbprint=, vm=, snapshot=, file=,
+changed-since=); no secret is ever printed.
+
+    {"file": ..., "changed_since": ..., "capacity": BYTES,
+     "next_change_id": ..., "areas": [[START, LENGTH], ...]}
+
+The areas are vSphere's, sorted, merged and clipped to the disk; nothing
+else is changed (the plugin widens a delta's areas for nbdcopy).
+"""
+
+import json
+import sys
+
+from . import areas as changed
+from ..errors import PluginError
+from ..nbdkit.compat import fail_startup
+from ..params import Params
+from .tracked import TrackedDisk
+from ..vsphere.session import VsphereSession
+
+USAGE = ("usage: vddkpy changed-areas server=HOST user=NAME password=SOURCE "
+         "thumbprint=XX:.. vm=moref=ID [snapshot=MOREF] file=DISK "
+         "changed-since=CHANGEID|*")
+
+
+def parse(args):
+    params = Params()
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            fail_startup("expected KEY=VALUE, not %s (%s)" % (arg, USAGE))
+        params.set(key, value)
+    if params.changed_since is None or params.export is not None:
+        fail_startup(USAGE)
+    params.complete()
+    return params
+
+
+def report(params):
+    disk = TrackedDisk(VsphereSession(params), params, params.file)
+    disk.look_up()
+    areas = changed.merged(disk.areas(params.changed_since), disk.capacity,
+                           alignment=1)
+    return {"file": params.file, "changed_since": params.changed_since,
+            "capacity": disk.capacity, "next_change_id": disk.next_change_id,
+            "areas": [list(area) for area in areas]}
+
+
+def main(args):
+    params = parse(args)
+    try:
+        document = report(params)
+    except PluginError as e:
+        fail_startup(str(e))
+    json.dump(document, sys.stdout)
+    sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,90 @@
+"""Re-executing nbdkit so VDDK's bundled libraries come first.
+
+VDDK ships its own libssl, libcrypto and libstdc++; the dynamic loader
+reads LD_LIBRARY_PATH only at process start, so once the library's
+directory is known nbdkit is executed again with it prepended.  The new
+process gets ``reexeced_=ORIGINAL`` so it can give ``--run`` commands the
+original value back, and the password travels through an inherited,
+already-unlinked file instead of the command line.
+
+The process that re-executes pays for every module it imported, for
+nothing: get_ready and --dump-plugin decide the re-exec with only the
+modules that configuration needs and this one (``load_library``), and
+import the session and the data path afterwards.
+"""
+
+import os
+import sys
+
+from .cmdline import read_cmdline
+from ..vddk.library import Library, LoadError, libdir_of
+from .compat import debug, fail_startup
+from .native import ffi, process
+
+
+def load_library(params):
+    """get_ready's VDDK, in a process whose LD_LIBRARY_PATH has its
+    directory; exits with upstream's message if no library loads."""
+    try:
+        library = Library(libdir_of(params))
+    except LoadError as e:
+        fail_startup(str(e))
+    reexec_if_needed(library.directory, params)
+    return library
+
+
+def _needed(directory, params):
+    if params.noreexec or params.reexeced_ is not None:
+        return False
+    current = os.environ.get("LD_LIBRARY_PATH")
+    return current is None or (":%s:" % directory) not in (":%s:" % current)
+
+
+def _password_fd(password):
+    """An unlinked 0600 file holding the password, inherited by exec."""
+    import tempfile     # only with password=: it costs start-up time
+    try:
+        fd, path = tempfile.mkstemp(prefix="", dir="/tmp")
+        os.unlink(path)
+        data = password.encode("utf-8", "surrogateescape")
+        if os.write(fd, data) != len(data):
+            fail_startup("write: short write")
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.set_inheritable(fd, True)
+    except OSError as e:
+        fail_startup("mkstemp: %s" % e.strerror)
+    return fd
+
+
+def reexec_if_needed(directory, params):
+    """Exec nbdkit again with ``directory`` in LD_LIBRARY_PATH, if needed.
+
+    Returns only when no re-exec happened.
+    """
+    if not _needed(directory, params):
+        return
+    try:
+        argv = read_cmdline()
+    except OSError as e:
+        debug("open: /proc/self/cmdline: %s" % e.strerror)
+        return
+    debug("original command line occupies %d bytes"
+          % sum(len(a.encode("utf-8", "surrogateescape")) + 1 for a in argv))
+
+    new_argv = [a for a in argv if not a.startswith("password=")]
+    if len(new_argv) != len(argv) and params.password is not None:
+        new_argv.append("password=-%d" % _password_fd(params.password))
+    original = os.environ.get("LD_LIBRARY_PATH", "")
+    debug("adding reexeced_=%s" % original)
+    new_argv.append("reexeced_=%s" % original)
+    library_path = "%s:%s" % (directory, original) if original else directory
+    os.environ["LD_LIBRARY_PATH"] = library_path
+    debug("re-executing with updated LD_LIBRARY_PATH=%s" % library_path)
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    process.fflush(ffi.NULL)
+    try:
+        os.execv("/proc/self/exe", new_argv)
+    except OSError as e:
+        debug("execvp: /proc/self/exe: %s" % e.strerror)
