@@ -59,8 +59,8 @@ def test_the_map_is_parsed():
     assert len(names) == len(set(names)), "a name is mapped twice"
 
 
-@pytest.mark.parametrize("kind, find", [("module", modules),
-                                        ("tests directory", suite_directories)])
+@pytest.mark.parametrize("kind, find", [
+    ("module", modules), ("tests directory", suite_directories)])
 def test_everything_is_mapped(kind, find):
     missing = sorted(find() - set(mapped()))
     assert not missing, "CONTRIBUTING.md's layout map lacks the %s(s) %s" % (

@@ -44,7 +44,8 @@ def test_timeout_takes_an_argument(option):
 @pytest.mark.parametrize("version", [V1_32, V1_42, V1_45])
 @pytest.mark.parametrize("spelling", [
     ["--deb", "vddk.stats=1"], ["--debu=vddk.stats=1"],
-    ["--debug", "vddk.stats=1"], ["-vDvddk.stats=1"], ["-fvD", "vddk.stats=1"]])
+    ["--debug", "vddk.stats=1"], ["-vDvddk.stats=1"],
+    ["-fvD", "vddk.stats=1"]])
 def test_debug_spellings(version, spelling):
     verbose, found = flags(spelling + ["--verb"], version)
     assert verbose and found["stats"] == 1

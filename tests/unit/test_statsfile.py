@@ -103,7 +103,8 @@ def flat_disk(directory):
     (directory / "disk-flat.vmdk").write_bytes(b"precious data\n")
     disk = directory / "disk.vmdk"
     disk.write_text('# Disk DescriptorFile\nversion=1\n'
-                    'createType="monolithicFlat"\nRW 1 FLAT "disk-flat.vmdk" 0\n')
+                    'createType="monolithicFlat"\n'
+                    'RW 1 FLAT "disk-flat.vmdk" 0\n')
     return vmdkfiles.local_disk(str(disk))
 
 
