@@ -38,7 +38,7 @@ def _unverified_tls():
 @functools.lru_cache(maxsize=None)
 def ensure_built():
     """Bring the binary up to date when Go is here (a no-op in a second
-    when nothing changed), as pytest_sessionstart does for the stand-in."""
+    when nothing changed), as conftest.py does for the stand-in."""
     if shutil.which("go") and subprocess.run(
             [str(VCSIM_DIR / "build.sh")]).returncode != 0:
         raise NotBuilt("tests/bed/vcsim/build.sh failed (its output is above): "

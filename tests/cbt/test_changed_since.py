@@ -259,9 +259,9 @@ def test_changed_areas_command(vcsim, nbdkit):
 # -- the documented warm migration, end to end --------------------------------
 
 def documented_commands():
-    """The README's two changed-since examples (full copy, delta)."""
+    """The manual's two changed-since examples (full copy, delta)."""
     import re
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "doc" / "nbdkit-vddk-plugin.md").read_text()
     blocks = re.findall(r"```\{\.sh \.vsphere\}\n(.*?)```", text, re.S)
     assert len(blocks) == 2
     return blocks

@@ -1,7 +1,7 @@
 """Differential test against upstream's C vddk plugin (v1.45.1), both on
 the VDDK stand-in: sizes, bytes, allocation maps, block sizes, can-* flags
 (``nbdinfo --json``, ``--map``, ``nbdcopy``) and the error lines of bad
-parameters must be the same, except for the differences the README lists
+parameters must be the same, except for the differences doc/design.md lists
 as deliberate (marked xfail(strict): each must still be a difference).
 
 The C plugin cannot be built by this project: the tests run only when
@@ -156,7 +156,7 @@ def test_same_disk_facts(tmp_path, name):
 def error_lines(stderr):
     """The messages of nbdkit's error lines, without the prefix that says
     which plugin (and callback) printed them, and without vddkpy's own
-    ``hint:`` lines (a deliberate difference, see the README)."""
+    ``hint:`` lines (a deliberate difference, see doc/design.md)."""
     messages = [line.rsplit("error: ", 1)[1] for line in stderr.splitlines()
                 if "error: " in line]
     return [m for m in messages if not m.startswith("hint: ")]

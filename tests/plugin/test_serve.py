@@ -152,7 +152,7 @@ def test_map_readonly_local_file_asks_every_time(tmp_path, nbdkit):
     server.stop()
     probes, scans = probes_and_scans(server)
     # A local file may be written in place by another process: no map
-    # outlives its request (README, "Troubleshooting performance").
+    # outlives its request (doc/design.md, "Allocation maps").
     assert [s["count"] for s in scans] == [512, 512]
     assert "pre-caching" not in server.stderr
     # One extents probe per open (nbdinfo from libnbd 1.22 opens the plugin

@@ -92,7 +92,7 @@ def check_survival(server, options):
                                  capture_output=True, text=True).stdout
         pytest.skip("this nbdkit (%s) aborts when a client with queued "
                     "reads resets its connection (fixed in 1.33.10; see "
-                    "the README's troubleshooting)"
+                    "the manual's TROUBLESHOOTING)"
                     % version.split("\n")[0])
     assert server.proc.poll() is None, server.stderr
     assert server.stop() == 0

@@ -1,9 +1,10 @@
-"""stats-file= (issues 14.2 and 17.3-4) is checked before serving (one
-error line, exit status 1) and again right before it is written at exit,
+"""stats-file= is checked before serving (one error line, exit status 1)
+and again right before it is written at exit,
 to a new 0600 file renamed over the target: never through a symbolic link,
 never over a file of the served disk (descriptor, extents, parent chain,
 create=true's files, whatever the spelling), never over a file that is not
-a previous vddkpy statistics document."""
+a previous vddkpy statistics document.  (tests/unit/test_statsfile.py has
+the rules and the last moment before the rename.)"""
 
 import hashlib
 import json
@@ -368,39 +369,3 @@ def test_name_of_255_bytes_is_written(tmp_path, libdir):
     functions = run_with_stats(tmp_path, libdir, target)
     assert functions["Open"]["calls"] == 1
     assert os.listdir(target.parent) == [target.name]
-
-
-# -- the last moment: between the exit check and the rename -------------------
-
-def test_file_moved_in_after_the_last_check_survives(tmp_path, monkeypatch):
-    """A disk file moved to the stats path after the exit check (the check
-    is made to see nothing, as in that window) keeps its bytes under the
-    stats path: the swap puts it back instead of unlinking it."""
-    from vddkpy import statsfile, vmdkfiles
-    disk = tmp_path / "disk-flat.vmdk"
-    disk.write_bytes(b"precious data\n")
-    descriptor = tmp_path / "disk.vmdk"
-    descriptor.write_text(
-        '# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\n'
-        'RW 1 FLAT "disk-flat.vmdk" 0\n')
-    files = vmdkfiles.local_disk(str(descriptor))
-    target = tmp_path / "stats.json"
-    os.rename(disk, target)              # hard link gone: only this name
-    monkeypatch.setattr(statsfile, "problem", lambda path, disk_files: None)
-    with pytest.raises(statsfile.Refused) as refused:
-        statsfile.write(str(target), {"functions": {}}, files)
-    assert str(refused.value) == (
-        "stats-file: %s: is an extent of the disk being served (file=); "
-        "statistics not written" % target)
-    assert target.read_bytes() == b"precious data\n"
-    assert sorted(os.listdir(tmp_path)) == ["disk.vmdk", "stats.json"]
-
-
-def test_previous_document_replaced_by_the_swap(tmp_path):
-    from vddkpy import statsfile
-    target = tmp_path / "stats.json"
-    target.write_text(json.dumps({"format": statsfile.FORMAT}))
-    statsfile.write(str(target), {"functions": {}})
-    assert json.loads(target.read_text()) == {
-        "format": statsfile.FORMAT, "functions": {}}
-    assert os.listdir(tmp_path) == ["stats.json"]

@@ -1,15 +1,11 @@
-"""Issue 17.5: text from the disk (descriptor values, file names), from
+"""Text from the disk (descriptor values, file names), from
 VDDK (its log messages, GetErrorText) and from clients reaches the log
 escaped one way (``vddkpy.printable``), backslash included: no terminal
 control sequence gets through, no line can be forged, and a typed
 backslash-n is told apart from a newline."""
 
-import sys
-
-from bed import (REMOTE, ROOT, THUMB, random_file, run_nbdkit,
-                      server_config)
-from bed import raw_controls
-from vddkpy.printable import printable, quoted  # noqa: E402
+from bed import (REMOTE, THUMB, random_file, raw_controls, run_nbdkit,
+                 server_config)
 
 # OSC "retitle the terminal", "clear the screen", a bell, a typed "\n".
 PARENT = "p\x1b]0;retitled\x07\x1b[2J\\nq.vmdk"
@@ -122,14 +118,3 @@ def test_vddk_error_text_is_escaped(tmp_path, libdir):
     assert line.endswith(
         r"error: VixDiskLib_Open: %s/missing.vmdk: no\nnbdkit: error: "
         r"forged\x1b[2J\x07 a\\nb" % tmp_path)
-
-
-def test_printable_is_one_way_for_all():
-    assert printable("/vm/disk.vmdk") == "/vm/disk.vmdk"
-    assert printable("a\\nb") == r"a\\nb"
-    assert printable("a\nb") == r"a\nb"
-    assert printable("\x1b]0;t\x07\r\t\x7f\x9b\u202e") == \
-        r"\x1b]0;t\x07\r\t\x7f\x9b\u202e"
-    undecodable = b"\xff".decode("utf-8", "surrogateescape")
-    assert printable(undecodable) == r"\xff"
-    assert quoted('say "\\"\n') == r'"say \"\\\"\n"'

@@ -1,13 +1,12 @@
-"""Issue 12: nbdkit's command line read as each server version reads it."""
-
-import subprocess
-import sys
+"""nbdkit's command line read as each server version reads it: which
+long options exist and take an argument, prefixes resolved with the
+running version, the -D vddk.FLAG=N debug flags and -v, with nbdkit's
+first-occurrence-wins rule."""
 
 import pytest
 
-from bed import ROOT, run_nbdkit, server_version
-from vddkpy.nbdkit import cmdline  # noqa: E402
-from vddkpy.nbdkit.compat import parse_debug_flags      # noqa: E402
+from vddkpy.nbdkit import cmdline
+from vddkpy.nbdkit.compat import _c_int, parse_debug_flags
 
 V1_32, V1_38, V1_42, V1_45 = (1, 32, 5), (1, 38, 0), (1, 42, 3), (1, 45, 1)
 
@@ -45,7 +44,8 @@ def test_timeout_takes_an_argument(option):
 @pytest.mark.parametrize("version", [V1_32, V1_42, V1_45])
 @pytest.mark.parametrize("spelling", [
     ["--deb", "vddk.stats=1"], ["--debu=vddk.stats=1"],
-    ["--debug", "vddk.stats=1"], ["-vDvddk.stats=1"], ["-fvD", "vddk.stats=1"]])
+    ["--debug", "vddk.stats=1"], ["-vDvddk.stats=1"],
+    ["-fvD", "vddk.stats=1"]])
 def test_debug_spellings(version, spelling):
     verbose, found = flags(spelling + ["--verb"], version)
     assert verbose and found["stats"] == 1
@@ -106,21 +106,25 @@ def test_server_version_from_the_executable(tmp_path):
     assert cmdline.server_version(str(tmp_path / "absent")) == newest
 
 
-def test_server_version_of_the_server_under_test():
-    out = subprocess.run(["nbdkit", "--version"], capture_output=True,
-                         text=True, check=True).stdout
-    assert "nbdkit %d.%d.%d" % server_version() in out
 
 
-@pytest.mark.parametrize("option", ["--keepalive", "--keep"])
-def test_keepalive_end_to_end(tmp_path, libdir, option):
-    if server_version() < (1, 41, 6):
-        pytest.skip("nbdkit %d.%d.%d has no --keepalive" % server_version())
-    disk = tmp_path / "disk.raw"
-    disk.write_bytes(bytes(1024 * 1024))
-    # Read as taking an argument, the option would swallow -v.
-    result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk], verbose=False,
-                        options=[option, "-v", "-D", "vddk.stats=1"],
-                        run='nbdcopy "$uri" null:')
-    assert result.returncode == 0, result.stderr
-    assert "VDDK function stats (-D vddk.stats=1):" in result.stderr
+def test_defaults_without_flags():
+    assert flags([]) == (False, {"datapath": 1, "diskinfo": 0,
+                                 "extents": 0, "stats": 0})
+
+
+def test_other_plugins_flags_are_not_ours():
+    verbose, found = flags(["-D", "file.stats=1", "-D", "vddkx.stats=1",
+                            "-D", "vddk.stats"])
+    assert found["stats"] == 0
+
+
+def test_flags_of_another_plugin_name():
+    assert flags(["-D", "vddkpy.stats=1"], plugin="vddkpy")[1]["stats"] == 1
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1", 1), ("0", 0), ("0x10", 16), ("0X1f", 31), ("010", 8), ("-2", -2),
+    ("+3", 3), (" 7 ", 7), ("", 0)])
+def test_flag_values_read_as_strtol_base_0(text, value):
+    assert _c_int(text) == value
