@@ -386,8 +386,8 @@ def tracked_bed(vcsim, nbdkit, size=8 << 20):
 REFUSED = ("changed-since=%s: vSphere refused this changeId for [datastore1] "
            "vm/vm.vmdk (InvalidArgument: A specified parameter was not "
            "correct: changeId): it is not one of this disk's or has expired "
-           "(change tracking was reset): make a full copy with "
-           "changed-since=* and use the changeId it reports")
+           "(change tracking was reset): a full copy is needed: make one "
+           "with changed-since=* and use the changeId it reports")
 
 
 def test_invalid_change_id(vcsim, nbdkit):
