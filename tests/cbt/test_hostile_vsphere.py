@@ -282,3 +282,27 @@ def test_vsphere_timeout_is_checked_at_startup(tmp_path, libdir):
     assert error_lines(result.stderr) == [
         "nbdkit: error: vsphere-timeout: expected a number of seconds "
         "greater than 0, not soon"]
+
+
+def test_a_file_fault_on_a_change_id_needs_a_full_copy(vcsim, nbdkit):
+    """ESXi answers a changeId from before a change-tracking reset with a
+    FileFault: one line saying a full copy is needed, never an empty
+    delta."""
+    bed, snapshot, before = tracked_bed(vcsim, nbdkit)
+    bed.set_hostile("raw", status=500, body=(
+        '<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="http://'
+        'schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/'
+        '2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>'
+        'ServerFaultCode</faultcode><faultstring>Error caused by file '
+        '/vmfs/volumes/ds/vm/vm.vmdk</faultstring><detail><FileFaultFault '
+        'xmlns="urn:vim25" xsi:type="FileFault"><file>/vmfs/volumes/ds/vm/'
+        'vm.vmdk</file></FileFaultFault></detail></soapenv:Fault>'
+        '</soapenv:Body></soapenv:Envelope>'))
+    server = served(nbdkit, bed, "changed-since=" + before,
+                    "snapshot=" + snapshot)
+    assert refused_open(server) == (
+        "changed-since: vSphere QueryChangedDiskAreas: [datastore1] "
+        "vm/vm.vmdk: FileFault: Error caused by file /vmfs/volumes/ds/vm/"
+        "vm.vmdk (change tracking may have been reset since changeId %s): a "
+        "full copy is needed: make one with changed-since=* and use the "
+        "changeId it reports" % before)

@@ -267,3 +267,68 @@ def test_a_huge_answer_streams_in_flat_memory():
     assert p.merged() == [(0, (count * 2048 + 256 * 1024 - 1)
                            // (256 * 1024) * 256 * 1024)]
     assert peak < 2 * MiB, peak
+
+
+# -- the capacity the changeId was taken at ------------------------------------
+
+class Params:
+    vm = "moref=vm-1"
+    snapshot = "snapshot-2"
+
+    def __init__(self, changed_since):
+        self.changed_since = changed_since
+
+
+class AnsweringVsphere:
+    """Answers every QueryChangedDiskAreas with ``areas`` over the rest
+    of the disk."""
+
+    def __init__(self, areas):
+        self.areas = areas
+
+    def call(self, function, pass_, change_id):
+        pass_.answer(pass_.offset, pass_.capacity - pass_.offset, self.areas)
+
+
+def Disk(changed_since, capacity, base_capacity, areas):
+    """A TrackedDisk as look_up leaves it."""
+    from vddkpy.cbt.tracked import TrackedDisk
+    disk = TrackedDisk(AnsweringVsphere(areas), Params(changed_since),
+                       "[datastore1] vm/vm.vmdk")
+    disk.capacity, disk.base_capacity = capacity, base_capacity
+    disk.device_key = 2000
+    return disk
+
+
+def data_of(disk_map, size):
+    from vddkpy import extents
+    return [(start, length) for start, length, kind
+            in disk_map.within(0, size) if kind == extents.DATA]
+
+
+def test_a_grown_disk_serves_its_new_tail_as_changed():
+    from vddkpy.cbt.tracked import served_map
+    disk = Disk("52 a/3", 12 * MiB, 8 * MiB, [(MiB, 512)])
+    disk_map, _ = served_map(disk, 12 * MiB)
+    assert data_of(disk_map, 12 * MiB) == [(MiB, 256 * 1024),
+                                           (8 * MiB, 4 * MiB)]
+
+
+def test_a_tail_vsphere_does_not_report_on_is_changed():
+    """VDDK's size above vSphere's capacity: the rest is changed."""
+    from vddkpy.cbt.tracked import served_map
+    disk = Disk("*", 8 * MiB, None, [(8 * MiB - 512, 512)])
+    disk_map, _ = served_map(disk, 9 * MiB)
+    assert data_of(disk_map, 9 * MiB) == [(8 * MiB - 512, MiB + 512)]
+
+
+def test_a_shrunk_disk_needs_a_full_copy():
+    from vddkpy.cbt.tracked import served_map
+    from vddkpy.errors import PluginError
+    disk = Disk("52 a/3", 8 * MiB, 12 * MiB, [])
+    with pytest.raises(PluginError) as e:
+        served_map(disk, 8 * MiB)
+    assert str(e.value) == (
+        "changed-since=52 a/3: the disk has shrunk from 12582912 to 8388608 "
+        "bytes since this changeId: a full copy is needed: make one with "
+        "changed-since=* and use the changeId it reports")
