@@ -215,6 +215,7 @@ def test_a_stalled_vsphere_never_holds_up_the_exit(vcsim, nbdkit, sig):
         client.kill()
         client.wait()
     assert_no_traceback(server.stderr)
+    server.assert_survived()
 
 
 def test_a_stalled_vsphere_times_out(vcsim, nbdkit):
@@ -269,6 +270,7 @@ def test_a_silent_server_at_the_handshake(tmp_path, libdir, nbdkit):
             client.kill()
             client.wait()
     assert_no_traceback(server.stderr)
+    server.assert_survived()
 
 
 def test_vsphere_timeout_is_checked_at_startup(tmp_path, libdir):
@@ -306,3 +308,28 @@ def test_a_file_fault_on_a_change_id_needs_a_full_copy(vcsim, nbdkit):
         "vm.vmdk (change tracking may have been reset since changeId %s): a "
         "full copy is needed: make one with changed-since=* and use the "
         "changeId it reports" % before)
+
+
+def test_a_session_ended_during_paging_logs_in_again(vcsim, nbdkit):
+    """NotAuthenticated in answer to QueryChangedDiskAreas (the session
+    expired during a long pass): one new log-in, the same call again."""
+    bed, snapshot, before = tracked_bed(vcsim, nbdkit)
+    bed.set_hostile("raw", calls=1, status=500, body=(
+        '<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="http://'
+        'schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/'
+        '2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>'
+        'ServerFaultCode</faultcode><faultstring>The session is not '
+        'authenticated.</faultstring><detail><NotAuthenticatedFault '
+        'xmlns="urn:vim25" xsi:type="NotAuthenticated"><object type='
+        '"SessionManager">SessionManager</object><privilegeId>System.View'
+        '</privilegeId></NotAuthenticatedFault></detail></soapenv:Fault>'
+        '</soapenv:Body></soapenv:Envelope>'))
+    server = served(nbdkit, bed, "changed-since=" + before,
+                    "snapshot=" + snapshot)
+    h = server.connect()
+    assert h.pread(4096, MiB) == DATA
+    h.shutdown()
+    server.stop()
+    assert bed.calls("Login") == 2
+    assert bed.calls("QueryChangedDiskAreas") == 2
+    assert error_lines(server.stderr) == []
