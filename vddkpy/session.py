@@ -108,9 +108,6 @@ class Session:
         for filename, change_id in sorted((ids or {}).items()):
             debug("changed-since: changeId to give next time for %s: %s"
                   % (printable(filename), printable(change_id)))
-            if self.vddk.stats is not None:
-                self.vddk.stats.note_change_id(printable(filename),
-                                               printable(change_id))
         return document
 
     def _report_stats(self, changes):
@@ -120,12 +117,15 @@ class Session:
         if debug_flags.stats:
             for line in stats.table():
                 debug(line)
+            for filename, change_id in sorted(
+                    changes.get("next_change_ids", {}).items()):
+                debug("next changed-since for %s: %s"
+                      % (printable(filename), printable(change_id)))
         path = self.params.stats_file
         if path:
             from . import statsfile  # json, re, tempfile: only for this
             try:
                 document = stats.as_json()
-                document.pop("next_change_ids", None)   # from changes only
                 document.update(changes)
                 statsfile.write(path, document, self.params.disk_files())
             except statsfile.Refused as e:
