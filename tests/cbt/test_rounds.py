@@ -92,6 +92,28 @@ def test_an_incomplete_run_hands_out_no_change_id(vcsim, nbdkit, tmp_path,
     assert_no_traceback(server.stderr)
 
 
+def test_a_failed_read_hands_out_no_change_id(vcsim, nbdkit, tmp_path):
+    import nbd
+    bed, snapshot, before, after = tracked_bed(vcsim, nbdkit)
+    server = nbdkit(*bed.plugin_args(), "changed-since=" + before,
+                    "snapshot=" + snapshot,
+                    "stats-file=%s" % (tmp_path / "stats.json"),
+                    config=bed.standin_config()
+                    # ConnectEx, Open, GetInfo, then the read fails.
+                    + "  down_for calls=1 after=3 code=14009\n",
+                    readonly=True)
+    h = server.connect()
+    with pytest.raises(nbd.Error):
+        h.pread(4096, MiB)
+    h.shutdown()
+    server.stop()
+    stats = stats_of(tmp_path)
+    assert stats["complete"] is False and "next_change_ids" not in stats
+    assert stats["change_tracking"]["incomplete_because"] == [
+        "1 read(s) of %s failed" % DISK]
+    assert stats["change_tracking"]["connections"][0]["failed_reads"] == 1
+
+
 def test_the_recipe_survives_a_round_that_fails(vcsim, nbdkit, libdir,
                                                 tmp_path):
     """Full copy; writes; a delta round during which the ESXi host goes
@@ -125,11 +147,17 @@ def test_the_recipe_survives_a_round_that_fails(vcsim, nbdkit, libdir,
     assert failed.returncode != 0
     assert (work / "changeid").read_text().strip() == change_a
     assert cmp(work / "previous.raw", expected).returncode != 0
-    stats = json.loads((work / "delta.json").read_text())
-    assert stats["complete"] is False and "next_change_ids" not in stats
-    assert [r for r in stats["change_tracking"]["incomplete_because"]
-            if r.endswith("read(s) of %s failed" % DISK)], stats
     assert error_lines(failed.stderr)
+    # nbdkit 1.32 may abort when nbdcopy hangs up in the middle of its
+    # replies ("raw_send_socket: Assertion `sock >= 0' failed"), before
+    # any statistics are written; when they are, they hand out nothing.
+    if (work / "delta.json").exists():
+        stats = json.loads((work / "delta.json").read_text())
+        assert stats["complete"] is False and "next_change_ids" not in stats
+        assert [r for r in stats["change_tracking"]["incomplete_because"]
+                if r.endswith("read(s) of %s failed" % DISK)], stats
+    else:
+        assert "Assertion" in failed.stderr, failed.stderr
 
     run_documented(delta, bed, libdir, [first, second], work)
     assert cmp(work / "previous.raw", expected).returncode == 0
