@@ -52,6 +52,15 @@ def _seconds(key, value):
     return seconds
 
 
+def _bytes(key, value):
+    """A number of bytes, written out (as stats-file= records it)."""
+    if not (value.isascii() and value.isdigit()):
+        from .printable import printable
+        fail_startup("%s: expected a number of bytes, not %s"
+                     % (key, printable(value)))
+    return int(value)
+
+
 class Params:
     """Every parameter, with upstream's defaults."""
 
@@ -84,6 +93,7 @@ class Params:
         self.user = None
         self.vm = None
         self.vsphere_timeout = None     # seconds; None: the default (120)
+        self.changed_since_capacity = None  # bytes, when the changeId was
 
     # -- config(key, value) ------------------------------------------------
 
@@ -116,6 +126,8 @@ class Params:
             self.stats_file = os.path.abspath(value)
         elif key == "vsphere-timeout":
             self.vsphere_timeout = _seconds(key, value)
+        elif key == "changed-since-capacity":
+            self.changed_since_capacity = _bytes(key, value)
         elif key == "vimapiver":
             pass                        # ignored, for old command lines
         else:

@@ -78,8 +78,15 @@ class TrackedDisk:
             else " snapshot %s" % printable(params.snapshot))
 
     def look_up(self):
+        """The disk's key, capacity and changeId in snapshot=, and its
+        capacity when changed-since= was its changeId: as given
+        (changed-since-capacity=), or from the VM's snapshot that has
+        that changeId, if one is left."""
         self.vsphere.call(self._look_up)
-        if self.params.changed_since != changed.ALL:
+        if self.params.changed_since == changed.ALL:
+            return
+        self.base_capacity = self.params.changed_since_capacity
+        if self.base_capacity is None:
             self.base_capacity = self.vsphere.call(self._capacity_at,
                                                    self.params.changed_since)
 
