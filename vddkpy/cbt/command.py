@@ -58,6 +58,8 @@ def main(args):
         document = report(params)
     except PluginError as e:
         fail_startup(str(e))
+    except KeyboardInterrupt:       # while waiting for vSphere
+        fail_startup("interrupted")
     json.dump(document, sys.stdout)
     sys.stdout.write("\n")
     return 0
