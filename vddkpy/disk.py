@@ -112,7 +112,7 @@ def fill_remote_params(cp, p, c_string_of):
 class Disk:
     """A VDDK connection and disk handle serving one NBD connection."""
 
-    def __init__(self, session, filename, readonly):
+    def __init__(self, session, filename, readonly, changes=None):
         self.session = session
         self.vddk = session.vddk
         self.params = session.params
@@ -122,8 +122,11 @@ class Disk:
         # connection's handle at its first extents request (see extents).
         self.disk_map = None
         self._map_lock = _thread.allocate_lock()   # one scan, however many ask
-        # changed-since=: the map from vSphere's change tracking; for a
-        # delta (not "*") what it calls holes also reads as zeros.
+        # changed-since=: the map from vSphere's change tracking (through
+        # ``changes``, the connection's cbt.record.Connection, which also
+        # hears of failed reads); for a delta (not "*") what it calls
+        # holes also reads as zeros.
+        self.changes = changes
         self.changed_map = None
         self.delta = params_delta(self.params)
         self.lock = _thread.allocate_lock()
@@ -167,7 +170,7 @@ class Disk:
             if not self.readonly:
                 raise PluginError("changed-since serves a read-only export",
                                   errno.EROFS)
-            self.changed_map = self.session.changed_map(self)
+            self.changed_map = self.changes.served_map(self.size)
             self.can_extents = True
 
     def close(self):
@@ -308,12 +311,18 @@ class Disk:
     # -- data path ----------------------------------------------------------
 
     def pread(self, buf, offset):
-        if (offset | len(buf)) % SECTOR_SIZE:
-            raise PluginError("read is not aligned to sectors", errno.EINVAL)
-        if self.delta:
-            self._read_delta(memoryview(buf), offset)
-        else:
-            self._read(buf, offset)
+        try:
+            if (offset | len(buf)) % SECTOR_SIZE:
+                raise PluginError("read is not aligned to sectors",
+                                  errno.EINVAL)
+            if self.delta:
+                self._read_delta(memoryview(buf), offset)
+            else:
+                self._read(buf, offset)
+        except BaseException:
+            if self.changes is not None:
+                self.changes.read_failed()
+            raise
 
     def _read(self, buf, offset):
         self._transfer("Read", ffi.from_buffer("uint8_t[]", buf,

@@ -39,6 +39,28 @@ def _attribute(key):
     return key.replace("-", "_")
 
 
+def _seconds(key, value):
+    """A positive number of seconds (changed-since='s vSphere calls)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if not 0 < seconds < 1e6:
+        from .printable import printable
+        fail_startup("%s: expected a number of seconds greater than 0, not "
+                     "%s" % (key, printable(value)))
+    return seconds
+
+
+def _bytes(key, value):
+    """A number of bytes, written out (as stats-file= records it)."""
+    if not (value.isascii() and value.isdigit()):
+        from .printable import printable
+        fail_startup("%s: expected a number of bytes, not %s"
+                     % (key, printable(value)))
+    return int(value)
+
+
 class Params:
     """Every parameter, with upstream's defaults."""
 
@@ -70,6 +92,8 @@ class Params:
         self.unbuffered = False
         self.user = None
         self.vm = None
+        self.vsphere_timeout = None     # seconds; None: the default (120)
+        self.changed_since_capacity = None  # bytes, when the changeId was
 
     # -- config(key, value) ------------------------------------------------
 
@@ -100,6 +124,10 @@ class Params:
             self.password = read_password(value)
         elif key == "stats-file":
             self.stats_file = os.path.abspath(value)
+        elif key == "vsphere-timeout":
+            self.vsphere_timeout = _seconds(key, value)
+        elif key == "changed-since-capacity":
+            self.changed_since_capacity = _bytes(key, value)
         elif key == "vimapiver":
             pass                        # ignored, for old command lines
         else:

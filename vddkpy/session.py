@@ -31,6 +31,20 @@ def _climbs(name):
     return ".." in name.replace("] ", "/").split("/")
 
 
+def _nbdkit_stopping():
+    """A function telling whether nbdkit is shutting down or this thread's
+    client has gone: nbdkit_nanosleep returns at once with an error then
+    (the plugin cannot see nbdkit's quit flag otherwise).  None outside
+    nbdkit."""
+    import ctypes       # changed-since= only
+    try:
+        nanosleep = ctypes.CDLL(None).nbdkit_nanosleep
+    except AttributeError:
+        return None
+    nanosleep.argtypes = (ctypes.c_uint, ctypes.c_uint)
+    return lambda: nanosleep(0, 0) != 0
+
+
 class Session:
     def __init__(self, params, library):
         self.params = params
@@ -39,9 +53,12 @@ class Session:
         self.open_close_lock = _thread.allocate_lock()
         self.create_pending = params.create
         self.disks = set()              # open, until close_disk
-        self._vsphere = None            # changed-since=: one API session
         collect = debug_flags.stats or params.stats_file is not None
         self.vddk = Vddk(library, collect)
+        self.changes = None             # changed-since=: what the run proved
+        if params.changed_since is not None:
+            from .cbt.record import Run
+            self.changes = Run(params, self.vddk.stats, _nbdkit_stopping())
         if (library.version >= 8 and params.transports is None
                 and not os.path.exists("/sys/class/scsi_disk")):
             debug(RHEL_54377_HINT)
@@ -75,21 +92,42 @@ class Session:
         if self.initialized:
             self.vddk.call("Exit", "")
             self.initialized = False
-        self._report_stats()
+        self._report_stats(self._report_changes())
 
-    def _report_stats(self):
+    def _report_changes(self):
+        """changed-since=: the changeIds to give next time, only if the
+        run is complete (cbt.record); the stats-file= part."""
+        if self.changes is None:
+            return {}
+        document = self.changes.document()
+        ids = document.get("next_change_ids")
+        if ids is None:
+            debug("changed-since: no changeId to give next time: %s"
+                  % "; ".join(document["change_tracking"]
+                              ["incomplete_because"]))
+        for filename, change_id in sorted((ids or {}).items()):
+            debug("changed-since: changeId to give next time for %s: %s"
+                  % (printable(filename), printable(change_id)))
+        return document
+
+    def _report_stats(self, changes):
         stats = self.vddk.stats
         if stats is None:
             return
         if debug_flags.stats:
             for line in stats.table():
                 debug(line)
+            for filename, change_id in sorted(
+                    changes.get("next_change_ids", {}).items()):
+                debug("next changed-since for %s: %s"
+                      % (printable(filename), printable(change_id)))
         path = self.params.stats_file
         if path:
             from . import statsfile  # json, re, tempfile: only for this
             try:
-                statsfile.write(path, stats.as_json(),
-                                self.params.disk_files())
+                document = stats.as_json()
+                document.update(changes)
+                statsfile.write(path, document, self.params.disk_files())
             except statsfile.Refused as e:
                 error(str(e))
             except OSError as e:
@@ -99,7 +137,9 @@ class Session:
 
     def open_disk(self, readonly, export_name):
         filename = self._choose_file(export_name)
-        disk = Disk(self, filename, readonly)
+        changes = None if self.changes is None \
+            else self.changes.connection(filename)
+        disk = Disk(self, filename, readonly, changes)
         with self.open_close_lock:
             disk.open()
         try:
@@ -114,16 +154,6 @@ class Session:
         with self.open_close_lock:
             self.disks.discard(disk)
             disk.close()
-
-    def changed_map(self, disk):
-        """changed-since=: the map of ``disk``, built for it alone."""
-        from .cbt.tracked import served_map
-        from .vsphere.session import VsphereSession
-        with self.open_close_lock:
-            if self._vsphere is None:
-                self._vsphere = VsphereSession(self.params)
-        return served_map(self._vsphere, self.params, disk.filename,
-                          disk.size, self.vddk.stats)
 
     def create_if_pending(self, disk):
         """Create the local disk on the first connection (until it works)."""

@@ -294,6 +294,16 @@ class Vcsim:
         the disk (0: no limit), so answers may hold no area."""
         self._control(page_bytes=nbytes)
 
+    def set_hostile(self, kind, **fields):
+        """Answer QueryChangedDiskAreas with a hostile answer
+        (tests/bed/vcsim/hostile.go): ``kind`` "shift" (``shift=N``: as if
+        asked N bytes later), "raw" (``status``, ``body`` with "{offset}",
+        ``content_type``, ``location``), "areas" (``count`` areas of
+        ``length`` every ``stride`` bytes) or "stall" (no answer); for
+        ``calls=N`` calls after ``after=M`` normal ones (default: every
+        call).  reset() ends it."""
+        self._control(hostile=dict(fields, kind=kind))
+
     def expire_sessions(self):
         """End every client session (as when vCenter's sessions time
         out): the next call of each is NotAuthenticated."""

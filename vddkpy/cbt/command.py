@@ -14,10 +14,10 @@ else is changed (the plugin widens a delta's areas for nbdcopy).
 import json
 import sys
 
-from . import areas as changed
 from ..errors import PluginError
 from ..nbdkit.compat import fail_startup
 from ..params import Params
+from .areas import with_tail
 from .tracked import TrackedDisk
 from ..vsphere.session import VsphereSession
 
@@ -42,11 +42,14 @@ def parse(args):
 def report(params):
     disk = TrackedDisk(VsphereSession(params), params, params.file)
     disk.look_up()
-    areas = changed.merged(disk.areas(params.changed_since), disk.capacity,
-                           alignment=1)
+    areas = disk.areas(params.changed_since, alignment=1).merged()
+    if disk.base_capacity is not None and disk.base_capacity < \
+            disk.capacity:
+        areas = with_tail(areas, disk.base_capacity, disk.capacity)
     return {"file": params.file, "changed_since": params.changed_since,
             "capacity": disk.capacity, "next_change_id": disk.next_change_id,
             "areas": [list(area) for area in areas]}
+
 
 
 def main(args):
@@ -55,6 +58,8 @@ def main(args):
         document = report(params)
     except PluginError as e:
         fail_startup(str(e))
+    except KeyboardInterrupt:       # while waiting for vSphere
+        fail_startup("interrupted")
     json.dump(document, sys.stdout)
     sys.stdout.write("\n")
     return 0

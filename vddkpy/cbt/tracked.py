@@ -1,18 +1,30 @@
 """A virtual disk's change tracking on vSphere: which disk of vm= (or of
 its snapshot=) file= is, the changeId to give next time, and its changed
-areas through QueryChangedDiskAreas, each call timed for the statistics."""
+areas through QueryChangedDiskAreas, each call timed for the statistics.
+
+QueryChangedDiskAreas is sent as SOAP of our own and its answer read as it
+streams (``answer``), every answer checked (``areas.Pass``); the rest goes
+through pyvmomi.  Every text that comes from vSphere or from a client or
+operator is escaped (``printable``) where it enters a message.
+"""
 
 import time
+from xml.sax.saxutils import escape
 
 from . import areas as changed
+from .answer import AnswerReader
 from ..errors import PluginError
 from ..nbdkit.compat import debug, debug_flags
-from ..vsphere.session import fault_text, import_pyvmomi
+from ..printable import printable
+from ..vsphere.session import (SessionEnded, UnexpectedStatus,
+                               pyvmomi_problem)
 
-CALL = "QueryChangedDiskAreas"
+CALL = changed.CALL
 ENABLE_HINT = ("enable it (ReconfigVM_Task with changeTrackingEnabled=true, "
                "or the VM option ctkEnabled=TRUE), take a snapshot, and "
                "make a full copy with changed-since=*")
+FULL_COPY = ("a full copy is needed: make one with changed-since=* and use "
+             "the changeId it reports")
 
 NO_SNAPSHOT_HINT = (" (the changes of a running VM's disk can only be read "
                     "from a snapshot: give snapshot=)")
@@ -21,16 +33,33 @@ NO_SNAPSHOT_HINT = (" (the changes of a running VM's disk can only be read "
 # ESXi's message key for a disk whose changes are not tracked.
 NOT_TRACKED_KEY = "vim.hostd.vmsvc.cbt.noTrack"
 
-
-def _not_tracked(fault):
-    return any(getattr(m, "key", None) == NOT_TRACKED_KEY
-               for m in getattr(fault, "faultMessage", None) or ())
+_REQUEST = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/'
+    'envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>'
+    '<QueryChangedDiskAreas xmlns="urn:vim25">'
+    '<_this type="VirtualMachine">%(vm)s</_this>%(snapshot)s'
+    '<deviceKey>%(key)d</deviceKey><startOffset>%(offset)d</startOffset>'
+    '<changeId>%(change_id)s</changeId></QueryChangedDiskAreas>'
+    '</soapenv:Body></soapenv:Envelope>')
 
 
 def vm_moref(vm):
     """The managed object id of vm=moref=ID, or None."""
     prefix, _, moref = (vm or "").partition("=")
     return moref if prefix == "moref" and moref else None
+
+
+def capacity_problem(change_id, base, capacity):
+    """Why a delta since ``change_id``, taken when the disk had ``base``
+    bytes (None: unknown), cannot be served for a disk of ``capacity``
+    bytes, or None (a grown disk's new tail is served as changed)."""
+    if base is not None and base > capacity:
+        return ("changed-since=%s: the disk has shrunk from %d to %d bytes "
+                "since this changeId: %s"
+                % (printable(change_id), base, capacity, FULL_COPY))
+    return None
 
 
 class TrackedDisk:
@@ -40,17 +69,26 @@ class TrackedDisk:
         self.vsphere = vsphere
         self.params = params
         self.filename = filename
+        self.shown = printable(filename)
         self.stats = stats
         self.device_key = self.capacity = self.next_change_id = None
-        self._where = "VM %s%s" % (params.vm, "" if params.snapshot is None
-                                   else " snapshot %s" % params.snapshot)
+        self.base_capacity = None       # the capacity at changed-since=
+        self._where = "VM %s%s" % (
+            printable(params.vm), "" if params.snapshot is None
+            else " snapshot %s" % printable(params.snapshot))
 
     def look_up(self):
+        """The disk's key, capacity and changeId in snapshot=, and its
+        capacity when changed-since= was its changeId: as given
+        (changed-since-capacity=), or from the VM's snapshot that has
+        that changeId, if one is left."""
         self.vsphere.call(self._look_up)
-        debug("changed-since: changeId to give next time for %s: %s"
-              % (self.filename, self.next_change_id))
-        if self.stats is not None:
-            self.stats.note_change_id(self.filename, self.next_change_id)
+        if self.params.changed_since == changed.ALL:
+            return
+        self.base_capacity = self.params.changed_since_capacity
+        if self.base_capacity is None:
+            self.base_capacity = self.vsphere.call(self._capacity_at,
+                                                   self.params.changed_since)
 
     def _objects(self, stub):
         vim = self.vsphere.vim
@@ -59,26 +97,29 @@ class TrackedDisk:
             else vim.vm.Snapshot(self.params.snapshot, stub)
         return vm, snapshot
 
-    def _look_up(self, stub):
+    def _disks(self, config):
         vim = self.vsphere.vim
+        return [d for d in config.hardware.device
+                if isinstance(d, vim.vm.device.VirtualDisk)]
+
+    def _look_up(self, stub):
         vm, snapshot = self._objects(stub)
         try:
             owner = vm if snapshot is None else snapshot
-            devices = owner.config.hardware.device
+            disks = self._disks(owner.config)
         except self.vsphere.vmodl.fault.ManagedObjectNotFound:
             raise PluginError("changed-since: vSphere %s has no %s"
                               % (self.vsphere.address, self._where)) \
                 from None
-        disks = [d for d in devices
-                 if isinstance(d, vim.vm.device.VirtualDisk)]
         disk = next((d for d in disks
                      if getattr(d.backing, "fileName", None) == self.filename),
                     None)
         if disk is None:
             raise PluginError("changed-since: %s has no disk whose backing "
                               "file is %s (its disks: %s)"
-                              % (self._where, self.filename, ", ".join(
-                                  getattr(d.backing, "fileName", "?")
+                              % (self._where, self.shown, ", ".join(
+                                  printable(getattr(d.backing, "fileName",
+                                                    None) or "?")
                                   for d in disks) or "none"))
         self.next_change_id = getattr(disk.backing, "changeId", None)
         if not self.next_change_id:
@@ -86,55 +127,91 @@ class TrackedDisk:
         self.device_key = disk.key
         self.capacity = disk.capacityInBytes or disk.capacityInKB * 1024
 
+    def _capacity_at(self, stub, change_id):
+        """The disk's capacity in the VM's snapshot whose changeId is
+        ``change_id``, or None when no snapshot has it any more."""
+        vm, _ = self._objects(stub)
+        pending = list(getattr(vm.snapshot, "rootSnapshotList", None) or ())
+        while pending:
+            tree = pending.pop()
+            pending.extend(tree.childSnapshotList or ())
+            for disk in self._disks(tree.snapshot.config):
+                if disk.key == self.device_key and \
+                        getattr(disk.backing, "changeId", None) == change_id:
+                    return disk.capacityInBytes or disk.capacityInKB * 1024
+        return None
+
     def _not_enabled(self):
         return ("changed-since: changed block tracking is not enabled on %s "
-                "of %s: %s" % (self.filename, self._where, ENABLE_HINT))
+                "of %s: %s" % (self.shown, self._where, ENABLE_HINT))
 
-    def areas(self, change_id):
-        """The raw changed areas since ``change_id`` (or every area in use
-        for "*"), over the whole disk."""
-        return changed.collect(lambda offset: self.vsphere.call(
-            self._query, offset, change_id), self.capacity)
+    def areas(self, change_id, alignment=changed.SECTOR_SIZE):
+        """The complete, checked ``Pass`` of changed areas since
+        ``change_id`` (or every area in use for "*") over the whole disk,
+        merged at ``alignment``."""
+        problem = capacity_problem(change_id, self.base_capacity,
+                                   self.capacity)
+        if problem:
+            raise PluginError(problem)
+        return changed.collect(lambda pass_: self.vsphere.call(
+            self._query, pass_, change_id), self.capacity, alignment)
 
-    def _query(self, stub, offset, change_id):
-        vm, snapshot = self._objects(stub)
+    def _query(self, stub, pass_, change_id):
+        """One QueryChangedDiskAreas call at pass_.offset, its answer fed
+        to ``pass_``."""
+        offset = pass_.offset
         if debug_flags.verbose:
             debug("vSphere call: %s (deviceKey %d, startOffset %d, changeId "
-                  "%s)" % (CALL, self.device_key, offset, change_id))
+                  "%s)" % (CALL, self.device_key, offset,
+                           printable(change_id)))
+        snapshot = "" if self.params.snapshot is None else (
+            '<snapshot type="VirtualMachineSnapshot">%s</snapshot>'
+            % escape(self.params.snapshot))
+        body = _REQUEST % {"vm": escape(vm_moref(self.params.vm)),
+                           "snapshot": snapshot, "key": self.device_key,
+                           "offset": offset, "change_id": escape(change_id)}
+        reader = AnswerReader(pass_)
         started = time.monotonic_ns()
         try:
-            info = vm.QueryChangedDiskAreas(
-                snapshot=snapshot, deviceKey=self.device_key,
-                startOffset=offset, changeId=change_id)
-        except self.vsphere.vmodl.fault.InvalidArgument as e:
-            raise PluginError(self._refused(change_id, e)) from None
-        except self.vsphere.vim.fault.FileFault as e:
-            if _not_tracked(e):
-                raise PluginError(self._not_enabled()) from None
-            raise PluginError("changed-since: vSphere %s: %s: %s%s"
-                              % (CALL, self.filename, fault_text(e),
-                                 "" if snapshot is not None
-                                 else NO_SNAPSHOT_HINT)) \
-                from None
-        except self.vsphere.vmodl.MethodFault as e:
-            raise PluginError("changed-since: vSphere %s: %s: %s"
-                              % (CALL, self.filename, fault_text(e))) \
-                from None
+            self.vsphere.post(stub, body.encode(), reader.feed)
+            fault = reader.close()
+        except UnexpectedStatus as e:
+            pass_.refuse("is %s, not SOAP" % e.text())
         finally:
             if self.stats is not None:
                 self.stats.add(CALL, (time.monotonic_ns() - started) // 1000)
-        return info.startOffset, info.length, [
-            (area.start, area.length) for area in info.changedArea or ()]
+        if fault is not None:
+            self._raise(fault, change_id)
+
+    def _raise(self, fault, change_id):
+        if fault.name == "NotAuthenticated":
+            raise SessionEnded()
+        if fault.name == "ManagedObjectNotFound":
+            raise PluginError("changed-since: vSphere %s has no %s"
+                              % (self.vsphere.address, self._where))
+        if fault.name == "InvalidArgument":
+            raise PluginError(self._refused(change_id, fault))
+        if fault.name == "FileFault" and NOT_TRACKED_KEY in fault.keys:
+            raise PluginError(self._not_enabled())
+        message = "changed-since: vSphere %s: %s: %s" % (
+            CALL, self.shown, printable(fault.text()))
+        if fault.name == "FileFault" and self.params.snapshot is None:
+            message += NO_SNAPSHOT_HINT
+        elif fault.name == "FileFault" and change_id != changed.ALL:
+            message += (" (change tracking may have been reset since "
+                        "changeId %s): %s" % (printable(change_id),
+                                              FULL_COPY))
+        raise PluginError(message)
 
     def _refused(self, change_id, fault):
         if change_id == changed.ALL:
             return ("changed-since=*: vSphere refused %s for %s (%s)"
-                    % (CALL, self.filename, fault_text(fault)))
+                    % (CALL, self.shown, printable(fault.text())))
         return ("changed-since=%s: vSphere refused this changeId for %s (%s): "
                 "it is not one of this disk's or has expired (change "
-                "tracking was reset): make a full copy with changed-since=* "
-                "and use the changeId it reports" % (change_id, self.filename,
-                                                     fault_text(fault)))
+                "tracking was reset): %s"
+                % (printable(change_id), self.shown,
+                   printable(fault.text()), FULL_COPY))
 
 
 def parameter_problems(params, readonly):
@@ -150,31 +227,36 @@ def parameter_problems(params, readonly):
     elif params.thumbprint is None:
         yield ("changed-since needs thumbprint= (the vSphere server's "
                "certificate is checked against it; vddkpy-thumbprint %s "
-               "prints it)" % params.server)
+               "prints it)" % printable(params.server))
     if params.server is not None and vm_moref(params.vm) is None:
-        yield "changed-since needs vm=moref=ID, not vm=%s" % params.vm
+        yield "changed-since needs vm=moref=ID, not vm=%s" % printable(
+            params.vm or "")
     if params.single_link:
         yield ("changed-since cannot be used with single-link=true (vSphere "
                "tracks the whole disk, not one link)")
     if not readonly:
         yield ("changed-since serves a read-only export: run nbdkit with -r "
                "(--readonly)")
-    try:
-        import_pyvmomi()
-    except PluginError as e:
-        yield str(e)
+    problem = pyvmomi_problem()
+    if problem:
+        yield problem
 
 
-def served_map(vsphere, params, filename, size, stats=None):
-    """The DiskMap a connection serves for changed-since=: the changed
-    areas (widened for a delta) as data, the rest as zero holes.  Bytes
-    past what vSphere reports on (a capacity below VDDK's) count as
+def served_map(disk, size):
+    """The DiskMap a connection serves for changed-since= on a disk of
+    ``size`` bytes (VDDK's), from the looked-up TrackedDisk ``disk``, and
+    the Pass it was built from: the changed areas (widened for a delta)
+    as data, the rest as zero holes.  Bytes past what vSphere reports on
+    (a capacity below VDDK's, a disk grown since the changeId) count as
     changed: unknown is never served as unchanged."""
-    disk = TrackedDisk(vsphere, params, filename, stats)
-    disk.look_up()
-    areas = disk.areas(params.changed_since)
-    if disk.capacity < size:
-        areas.append((disk.capacity, size - disk.capacity))
-    alignment = changed.SECTOR_SIZE if params.changed_since == changed.ALL \
+    change_id = disk.params.changed_since
+    alignment = changed.SECTOR_SIZE if change_id == changed.ALL \
         else changed.DELTA_ALIGNMENT
-    return changed.disk_map(changed.merged(areas, size, alignment), size)
+    pass_ = disk.areas(change_id, alignment)
+    areas = pass_.merged()
+    tail = min(disk.capacity, size)
+    if disk.base_capacity is not None:
+        tail = min(tail, disk.base_capacity)
+    if tail < size:
+        areas = changed.with_tail(areas, tail // alignment * alignment, size)
+    return changed.disk_map(areas, size), pass_

@@ -8,6 +8,14 @@ only when CA verification failed, and SmartConnect's version probe never
 does), so the check is made in the SSL context, on every handshake, before
 a byte of a request is sent.  With a password the session logs in again
 once when the server says it is no longer authenticated.
+
+Nothing waits for vSphere without a bound: every socket operation
+(connect, TLS handshake, sending, each read of an answer) times out after
+vsphere-timeout= seconds, and each call as a whole (log-in included) is
+made on a thread of its own that the caller stops waiting for after the
+same time, or at once when ``interrupted()`` says so (nbdkit is shutting
+down, or the client went away), so a stalled server never holds up a
+connection or nbdkit's exit.
 """
 
 import http.client
@@ -15,9 +23,16 @@ import socket
 import ssl
 import sys
 import threading
+import time
+import _thread
 
 from ..errors import PluginError
+from ..printable import printable
 from .thumbprint import format_thumbprint
+
+DEFAULT_TIMEOUT = 120     # seconds: vsphere-timeout='s default
+_POLL_SECONDS = 0.05      # how often a wait looks at interrupted()
+_READ_SIZE = 64 * 1024
 
 API_VERSION = "vim.version.version10"     # vSphere 6.0: has every call used
 _COOKIE_NAME = "vmware_soap_session"
@@ -26,6 +41,17 @@ _COOKIE_NAME = "vmware_soap_session"
 def pyvmomi_missing_message():
     return ("changed-since needs pyvmomi, which is not installed for Python "
             "%d.%d: apt install python3-pyvmomi" % sys.version_info[:2])
+
+
+def pyvmomi_problem():
+    """Why pyvmomi cannot be imported, or None; looked up without importing
+    it (the process that re-executes nbdkit has no use for it)."""
+    from importlib.util import find_spec
+    try:
+        found = find_spec("pyVmomi") is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else pyvmomi_missing_message()
 
 
 def import_pyvmomi():
@@ -68,24 +94,84 @@ class PinnedContext(ssl.SSLContext):
         return tls
 
 
+class SessionEnded(Exception):
+    """The server answered NotAuthenticated (to a request made without
+    pyvmomi)."""
+
+
+class UnexpectedStatus(Exception):
+    """An HTTP answer that is neither a SOAP result nor a SOAP fault."""
+
+    def __init__(self, status, reason, location):
+        super().__init__(status, reason, location)
+        self.status, self.reason, self.location = status, reason, location
+
+    def text(self):
+        text = "HTTP %d %s" % (self.status, printable(self.reason or ""))
+        if self.location:
+            text += " (to %s)" % printable(self.location)
+        return text
+
+
 class VsphereSession:
     """One logged-in vSphere session, shared by a process's connections
-    (each makes its own calls; nothing they learn is shared)."""
+    (each makes its own calls; nothing they learn is shared).
+    ``interrupted()``, if given, says when to stop waiting for vSphere."""
 
-    def __init__(self, params):
+    def __init__(self, params, interrupted=None):
         self.params = params
-        self.address = "%s:%d" % (params.server, params.port or 443)
+        self.address = "%s:%d" % (printable(params.server), params.port or 443)
+        self.timeout = getattr(params, "vsphere_timeout", None) \
+            or DEFAULT_TIMEOUT
+        self.interrupted = interrupted
         self._lock = threading.Lock()
         self._stub = None
         self.vim, self.vmodl, self._adapter_class = import_pyvmomi()
 
     def call(self, function, *args, **kwargs):
-        """function(*args, **kwargs) in a logged-in session: logs in first,
-        and once more if the server says the session ended."""
+        """function(stub, *args, **kwargs) in a logged-in session: logs in
+        first, and once more if the server says the session ended; all of
+        it within vsphere-timeout= seconds."""
+        return self._bounded(self._call, function, args, kwargs)
+
+    def _bounded(self, function, *args):
+        """function(*args) on a thread of its own, waited for at most
+        self.timeout seconds, and no longer once interrupted()."""
+        done = _thread.allocate_lock()
+        done.acquire()
+        outcome = []
+
+        def run():
+            try:
+                outcome.append((True, function(*args)))
+            except BaseException as e:      # handed to the waiting thread
+                outcome.append((False, e))
+            finally:
+                done.release()
+
+        _thread.start_new_thread(run, ())
+        deadline = time.monotonic() + self.timeout
+        while not done.acquire(timeout=_POLL_SECONDS):
+            if self.interrupted is not None and self.interrupted():
+                raise PluginError("stopped waiting for vSphere %s: nbdkit is "
+                                  "shutting down or the client has gone"
+                                  % self.address)
+            if time.monotonic() >= deadline:
+                raise self._timed_out()
+        succeeded, value = outcome[0]
+        if succeeded:
+            return value
+        raise value
+
+    def _timed_out(self):
+        return PluginError("vSphere %s did not answer within %g s "
+                           "(vsphere-timeout=)" % (self.address, self.timeout))
+
+    def _call(self, function, args, kwargs):
         stub = self._logged_in()
         try:
             return self._guarded(function, stub, *args, **kwargs)
-        except self.vim.fault.NotAuthenticated:
+        except (self.vim.fault.NotAuthenticated, SessionEnded):
             if self.params.cookie is not None:
                 raise PluginError("vSphere %s no longer accepts cookie= "
                                   "(its session has ended)"
@@ -106,9 +192,19 @@ class VsphereSession:
             raise PluginError("vSphere %s has %s (vddkpy-thumbprint %s "
                               "prints it)" % (self.address, e.args[0],
                                               self.address)) from None
+        except socket.timeout:
+            raise self._timed_out() from None
         except (OSError, http.client.HTTPException) as e:
             raise PluginError("cannot reach vSphere %s: %s"
                               % (self.address, _reason(e))) from None
+        except (PluginError, SessionEnded, UnexpectedStatus,
+                self.vmodl.MethodFault):
+            raise
+        except Exception as e:      # pyvmomi on an answer it cannot read
+            raise PluginError("vSphere %s gave an answer that cannot be "
+                              "read (%s: %s)"
+                              % (self.address, type(e).__name__,
+                                 printable(str(e)[:200]))) from None
 
     def _logged_in(self):
         with self._lock:
@@ -121,6 +217,8 @@ class VsphereSession:
         stub = self._adapter_class(
             host=p.server, port=p.port or 443, version=API_VERSION,
             sslContext=PinnedContext(p.thumbprint))
+        # Every connection of the stub: connect, handshake, each read.
+        stub.schemeArgs["timeout"] = self.timeout
         content = self.vim.ServiceInstance("ServiceInstance",
                                            stub).RetrieveContent()
         if p.cookie is not None:
@@ -130,9 +228,41 @@ class VsphereSession:
                 content.sessionManager.Login(p.user, p.password)
             except self.vim.fault.InvalidLogin as e:
                 raise PluginError("vSphere %s refused the login of user %s: "
-                                  "%s" % (self.address, p.user, e.msg)) \
+                                  "%s" % (self.address, printable(p.user),
+                                          printable(e.msg or ""))) \
                     from None
         return stub
+
+    def post(self, stub, body, sink):
+        """POST the SOAP request ``body`` (bytes) in the session of
+        ``stub``, on its pool of pinned connections, handing the answer's
+        bytes to ``sink`` as they arrive; UnexpectedStatus for an answer
+        that is neither a result (200) nor a fault (500)."""
+        connection = stub.GetConnection()
+        finished = False
+        try:
+            connection.request("POST", stub.path, body, {
+                "Cookie": stub.cookie, "SOAPAction": stub.versionId,
+                "Content-Type": "text/xml; charset=utf-8",
+                "User-Agent": "vddkpy"})
+            answer = connection.getresponse()
+            cookie = answer.getheader("set-cookie")
+            if cookie:
+                stub.cookie = cookie
+            if answer.status not in (200, 500):
+                raise UnexpectedStatus(answer.status, answer.reason,
+                                       answer.getheader("location"))
+            while True:
+                data = answer.read(_READ_SIZE)
+                if not data:
+                    break
+                sink(data)
+            finished = True
+        finally:
+            if finished:
+                stub.ReturnConnection(connection)
+            else:
+                connection.close()
 
 
 def _cookie_header(cookie):
@@ -143,15 +273,7 @@ def _cookie_header(cookie):
     return '%s="%s"' % (_COOKIE_NAME, cookie.strip('"'))
 
 
-def fault_text(fault):
-    """A vSphere fault as ``Name: message``."""
-    message = getattr(fault, "msg", None) or getattr(fault, "faultMessage",
-                                                     None) or ""
-    name = type(fault).__name__.rpartition(".")[2]
-    return "%s: %s" % (name, message) if message else name
-
-
 def _reason(error):
     if isinstance(error, socket.gaierror):
-        return error.strerror or str(error)
-    return getattr(error, "strerror", None) or str(error)
+        return printable(error.strerror or str(error))
+    return printable(getattr(error, "strerror", None) or str(error))

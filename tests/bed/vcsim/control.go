@@ -19,6 +19,7 @@ type knobs struct {
 	// still not reach the end of the disk.
 	pageAreas int
 	pageBytes int64
+	hostile   *hostileAnswer // hostile.go
 }
 
 // The real server's cap on areas per QueryChangedDiskAreas answer, as the
@@ -38,7 +39,8 @@ type controlRequest struct {
 	Reset     bool               `json:"reset"` // knobs back to defaults, counters to 0
 	// End every client session (the server's own excepted), as a vCenter
 	// does when sessions expire: their next call is NotAuthenticated.
-	ExpireSessions bool `json:"expire_sessions"`
+	ExpireSessions bool           `json:"expire_sessions"`
+	Hostile        *hostileAnswer `json:"hostile"`
 }
 
 // serveControl: POST /vddkpy/control changes the knobs; GET
@@ -85,6 +87,9 @@ func (b *Bed) control(req *controlRequest) {
 	}
 	if req.PageBytes != nil {
 		b.knobs.pageBytes = *req.PageBytes
+	}
+	if req.Hostile != nil {
+		b.knobs.hostile = req.Hostile
 	}
 }
 

@@ -76,7 +76,9 @@ func (b *Bed) dispatch(w http.ResponseWriter, r *http.Request, call *soapCall) {
 	b.refreshChangeIDs()
 	switch call.Method {
 	case "QueryChangedDiskAreas":
-		b.queryChangedDiskAreas(w, r, call)
+		if !b.hostileQuery(w, r, call) {
+			b.queryChangedDiskAreas(w, r, call)
+		}
 	case "CreateSnapshot_Task", "CreateSnapshotEx_Task":
 		b.createSnapshot(w, r, call)
 	case "RemoveSnapshot_Task", "RemoveAllSnapshots_Task":

@@ -1,0 +1,334 @@
+"""Paging through QueryChangedDiskAreas without a server: every answer is
+checked before it is used (a range nobody reported on counts as changed,
+areas must lie inside their answer and the disk, each answer must advance
+far enough, the areas of a disk are bounded by its capacity), areas merge
+in any order, and a SOAP answer is read as it streams, malformed ones
+refused in one line, with flat memory for a huge answer."""
+
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vddkpy.cbt.answer import AnswerReader
+from vddkpy.cbt.areas import (MIN_ADVANCE, BadAnswer, Pass, collect,
+                              with_tail)
+
+MiB = 1 << 20
+GRAIN = 64 * 1024
+
+
+def refusal(pass_, *answer):
+    with pytest.raises(BadAnswer) as e:
+        pass_.answer(*answer)
+    return str(e.value)
+
+
+# -- the checks of one answer --------------------------------------------------
+
+def test_a_full_answer():
+    p = Pass(8 * MiB)
+    p.answer(0, 8 * MiB, [(GRAIN, GRAIN), (3 * GRAIN, 512)])
+    assert p.complete
+    assert p.merged() == [(GRAIN, GRAIN), (3 * GRAIN, 512)]
+    assert p.coverage() == {
+        "calls": 1, "answered": [0, 8 * MiB], "areas": 2,
+        "reported_bytes": GRAIN + 512, "unreported_bytes": 0,
+        "changed_bytes": GRAIN + 512, "complete": True}
+
+
+def test_an_answer_starting_later_leaves_a_gap_that_counts_as_changed():
+    p = Pass(8 * MiB)
+    p.answer(0, 2 * MiB, [])
+    p.answer(3 * MiB, 5 * MiB, [(4 * MiB, GRAIN)])
+    assert p.merged() == [(2 * MiB, MiB), (4 * MiB, GRAIN)]
+    assert p.coverage()["unreported_bytes"] == MiB
+    assert p.calls == 2
+
+
+def test_an_answer_starting_earlier_is_used_from_the_offset_asked():
+    p = Pass(8 * MiB)
+    p.answer(0, 2 * MiB, [(0, GRAIN)])
+    p.answer(MiB, 7 * MiB, [(MiB, 2 * MiB), (5 * MiB, GRAIN)])
+    assert p.merged() == [(0, GRAIN), (2 * MiB, MiB), (5 * MiB, GRAIN)]
+
+
+def test_unsorted_and_overlapping_areas_are_merged():
+    p = Pass(8 * MiB)
+    p.answer(0, 8 * MiB, [(5 * MiB, GRAIN), (MiB, GRAIN), (MiB + GRAIN, 512),
+                          (0, 512), (MiB, 3 * GRAIN), (7 * MiB, 512),
+                          (4 * MiB, 2 * MiB)])
+    assert p.merged() == [(0, 512), (MiB, 3 * GRAIN), (4 * MiB, 2 * MiB),
+                          (7 * MiB, 512)]
+
+
+def test_areas_widened_to_the_alignment_and_clipped_to_the_disk():
+    p = Pass(MiB + 4096, alignment=256 * 1024)
+    p.answer(0, MiB + 4096, [(1000 * 512, 512), (MiB, 4096)])
+    assert p.merged() == [(256 * 1024, 256 * 1024), (MiB, 4096)]
+
+
+@pytest.mark.parametrize("answer, problem", [
+    ((0, 8 * MiB, [(7 * MiB, 2 * MiB)]),
+     "has the area [7340032, 9437184) outside the range it covers, "
+     "[0, 8388608)"),
+    ((0, 16 * MiB, [(7 * MiB, 2 * MiB)]),
+     "has the area [7340032, 9437184) past the end of the disk (8388608 "
+     "bytes)"),
+    ((MiB, 7 * MiB, [(0, 512)]),
+     "has the area [0, 512) outside the range it covers, [1048576, "
+     "8388608)"),
+    ((0, 8 * MiB, [(0, 0)]), "has an area of 0 bytes at 0"),
+    ((0, 8 * MiB, [(4096, -512)]), "has an area of -512 bytes at 4096"),
+    ((-512, 8 * MiB, []), "covers [-512, 8388096), a negative range"),
+    ((0, 512, []),
+     "covers [0, 512): it must end at 65536 or later (at least 65536 bytes "
+     "further, or the end of the disk: no disk of 8388608 bytes needs more "
+     "than 128 calls)"),
+    ((0, 0, []),
+     "covers [0, 0): it must end at 65536 or later (at least 65536 bytes "
+     "further, or the end of the disk: no disk of 8388608 bytes needs more "
+     "than 128 calls)"),
+])
+def test_bad_answers_are_refused(answer, problem):
+    assert refusal(Pass(8 * MiB), *answer) == (
+        "vSphere's answer to QueryChangedDiskAreas at offset 0 " + problem)
+
+
+def test_no_progress_after_the_first_answer():
+    p = Pass(8 * MiB)
+    p.answer(0, MiB, [])
+    assert refusal(p, 0, MiB, []) == (
+        "vSphere's answer to QueryChangedDiskAreas at offset 1048576 covers "
+        "[0, 1048576): it must end at 1114112 or later (at least 65536 bytes "
+        "further, or the end of the disk: no disk of 8388608 bytes needs "
+        "more than 128 calls)")
+
+
+def test_the_last_answer_may_be_short():
+    p = Pass(MiB + 512)
+    p.answer(0, MiB, [])
+    p.answer(MiB, 512, [(MiB, 512)])
+    assert p.complete and p.merged() == [(MiB, 512)]
+
+
+def test_tiny_pages_stop_at_the_first_answer():
+    calls = []
+
+    def ask(pass_):
+        calls.append(pass_.offset)
+        pass_.answer(pass_.offset, 512, [])
+
+    with pytest.raises(BadAnswer):
+        collect(ask, 8 * MiB)
+    assert calls == [0]
+
+
+def test_areas_are_bounded_by_the_capacity():
+    p = Pass(64 * 512)
+    p.begin(0, 64 * 512)
+    for _ in range(64):
+        p.area(0, 512)
+    with pytest.raises(BadAnswer) as e:
+        p.area(0, 512)
+    assert str(e.value) == (
+        "vSphere's answer to QueryChangedDiskAreas at offset 0 makes 65 "
+        "areas: a disk of 32768 bytes has at most 64")
+
+
+def test_with_tail():
+    assert with_tail([(0, 512), (MiB, 2 * MiB)], 2 * MiB, 4 * MiB) == [
+        (0, 512), (MiB, 3 * MiB)]
+    assert with_tail([(0, 512)], 2 * MiB, 4 * MiB) == [
+        (0, 512), (2 * MiB, 2 * MiB)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 255), st.integers(1, 16)),
+                max_size=60), st.sampled_from([1, 512, 4096]))
+def test_merging_in_any_order_is_the_union(areas, alignment):
+    unit = 512
+    size = 300 * unit
+    p = Pass(size, alignment)
+    p.answer(0, size, [(s * unit, n * unit) for s, n in areas
+                       if (s + n) * unit <= size])
+    covered = set()
+    for s, n in areas:
+        if (s + n) * unit <= size:
+            first = s * unit // alignment * alignment
+            last = min(size, -(-(s + n) * unit // alignment) * alignment)
+            covered.update(range(first, last, unit))
+    merged = p.merged()
+    assert {b for start, length in merged
+            for b in range(start, start + length, unit)} == covered
+    assert all(a[0] + a[1] < b[0] for a, b in zip(merged, merged[1:]))
+
+
+# -- reading the SOAP answer ---------------------------------------------------
+
+HEAD = (b'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+        b'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+        b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        b'<soapenv:Body>')
+TAIL = b"</soapenv:Body></soapenv:Envelope>"
+
+
+def result(inner):
+    return (HEAD + b'<QueryChangedDiskAreasResponse xmlns="urn:vim25">'
+            b"<returnval>" + inner + b"</returnval>"
+            b"</QueryChangedDiskAreasResponse>" + TAIL)
+
+
+def area(start, length):
+    return b"<changedArea><start>%d</start><length>%d</length></changedArea>" \
+        % (start, length)
+
+
+def read(document, pass_=None, piece=7):
+    pass_ = pass_ or Pass(8 * MiB)
+    reader = AnswerReader(pass_)
+    for i in range(0, len(document), piece):
+        reader.feed(document[i:i + piece])
+    return pass_, reader.close()
+
+
+def malformed(document):
+    with pytest.raises(BadAnswer) as e:
+        read(document)
+    return str(e.value).replace("vSphere's answer to QueryChangedDiskAreas "
+                                "at offset 0 ", "")
+
+
+def test_an_answer_read_in_pieces():
+    p, fault = read(result(b"<startOffset>0</startOffset><length>8388608"
+                           b"</length>" + area(MiB, GRAIN) + area(0, 512)))
+    assert fault is None
+    assert p.complete and p.merged() == [(0, 512), (MiB, GRAIN)]
+
+
+@pytest.mark.parametrize("document, problem", [
+    (b"<html><body>Service unavailable</body></html>",
+     "is not a SOAP document (its root element is <html>)"),
+    (b"not xml at all", "is not well-formed XML (syntax error)"),
+    (HEAD + b"<QueryChangedDiskAreasResponse>", "is not well-formed XML "
+     "(no element found)"),
+    (HEAD + b"<QueryChangedDiskAreasResponse/>" + TAIL,
+     "holds no returnval (DiskChangeInfo)"),
+    (result(b"<startOffset>zero</startOffset><length>1</length>"),
+     'startOffset is not a number: "zero"'),
+    (result(b"<startOffset>0</startOffset><length></length>"),
+     "length is not a number: empty"),
+    (result(b"<startOffset>0</startOffset><length>\xd9\xa1</length>"),
+     'length is not a number: "\u0661"'),
+    (result(b"<startOffset>0</startOffset>" + area(0, 512)),
+     "has no length before its areas"),
+    (result(b"<startOffset>0</startOffset><length>8388608</length>"
+            b"<changedArea><start>0</start></changedArea>"),
+     "has an area without length"),
+    (result(b"<startOffset>0</startOffset><length>8388608</length>"
+            b"<changedArea><start>0</start><length>1\nnbdkit: error: x"
+            b"</length></changedArea>"),
+     'length is not a number: "1\\nnbdkit: error: x"'),
+])
+def test_malformed_answers(document, problem):
+    assert malformed(document) == problem
+
+
+def test_a_fault():
+    document = (HEAD + b"<soapenv:Fault><faultcode>ServerFaultCode</faultcode>"
+                b"<faultstring>Error caused by file x</faultstring><detail>"
+                b'<FileFaultFault xmlns="urn:vim25" xsi:type="FileFault">'
+                b"<faultMessage><key>vim.hostd.vmsvc.cbt.noTrack</key>"
+                b"</faultMessage><file>x</file></FileFaultFault></detail>"
+                b"</soapenv:Fault>" + TAIL)
+    p, fault = read(document)
+    assert (fault.name, fault.message, fault.keys) == (
+        "FileFault", "Error caused by file x", ["vim.hostd.vmsvc.cbt.noTrack"])
+    assert p.calls == 0
+
+
+def test_a_huge_answer_streams_in_flat_memory():
+    """400 000 areas in one answer of a 1 GiB disk: read in 64 KiB pieces,
+    the memory used stays far below what the areas would take as
+    objects."""
+    count = 400000
+    body = b"".join(area(i * 2048, 512) for i in range(count))
+    document = result(b"<startOffset>0</startOffset><length>%d</length>"
+                      % (1 << 30) + body)
+    tracemalloc.start()
+    try:
+        p, fault = read(document, Pass(1 << 30, alignment=256 * 1024),
+                        piece=64 * 1024)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fault is None and p.areas == count
+    assert p.merged() == [(0, (count * 2048 + 256 * 1024 - 1)
+                           // (256 * 1024) * 256 * 1024)]
+    assert peak < 2 * MiB, peak
+
+
+# -- the capacity the changeId was taken at ------------------------------------
+
+class Params:
+    vm = "moref=vm-1"
+    snapshot = "snapshot-2"
+
+    def __init__(self, changed_since):
+        self.changed_since = changed_since
+
+
+class AnsweringVsphere:
+    """Answers every QueryChangedDiskAreas with ``areas`` over the rest
+    of the disk."""
+
+    def __init__(self, areas):
+        self.areas = areas
+
+    def call(self, function, pass_, change_id):
+        pass_.answer(pass_.offset, pass_.capacity - pass_.offset, self.areas)
+
+
+def Disk(changed_since, capacity, base_capacity, areas):
+    """A TrackedDisk as look_up leaves it."""
+    from vddkpy.cbt.tracked import TrackedDisk
+    disk = TrackedDisk(AnsweringVsphere(areas), Params(changed_since),
+                       "[datastore1] vm/vm.vmdk")
+    disk.capacity, disk.base_capacity = capacity, base_capacity
+    disk.device_key = 2000
+    return disk
+
+
+def data_of(disk_map, size):
+    from vddkpy import extents
+    return [(start, length) for start, length, kind
+            in disk_map.within(0, size) if kind == extents.DATA]
+
+
+def test_a_grown_disk_serves_its_new_tail_as_changed():
+    from vddkpy.cbt.tracked import served_map
+    disk = Disk("52 a/3", 12 * MiB, 8 * MiB, [(MiB, 512)])
+    disk_map, _ = served_map(disk, 12 * MiB)
+    assert data_of(disk_map, 12 * MiB) == [(MiB, 256 * 1024),
+                                           (8 * MiB, 4 * MiB)]
+
+
+def test_a_tail_vsphere_does_not_report_on_is_changed():
+    """VDDK's size above vSphere's capacity: the rest is changed."""
+    from vddkpy.cbt.tracked import served_map
+    disk = Disk("*", 8 * MiB, None, [(8 * MiB - 512, 512)])
+    disk_map, _ = served_map(disk, 9 * MiB)
+    assert data_of(disk_map, 9 * MiB) == [(8 * MiB - 512, MiB + 512)]
+
+
+def test_a_shrunk_disk_needs_a_full_copy():
+    from vddkpy.cbt.tracked import served_map
+    from vddkpy.errors import PluginError
+    disk = Disk("52 a/3", 8 * MiB, 12 * MiB, [])
+    with pytest.raises(PluginError) as e:
+        served_map(disk, 8 * MiB)
+    assert str(e.value) == (
+        "changed-since=52 a/3: the disk has shrunk from 12582912 to 8388608 "
+        "bytes since this changeId: a full copy is needed: make one with "
+        "changed-since=* and use the changeId it reports")
