@@ -35,9 +35,9 @@ def usage():
     if cffi_missing():
         raise Missing(cffi_missing_message(running_version(),
                                            sys.executable))
-    from .params import USAGE       # imports cffi
-    return "%s%s\n\nThe manual: %s (vddkpy %s)." % (USAGE_HEAD, USAGE,
-                                                    MANUAL, __version__)
+    from .params import usage as parameters       # imports cffi
+    return "%s%s\n\nThe manual: %s (vddkpy %s)." % (
+        USAGE_HEAD, parameters(), MANUAL, __version__)
 
 
 def _last_line(text):
