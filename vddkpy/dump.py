@@ -38,7 +38,7 @@ def _dump(params):
         fail_startup(str(e))
     except LoadError:
         library = None
-    # Which copy of vddkpy this is (vddkpy --check names it).
+    # Which copy of vddkpy this is (vddkpy status names it).
     print("vddkpy_version=%s" % __version__)
     print("vddkpy_module=%s" % package_file)
     # The parameters' own lines first, then upstream's, in upstream's order.

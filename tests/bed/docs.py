@@ -87,7 +87,7 @@ def run_example(sandbox, command):
     if "stats-file" in command:
         assert "VDDK function stats" in result.stderr
         assert (root / "stats.json").exists()
-    if "vddkpy.thumbprint" in command:
+    if "vddkpy thumbprint" in command or "vddkpy.thumbprint" in command:
         assert re.fullmatch(r"([0-9A-F]{2}:){19}[0-9A-F]{2}\n", result.stdout)
     if "--size" in command:
         assert re.search(r"^\d+$", result.stdout, re.M)
