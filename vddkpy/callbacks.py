@@ -16,7 +16,6 @@ from .nbdkit.prerequisites import require_cffi
 # the rest of cffi if it has to parse the declarations).
 require_cffi(parser=False)
 
-from .errors import PluginError, show_in_nbdkit  # noqa: E402
 from .nbdkit import native  # noqa: E402
 from .params import Params  # noqa: E402
 from .nbdkit.reexec import load_library  # noqa: E402
@@ -45,8 +44,12 @@ def _reporting(callback):
     def reporting(*args):
         try:
             return callback(*args)
-        except PluginError as e:
-            show_in_nbdkit(e)
+        except Exception as e:
+            # errors is imported only here: not by starts that fail nothing
+            # (--dump-plugin, the re-executing process).
+            from .errors import PluginError, show_in_nbdkit
+            if isinstance(e, PluginError):
+                show_in_nbdkit(e)
             raise
     return reporting
 
