@@ -24,6 +24,10 @@ def _verbatim(key, value):
     return value
 
 
+def _ignored(key, value):
+    return None
+
+
 def _boolean(key, value):
     return parse_bool(value)
 
@@ -110,8 +114,8 @@ class Parameter(namedtuple("Parameter", "key parse default value help anchor "
 _HELP_COLUMN = 31
 
 
-def _(key, parse, default=None, value=None, help=None, anchor=None,
-      announce=None):
+def _key(key, parse, default=None, value=None, help=None, anchor=None,
+         announce=None):
     """A table row; a key with usage text is documented under its own
     name unless ``anchor`` names the entry it shares."""
     if help is not None and anchor is None:
@@ -122,60 +126,63 @@ def _(key, parse, default=None, value=None, help=None, anchor=None,
 # In the manual's order.  Adding a parameter: one row here, its entry in
 # doc/nbdkit-vddk-plugin.md (tests/unit/test_params_table.py checks both).
 PARAMETERS = (
-    _("file", _verbatim, value="<FILENAME>",
-      help="The filename (eg. VMDK file) to serve.\n(file= must be written "
-      "out: nbdkit's\nPython plugin has no bare-filename form.)"),
-    _("export", _wildcard, value="<WILDCARD>",
-      help="Let client choose file matching wildcard."),
-    _("libdir", _real_path, value="<DIR>",
-      help="VDDK directory (vmware-vix-disklib-distrib)."),
-    _("server", _verbatim, value="<HOST>",
-      help="ESXi host or vCenter server (remote disk)."),
-    _("port", _port, 0, "<PORT>", "Its HTTPS port (default 443).", "server"),
-    _("nfchostport", _port, 0, "<PORT>", "Its NFC port (default 902).",
-      "server", announce="vddk_has_nfchostport=1"),
-    _("user", _verbatim, value="<NAME>", help="User name on the server."),
-    _("password", _password, value="<SECRET>|-|-FD|+FILE",
-      help="The password (+FILE: read from FILE)."),
-    _("cookie", _verbatim, value="<COOKIE>",
-      help="vCenter session cookie, instead of password."),
-    _("thumbprint", _verbatim, value="<XX:XX:...>",
-      help="SHA-1 fingerprint of the server's certificate."),
-    _("vm", _verbatim, value="moref=<ID>", help="The virtual machine."),
-    _("snapshot", _verbatim, value="<MOREF>",
-      help="Read the disk as it was in this snapshot."),
-    _("transports", _verbatim, value="<MODE>:<MODE>...",
-      help="VDDK transport modes to try, in order."),
-    _("compression", _word(abi.COMPRESSION_FLAGS, "compression type"), 0,
-      "none|zlib|fastlz|skipz", "Compression between VDDK and the host."),
-    _("single-link", _boolean, False, "<BOOL>",
-      "Open only the top file of a snapshot chain."),
-    _("unbuffered", _boolean, False, "<BOOL>",
-      "Ask the host not to cache the disk's data."),
-    _("config", _real_path, value="<FILE>",
-      help="VDDK configuration file."),
-    _("create", _boolean, False, "<BOOL>",
-      "Create file= (local) before serving."),
-    _("create-size", _create_size, 0, "<SIZE>",
-      "Size of the disk to create.", "create"),
-    _("create-type", _word(abi.DISK_TYPES, "create-type"),
-      abi.DISK_TYPES["monolithic-sparse"], "<TYPE>",
-      "Kind of VMDK to create (monolithic-sparse)."),
-    _("create-adapter-type", _word(abi.ADAPTER_TYPES, "create-adapter-type"),
-      abi.ADAPTER_TYPES["scsi-buslogic"], "<TYPE>",
-      "Its disk controller (scsi-buslogic)."),
-    _("create-hwversion", _hwversion, abi.HW_VERSIONS["workstation5"],
-      "<VERSION>", "Its virtual hardware version (workstation5)."),
-    _("stats-file", _absolute_path, value="<PATH>",
-      help="Write per-function VDDK statistics as JSON."),
-    _("changed-since", _verbatim, value="<CHANGEID>|*",
-      help="Serve what changed since CHANGEID (vSphere).",
-      announce="vddkpy_changed_since=1"),   # kept: a changeId or changed.ALL
-    _("noreexec", _boolean, False, "<BOOL>",
-      "Do not re-execute nbdkit (debugging only)."),
-    _("vimapiver", _verbatim, value="<ANY>",
-      help="Ignored, for old command lines."),
-    _("reexeced_", _verbatim),      # added by the re-exec, never by users
+    _key("file", _verbatim, None, "<FILENAME>",
+         "The filename (eg. VMDK file) to serve.\n(file= must be written "
+         "out: nbdkit's\nPython plugin has no bare-filename form.)"),
+    _key("export", _wildcard, None, "<WILDCARD>",
+         "Let client choose file matching wildcard."),
+    _key("libdir", _real_path, None, "<DIR>",
+         "VDDK directory (vmware-vix-disklib-distrib)."),
+    _key("server", _verbatim, None, "<HOST>",
+         "ESXi host or vCenter server (remote disk)."),
+    _key("port", _port, 0, "<PORT>", "Its HTTPS port (default 443).",
+         anchor="server"),
+    _key("nfchostport", _port, 0, "<PORT>", "Its NFC port (default 902).",
+         anchor="server", announce="vddk_has_nfchostport=1"),
+    _key("user", _verbatim, None, "<NAME>", "User name on the server."),
+    _key("password", _password, None, "<SECRET>|-|-FD|+FILE",
+         "The password (+FILE: read from FILE)."),
+    _key("cookie", _verbatim, None, "<COOKIE>",
+         "vCenter session cookie, instead of password."),
+    _key("thumbprint", _verbatim, None, "<XX:XX:...>",
+         "SHA-1 fingerprint of the server's certificate."),
+    _key("vm", _verbatim, None, "moref=<ID>", "The virtual machine."),
+    _key("snapshot", _verbatim, None, "<MOREF>",
+         "Read the disk as it was in this snapshot."),
+    _key("transports", _verbatim, None, "<MODE>:<MODE>...",
+         "VDDK transport modes to try, in order."),
+    _key("compression", _word(abi.COMPRESSION_FLAGS, "compression type"),
+         0, "none|zlib|fastlz|skipz",
+         "Compression between VDDK and the host."),
+    _key("single-link", _boolean, False, "<BOOL>",
+         "Open only the top file of a snapshot chain."),
+    _key("unbuffered", _boolean, False, "<BOOL>",
+         "Ask the host not to cache the disk's data."),
+    _key("config", _real_path, None, "<FILE>", "VDDK configuration file."),
+    _key("create", _boolean, False, "<BOOL>",
+         "Create file= (local) before serving."),
+    _key("create-size", _create_size, 0, "<SIZE>",
+         "Size of the disk to create.", anchor="create"),
+    _key("create-type", _word(abi.DISK_TYPES, "create-type"),
+         abi.DISK_TYPES["monolithic-sparse"], "<TYPE>",
+         "Kind of VMDK to create (monolithic-sparse)."),
+    _key("create-adapter-type",
+         _word(abi.ADAPTER_TYPES, "create-adapter-type"),
+         abi.ADAPTER_TYPES["scsi-buslogic"], "<TYPE>",
+         "Its disk controller (scsi-buslogic)."),
+    _key("create-hwversion", _hwversion, abi.HW_VERSIONS["workstation5"],
+         "<VERSION>", "Its virtual hardware version (workstation5)."),
+    _key("stats-file", _absolute_path, None, "<PATH>",
+         "Write per-function VDDK statistics as JSON."),
+    # A changeId, or changed.ALL ("*").
+    _key("changed-since", _verbatim, None, "<CHANGEID>|*",
+         "Serve what changed since CHANGEID (vSphere).",
+         announce="vddkpy_changed_since=1"),
+    _key("noreexec", _boolean, False, "<BOOL>",
+         "Do not re-execute nbdkit (debugging only)."),
+    _key("vimapiver", _ignored, None, "<ANY>",
+         "Ignored, for old command lines."),
+    _key("reexeced_", _verbatim),   # added by the re-exec, never by users
 )
 
 _BY_KEY = {parameter.key: parameter for parameter in PARAMETERS}

@@ -47,7 +47,7 @@ def assert_same_then_note(old, new, note_line):
     assert old.stderr == new.stderr + note_line
 
 
-# -- the subcommands -----------------------------------------------------------
+# -- the subcommands ---------------------------------------------------------
 
 def test_help_lists_every_subcommand_in_one_line():
     result = vddkpy("--help")
@@ -96,7 +96,7 @@ def test_sync_missing_from_the_build(tmp_path):
         1, "", "vddkpy sync is not available in this build\n")
 
 
-# -- the old spellings -----------------------------------------------------------
+# -- the old spellings ------------------------------------------------------
 
 def test_check_option_is_status_then_a_note():
     """Whatever this machine has (installed or not), --check says what
