@@ -86,12 +86,16 @@ def run(name, argv):
     try:
         module = importlib.import_module(subcommand.module, __package__)
     except ModuleNotFoundError as missing:
-        if name == "sync" and missing.name in ("vddkpy.sync",
-                                               "vddkpy.sync.command"):
+        module_name = missing.name or ""
+        if name == "sync" and module_name in ("vddkpy.sync",
+                                              "vddkpy.sync.command"):
             print("vddkpy sync is not available in this build",
                   file=sys.stderr)
             return 1
-        sys.exit(incomplete(missing, "vddkpy"))     # a partial copy
+        if module_name.split(".")[0] == "vddkpy":
+            sys.exit(incomplete(missing, "vddkpy"))     # a partial copy
+        sys.exit("vddkpy: error: vddkpy %s needs the Python module %s, "
+                 "which is not installed" % (name, module_name))
     return getattr(module, subcommand.function)(argv)
 
 

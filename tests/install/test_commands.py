@@ -96,6 +96,21 @@ def test_sync_missing_from_the_build(tmp_path):
         1, "", "vddkpy sync is not available in this build\n")
 
 
+def test_subcommand_needing_a_missing_module(tmp_path):
+    """A subcommand whose module imports one that is not installed: one
+    line naming it (not "incomplete", not a traceback)."""
+    shutil.copytree(ROOT / "vddkpy", tmp_path / "vddkpy",
+                    ignore=shutil.ignore_patterns("__pycache__", "sync"))
+    (tmp_path / "vddkpy" / "sync").mkdir()
+    (tmp_path / "vddkpy" / "sync" / "__init__.py").write_text("")
+    (tmp_path / "vddkpy" / "sync" / "command.py").write_text(
+        "import vddkpy_test_absent_module\n")
+    result = run([PYTHON, "-m", "vddkpy", "sync"], cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", "vddkpy: error: vddkpy sync needs the Python module "
+        "vddkpy_test_absent_module, which is not installed\n")
+
+
 # -- the old spellings ------------------------------------------------------
 
 def test_check_option_is_status_then_a_note():
