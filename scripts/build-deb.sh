@@ -3,7 +3,8 @@
 #   scripts/build-deb.sh            -> build/nbdkit-plugin-vddkpy_VERSION_amd64.deb
 # It installs the vddkpy package for every Python 3 of the system
 # (/usr/lib/python3/dist-packages), the plugin scripts nbdkit runs as
-# "vddk" and "vddkpy", the vddkpy and vddkpy-thumbprint commands and the
+# "vddk" and "vddkpy", the vddkpy command (and vddkpy-thumbprint, the old
+# spelling of vddkpy thumbprint) and the
 # manual page nbdkit-vddk-plugin(1) rendered from doc/nbdkit-vddk-plugin.md.
 # Only Debian's own tools (dpkg-deb, pandoc) are used; they are installed
 # from the Debian archive if missing.  Architecture amd64: VDDK exists only
@@ -45,7 +46,7 @@ sys.stdout.write(package_script(sys.argv[1]))' "$name" \
 done
 
 # The commands, from the same module.
-for command in vddkpy:vddkpy.__main__ vddkpy-thumbprint:vddkpy.vsphere.thumbprint; do
+for command in vddkpy:vddkpy.__main__ vddkpy-thumbprint:vddkpy.thumbprint; do
     python3 -c 'import sys; from vddkpy.install.launchers import package_command
 sys.stdout.write(package_command(*sys.argv[1:]))' "${command%%:*}" "${command#*:}" \
         > "$root/usr/bin/${command%%:*}"

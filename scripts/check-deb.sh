@@ -83,10 +83,10 @@ check_installed() {     # LABEL
     else
         fail "$1: man -w nbdkit-vddk-plugin: $(cat "$work/man.out")"
     fi
-    if vddkpy --check > "$work/check.out" 2>&1; then
+    if vddkpy status > "$work/check.out" 2>&1; then
         ok "$1: $(cat "$work/check.out")"
     else
-        fail "$1: vddkpy --check: $(cat "$work/check.out")"
+        fail "$1: vddkpy status: $(cat "$work/check.out")"
     fi
     check_serving "$1"
 }

@@ -9,3 +9,14 @@ def incomplete(error, program):
     return "%s: error: vddkpy in %s is incomplete (no module %s)" % (
         program, os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         error.name)
+
+
+def run_renamed(old, new, command):
+    """Run ``command()`` for the old spelling OLD of a command, then name
+    the new one on stderr, once, after the command's own output (whose
+    first lines programs may read)."""
+    import sys
+    try:
+        return command()
+    finally:
+        print("vddkpy: note: '%s' is now '%s'" % (old, new), file=sys.stderr)

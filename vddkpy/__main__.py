@@ -1,112 +1,117 @@
-"""python3 -m vddkpy (the ``vddkpy`` command): how to run the plugin,
-since nbdkit's --help cannot show a Python plugin's parameters; with
-``--check``, whether ``nbdkit vddk`` works on this host, or the one thing
-missing."""
+"""The ``vddkpy`` command (also ``python3 -m vddkpy``):
+
+    vddkpy SUBCOMMAND [ARGUMENT ...]
+
+``vddkpy`` alone or ``vddkpy --help`` lists the subcommands and the
+plugin's parameters, since nbdkit's --help cannot show a Python plugin's.
+Each subcommand's module is imported only when it runs (``vddkpy
+thumbprint`` loads neither cffi nor the VDDK binding).  ``vddkpy --check``,
+the old spelling of ``vddkpy status``, still works and names the new one.
+"""
 
 import importlib
-import os
-import re
-import subprocess
 import sys
+from collections import namedtuple
 
-from . import __version__, incomplete
-
-try:
-    from .install.nbdkit_host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, \
-        plugindir, plugin_script, version_of
-    from .nbdkit.prerequisites import cffi_missing, cffi_missing_message, \
-        running_version
-except ModuleNotFoundError as missing:     # a partial copy
-    sys.exit(incomplete(missing, "vddkpy"))
+from . import __version__, incomplete, run_renamed
 
 MANUAL = "man nbdkit-vddk-plugin"
 
-USAGE_HEAD = """\
-usage: nbdkit vddk [libdir=DIR] file=FILENAME [PARAMETER=VALUE ...]
-       nbdkit python plugin/plugin.py ...    (from a checkout)
-       vddkpy --check                        (is nbdkit vddk ready?)
-       vddkpy changed-areas KEY=VALUE ...    (changed-since= areas, JSON)
-       vddkpy check [--json] KEY=VALUE ...   (preflight of a VDDK set-up)
+Subcommand = namedtuple("Subcommand", "name module function summary")
 
+SUBCOMMANDS = (
+    Subcommand("check", ".preflight", "main",
+               "check a VDDK set-up step by step (the plugin's parameters)"),
+    Subcommand("sync", ".sync.command", "main",
+               "copy a VM's disks, then what changed (warm migration, "
+               "backup)"),
+    Subcommand("changed-areas", ".cbt.command", "main",
+               "print the areas changed since a changeId, as JSON"),
+    Subcommand("thumbprint", ".vsphere.thumbprint", "main",
+               "print a server's certificate thumbprint, for thumbprint="),
+    Subcommand("install", ".install.installer", "install_command",
+               "install vddkpy as nbdkit's vddk plugin (no package)"),
+    Subcommand("uninstall", ".install.installer", "uninstall_command",
+               "remove what 'vddkpy install' wrote"),
+    Subcommand("status", ".install.status", "main",
+               "whether 'nbdkit vddk' runs vddkpy here, or what is missing"),
+)
+_BY_NAME = {subcommand.name: subcommand for subcommand in SUBCOMMANDS}
+
+USAGE_HEAD = """\
+usage: vddkpy SUBCOMMAND [ARGUMENT ...]     (or python3 -m vddkpy ...)
+       nbdkit vddk [libdir=DIR] file=FILENAME [PARAMETER=VALUE ...]
+       nbdkit python plugin/plugin.py ...    (from a checkout)
+
+Subcommands:
 """
 
 
-def usage():
-    if cffi_missing():
-        raise Missing(cffi_missing_message(running_version(),
-                                           sys.executable))
-    from .params import USAGE       # imports cffi
-    return "%s%s\n\nThe manual: %s (vddkpy %s)." % (USAGE_HEAD, USAGE,
-                                                    MANUAL, __version__)
+def subcommand_lines():
+    return "".join("  %-15s%s\n" % (subcommand.name, subcommand.summary)
+                   for subcommand in SUBCOMMANDS)
 
 
-def _last_line(text):
-    return (text.strip().splitlines() or ["(no message)"])[-1]
-
-
-def check():
-    """The script nbdkit runs as ``vddk``, once every piece is there, and
-    the copy of vddkpy it runs; warnings about other copies."""
-    nbdkit = nbdkit_path()
-    directory = plugindir(nbdkit)
-    embedded = EmbeddedPython(nbdkit, directory)
-    script = plugin_script(directory, "vddk")
-    if not os.access(script, os.X_OK):
-        raise Missing("nbdkit has no vddk plugin from vddkpy (no %s): apt "
-                      "install ./%s_%s_amd64.deb, or python3 -m "
-                      "vddkpy.install" % (script, PACKAGE, __version__))
-    dump = subprocess.run([nbdkit, "vddk", "--dump-plugin"],
-                          capture_output=True, text=True, timeout=60)
-    if dump.returncode != 0:
-        raise Missing("nbdkit vddk --dump-plugin failed: %s"
-                      % _last_line(dump.stderr))
-    said = dict(re.findall(r"^vddkpy_(version|module)=(.*)$", dump.stdout,
-                           re.M))
-    module = said.get("module", "an unknown file")
-    ok = "nbdkit vddk runs vddkpy %s from %s (%s)" % (
-        said.get("version", "of unknown version"), module, script)
-    return ok, _shadowing(embedded.copies, os.path.dirname(module))
-
-
-def _shadowing(copies, running):
-    """One line when ``import vddkpy`` in nbdkit's Python finds another
-    copy than the one ``nbdkit vddk`` runs, or None."""
-    copies = [os.path.realpath(copy) for copy in copies]
-    running = os.path.realpath(running)
-    first = copies[:copies.index(running)] if running in copies else copies
-    if not first:
-        return None
-    return ("%s (vddkpy %s) shadows %s for Python programs that import "
-            "vddkpy (python3 -m vddkpy, nbdkit python plugin/plugin.py): "
-            "remove it (scripts/install-plugin.sh --uninstall, if that "
-            "installed it)" % (first[0], version_of(first[0]), running))
-
-# Imported only when asked for: their modules are not needed elsewhere.
-SUBCOMMANDS = {"changed-areas": ".cbt.command", "check": ".preflight"}
-
-
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] and argv[0] in SUBCOMMANDS:
-        try:
-            command = importlib.import_module(SUBCOMMANDS[argv[0]],
-                                              __package__)
-        except ModuleNotFoundError as missing:     # a partial copy
-            sys.exit(incomplete(missing, "vddkpy"))
-        return command.main(argv[1:])
+def parameter_lines():
+    """The plugin's parameters, or None (and the error line printed)
+    when cffi, which their parsers need, is missing."""
     try:
-        if argv == ["--check"]:
-            ok, warning = check()
-            print(ok)
-            if warning:
-                print("vddkpy: warning: %s" % warning, file=sys.stderr)
-            return 0
-        print(usage())
-    except Missing as e:
-        print("vddkpy: error: %s" % e, file=sys.stderr)
+        from .nbdkit.prerequisites import cffi_missing, \
+            cffi_missing_message, running_version
+    except ModuleNotFoundError as missing:     # a partial copy
+        sys.exit(incomplete(missing, "vddkpy"))
+    if cffi_missing():
+        print("vddkpy: error: %s" % cffi_missing_message(
+            running_version(), sys.executable), file=sys.stderr)
+        return None
+    from .params import usage       # imports cffi
+    return usage()
+
+
+def print_help():
+    """The subcommands, then the parameters; False if cffi is missing."""
+    print(USAGE_HEAD + subcommand_lines())
+    parameters = parameter_lines()
+    if parameters is None:
+        return False
+    print("Parameters of the plugin (nbdkit vddk KEY=VALUE ...):")
+    print(parameters)
+    print("\nThe manual: %s (vddkpy %s)." % (MANUAL, __version__))
+    return True
+
+
+def run(name, argv):
+    """Run subcommand ``name`` with its arguments; its exit status."""
+    subcommand = _BY_NAME[name]
+    try:
+        module = importlib.import_module(subcommand.module, __package__)
+    except ModuleNotFoundError as missing:
+        module_name = missing.name or ""
+        if name == "sync" and module_name in ("vddkpy.sync",
+                                              "vddkpy.sync.command"):
+            print("vddkpy sync is not available in this build",
+                  file=sys.stderr)
+            return 1
+        if module_name.split(".")[0] == "vddkpy":
+            sys.exit(incomplete(missing, "vddkpy"))     # a partial copy
+        sys.exit("vddkpy: error: vddkpy %s needs the Python module %s, "
+                 "which is not installed" % (name, module_name))
+    return getattr(module, subcommand.function)(argv)
+
+
+def main(argv=None, program="vddkpy"):
+    """``program`` is how the user started it, for the old spellings'
+    note (``vddkpy`` or ``python3 -m vddkpy``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in _BY_NAME:
+        return run(argv[0], argv[1:])
+    if argv == ["--check"]:
+        return run_renamed("%s --check" % program, "%s status" % program,
+                           lambda: run("status", []))
+    if not print_help():
         return 1
     return 0 if not argv or argv[0] in ("-h", "--help") else 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(program="python3 -m vddkpy"))

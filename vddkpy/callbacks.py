@@ -6,6 +6,8 @@ does ``from vddkpy.callbacks import *``.  (Defining ``open`` hides the
 builtin in this module: use ``builtins.open`` if it is ever needed here.)
 """
 
+import functools
+
 import nbdkit
 
 from .nbdkit.prerequisites import require_cffi
@@ -34,6 +36,24 @@ params = Params()
 session = None
 
 
+def _reporting(callback):
+    """``callback``, its PluginErrors shown by nbdkit as one line with
+    their errno (errors.show_in_nbdkit); other exceptions keep their
+    traceback (they are bugs)."""
+    @functools.wraps(callback)
+    def reporting(*args):
+        try:
+            return callback(*args)
+        except Exception as e:
+            # errors is imported only here: not by starts that fail nothing
+            # (--dump-plugin, the re-executing process).
+            from .errors import PluginError, show_in_nbdkit
+            if isinstance(e, PluginError):
+                show_in_nbdkit(e)
+            raise
+    return reporting
+
+
 def thread_model():
     return nbdkit.THREAD_MODEL_PARALLEL
 
@@ -51,6 +71,7 @@ def config_complete():
     params.complete()
 
 
+@_reporting
 def get_ready():
     global session
     library = load_library(params)
@@ -58,15 +79,18 @@ def get_ready():
     session = Session(params, library)
 
 
+@_reporting
 def after_fork():
     session.initialize()
 
 
+@_reporting
 def cleanup():
     if session is not None:     # also after --dump-plugin
         session.shutdown()
 
 
+@_reporting
 def open(readonly):
     # Only export= lets the client choose; otherwise its name is ignored.
     export_name = native.export_name() if params.export is not None \
@@ -74,6 +98,7 @@ def open(readonly):
     return session.open_disk(readonly, export_name)
 
 
+@_reporting
 def close(disk):
     try:
         session.close_disk(disk)
@@ -81,10 +106,12 @@ def close(disk):
         disk.thread_states.release()
 
 
+@_reporting
 def get_size(disk):
     return disk.get_size()
 
 
+@_reporting
 def block_size(disk):
     return disk.block_size()
 
@@ -98,25 +125,30 @@ def can_fua(disk):
     return nbdkit.FUA_NATIVE
 
 
+@_reporting
 def can_extents(disk):
     return disk.extents_supported()
 
 
+@_reporting
 def pread(disk, buf, offset, flags):
     disk.thread_states.keep_current()
     disk.pread(buf, offset)
 
 
+@_reporting
 def pwrite(disk, buf, offset, flags):
     disk.thread_states.keep_current()
     disk.pwrite(buf, offset, flags & nbdkit.FLAG_FUA)
 
 
+@_reporting
 def flush(disk, flags):
     disk.thread_states.keep_current()
     disk.flush()
 
 
+@_reporting
 def extents(disk, count, offset, flags):
     disk.thread_states.keep_current()
     return disk.extents(offset, count, flags & nbdkit.FLAG_REQ_ONE)

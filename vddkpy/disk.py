@@ -24,7 +24,7 @@ import time
 from .vddk import abi, log as vddklog
 from .cbt import areas as changed
 from . import extents, hints
-from .vddk.abi import SECTOR_SIZE, VIX_ASYNC, VIX_E_FAIL, VIX_OK
+from .vddk.abi import SECTOR_SIZE, VIX_ASYNC, VIX_OK
 from .vddk.binding import ffi
 from .errors import PluginError, VddkError
 from .nbdkit.compat import debug, debug_flags, error

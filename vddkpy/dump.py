@@ -12,6 +12,7 @@ from .vddk.library import Library, LoadError, MissingSymbol, default_libdir, \
     libdir_of
 from .nbdkit.compat import fail_startup
 from .nbdkit.native import c_string, process
+from .params import announcements
 from .printable import printable
 from .nbdkit.reexec import reexec_if_needed
 
@@ -37,12 +38,13 @@ def _dump(params):
         fail_startup(str(e))
     except LoadError:
         library = None
-    # Which copy of vddkpy this is (vddkpy --check names it).
+    # Which copy of vddkpy this is (vddkpy status names it).
     print("vddkpy_version=%s" % __version__)
     print("vddkpy_module=%s" % package_file)
-    print("vddkpy_changed_since=1")
+    # The parameters' own lines first, then upstream's, in upstream's order.
+    _print_lines(announcements("vddkpy_"))
     print("vddk_default_libdir=%s" % default_libdir())
-    print("vddk_has_nfchostport=1")
+    _print_lines(announcements("vddk_"))
     if library is None:
         return
     print("vddk_library_version=%d" % library.version)
@@ -54,6 +56,11 @@ def _dump(params):
         print("vddk_transport_modes=%s" % printable(modes))
     for name in library.functions:
         print("VixDiskLib_%s=1" % name)
+
+
+def _print_lines(lines):
+    for line in lines:
+        print(line)
 
 
 def _transport_modes(library, params):

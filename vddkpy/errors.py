@@ -1,20 +1,28 @@
-"""Exceptions, and how nbdkit shows them.
+"""Exceptions with a message meant for the user, and how nbdkit shows them.
 
-nbdkit's Python plugin reports an exception escaping a callback by
-formatting it with ``traceback.format_exception`` and passing the text to
-``nbdkit_error``.  For errors we have already phrased for the user
-(``PluginError``) a traceback is noise, so ``install_reporting`` makes the
-formatted text just the message, and records the exception's errno for the
-NBD client: nbdkit formats the exception on the failing callback's own
-thread, right before it reads that thread's error, so this one place serves
-every callback.  It is installed when the first PluginError is made, before
-that error can escape: importing ``traceback`` (with ``re`` and
-``tokenize``) at every start would cost some 5 ms per process.
+A ``PluginError`` says what went wrong in one line and carries the errno
+the NBD client is to see; a ``VddkError`` is one made from a VixError.
+
+When an exception escapes a callback, nbdkit's Python plugin (1.24 to at
+least 1.46) prints ``SCRIPT: CALLBACK: error: TEXT``, TEXT being what
+``traceback.format_exception`` makes of it: for a PluginError a traceback
+and the class name around a message already phrased for the user.  That
+function is the only thing the plugin asks, and whatever a Python
+callback raises reaches it with the callback's frame and its class, so
+``show_in_nbdkit`` (called by ``vddkpy.callbacks`` alone, when a
+PluginError is leaving a callback) makes it give such an error's message
+alone, and sets the error's errno on the failing callback's thread.
+Programs that merely import vddkpy (``vddkpy check``, the tests) are left
+alone.  ``traceback`` (with ``re`` and ``tokenize``, some 5 ms) is imported
+only then, not at every start.
 """
 
 import errno
 
-from .vddk.abi import error_name
+from .vddk.abi import (VIX_E_DISK_FULL, VIX_E_DISK_INVAL,
+                       VIX_E_DISK_OUTOFRANGE, VIX_E_FILE_ACCESS_ERROR,
+                       VIX_E_FILE_READ_ONLY, VIX_E_HOST_SERVER_SHUTDOWN,
+                       VIX_E_INVALID_ARG, VIX_E_OUT_OF_MEMORY, error_code)
 
 
 class PluginError(Exception):
@@ -23,26 +31,25 @@ class PluginError(Exception):
     def __init__(self, message, errno_value=errno.EIO):
         super().__init__(message)
         self.errno = errno_value
-        install_reporting()
 
 
 # VixError code -> the errno an NBD client sees (EIO otherwise).
 # Network failures (VIX_E_HOST_NETWORK_* etc., 14008..14015) stay EIO: NBD
 # has no errno for them, except ESHUTDOWN for a host going away.
 _ERRNO_BY_CODE = {
-    2: errno.ENOMEM,        # VIX_E_OUT_OF_MEMORY (e.g. NFC's memory limit)
-    3: errno.EINVAL,        # VIX_E_INVALID_ARG
-    8: errno.ENOSPC,        # VIX_E_DISK_FULL
-    11: errno.EROFS,        # VIX_E_FILE_READ_ONLY
-    13: errno.EPERM,        # VIX_E_FILE_ACCESS_ERROR
-    16000: errno.EINVAL,    # VIX_E_DISK_INVAL
-    16007: errno.EINVAL,    # VIX_E_DISK_OUTOFRANGE
-    14014: errno.ESHUTDOWN,  # VIX_E_HOST_SERVER_SHUTDOWN
+    VIX_E_OUT_OF_MEMORY: errno.ENOMEM,      # e.g. NFC's memory limit
+    VIX_E_INVALID_ARG: errno.EINVAL,
+    VIX_E_DISK_FULL: errno.ENOSPC,
+    VIX_E_FILE_READ_ONLY: errno.EROFS,
+    VIX_E_FILE_ACCESS_ERROR: errno.EPERM,
+    VIX_E_DISK_INVAL: errno.EINVAL,
+    VIX_E_DISK_OUTOFRANGE: errno.EINVAL,
+    VIX_E_HOST_SERVER_SHUTDOWN: errno.ESHUTDOWN,
 }
 
 
 class VddkError(PluginError):
-    """A VixError: the numeric code, its vix.h name and VDDK's own text.
+    """A VixError: the status VDDK returned and VDDK's own text.
 
     ``prefix`` says what failed, as upstream's messages do
     (``VixDiskLib_Open: FILE``); the message is ``PREFIX: TEXT``.
@@ -50,34 +57,30 @@ class VddkError(PluginError):
 
     def __init__(self, prefix, code, text):
         super().__init__("%s: %s" % (prefix, text),
-                         _ERRNO_BY_CODE.get(code & 0xFFFF, errno.EIO))
+                         _ERRNO_BY_CODE.get(error_code(code), errno.EIO))
         self.prefix = prefix
         self.code = code
-        self.name = error_name(code)
         self.text = text
 
 
-def _format_plugin_errors(original):
-    def format_exception(exc, *args, **kwargs):
-        value = args[0] if args else kwargs.get("value", exc)
-        if isinstance(value, PluginError):
-            _record_errno(value.errno)
-            return [str(value)]
-        return original(exc, *args, **kwargs)
-    format_exception.original = original
-    return format_exception
-
-
-def _record_errno(value):
-    try:
-        import nbdkit
-    except ImportError:         # not running inside nbdkit
-        return
-    nbdkit.set_error(value)
-
-
-def install_reporting():
+def show_in_nbdkit(error):
+    """Make ``error``, a PluginError about to leave an nbdkit callback on
+    this thread, reach the client with its errno and the log as its
+    message alone."""
+    import nbdkit
+    nbdkit.set_error(error.errno)
+    error.shown_as_message = True
     import traceback
-    if not hasattr(traceback.format_exception, "original"):
-        traceback.format_exception = _format_plugin_errors(
+    if not hasattr(traceback.format_exception, "formats_as_message"):
+        traceback.format_exception = _messages_alone(
             traceback.format_exception)
+
+
+def _messages_alone(format_exception):
+    def formatted(exc, *args, **kwargs):
+        value = args[0] if args else kwargs.get("value", exc)
+        if getattr(value, "shown_as_message", False):
+            return [str(value)]
+        return format_exception(exc, *args, **kwargs)
+    formatted.formats_as_message = True
+    return formatted

@@ -9,18 +9,15 @@ TROUBLESHOOTING).  The plugin prints them after its error line, and
 ``hint: `` so that they can be told from upstream's lines.
 """
 
-from .vddk.abi import VIX_E_FAIL
+from .vddk.abi import (VIX_E_FAIL, VIX_E_FILE_ACCESS_ERROR,
+                       VIX_E_HOST_NETWORK_CONN_REFUSED, VIX_E_OUT_OF_MEMORY,
+                       VIX_E_SNAPSHOT_NOTFOUND, VIX_E_VM_NOT_FOUND,
+                       error_code)
 
 # Upstream's text, word for word: users search for it.
 OPEN_HINT = ('VDDK "Unknown error" can be caused by several problems.  '
              'Refer to nbdkit-vddk-plugin(1) section "Error 1 (Unknown '
              'error) when opening a disk" for details.')
-
-VIX_E_OUT_OF_MEMORY = 2
-VIX_E_FILE_ACCESS_ERROR = 13
-VIX_E_VM_NOT_FOUND = 4000
-VIX_E_SNAPSHOT_NOTFOUND = 13003
-VIX_E_HOST_NETWORK_CONN_REFUSED = 14009
 
 REFUSED = ("hint: the server refused the connection: check server= and "
            "port= (HTTPS, 443) and that this machine reaches TCP port 902 "
@@ -48,7 +45,6 @@ def thumbprint_hint(actual, given):
 
 
 def _open_hints(full_code, params, actual_thumbprint):
-    code = full_code & 0xFFFF
     # Upstream compares the whole 64-bit value for its Error 1 hint.
     if full_code == VIX_E_FAIL:
         lines = [OPEN_HINT]
@@ -57,7 +53,7 @@ def _open_hints(full_code, params, actual_thumbprint):
             lines.append(thumbprint_hint(actual_thumbprint,
                                          params.thumbprint))
         return lines
-    if code == VIX_E_FILE_ACCESS_ERROR:
+    if error_code(full_code) == VIX_E_FILE_ACCESS_ERROR:
         return [RUNNING_VM if params.snapshot is None else NO_TRANSPORT]
     return []
 
@@ -71,7 +67,7 @@ _CONNECT_HINTS = {
 def for_error(code, params, where, actual_thumbprint=None):
     """The hint lines (maybe none) after VixError ``code`` from ``where``
     ("connect", "open" or "data") on a remote disk."""
-    full_code, code = code, code & 0xFFFF
+    full_code, code = code, error_code(code)
     if not params.is_remote:
         return []
     if code == VIX_E_HOST_NETWORK_CONN_REFUSED and where != "data":

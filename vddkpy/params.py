@@ -1,42 +1,87 @@
-"""The plugin's parameters: parsing, validation, and what they imply.
+"""The plugin's parameters: one table, parsing, validation, and what they
+imply.
 
 Same keys, defaults, accepted values and messages as upstream's
 nbdkit-vddk-plugin; parsing of booleans, numbers, sizes, paths and
-passwords is delegated to the nbdkit server's own helpers.
+passwords is delegated to the nbdkit server's own helpers.  ``PARAMETERS``
+declares each key once; parsing, the defaults, the usage text (``usage``),
+the ``--dump-plugin`` lines announcing parameters and the test that the
+manual documents every key all read it.
 """
 
 import os
+from collections import namedtuple
 
 from .vddk import abi
 from .nbdkit.compat import (debug, exit_startup, fail_startup, parse_bool,
                             parse_size, parse_uint16, read_password,
                             readonly_server, realpath)
 
-USAGE = """\
-file=<FILENAME>                The filename (eg. VMDK file) to serve.
-                               (file= must be written out: nbdkit's
-                               Python plugin has no bare-filename form.)
-export=<WILDCARD>              Let client choose file matching wildcard.
-libdir=<DIR>                   VDDK directory (vmware-vix-disklib-distrib).
-stats-file=<PATH>              Write per-function VDDK statistics as JSON.
-changed-since=<CHANGEID>|*     Serve what changed since CHANGEID (vSphere).
-Many optional parameters are supported, see nbdkit-vddk-plugin(1)."""
 
-# Keys whose value is stored as given.
-_VERBATIM = {"changed-since", "cookie", "file", "server", "snapshot",
-             "thumbprint", "transports", "user", "vm", "reexeced_"}
-_BOOLEANS = {"create", "noreexec", "single-link", "unbuffered"}
-_PORTS = {"port", "nfchostport"}
-_WORDS = {
-    "compression": (abi.COMPRESSION_FLAGS, "unknown compression type: %s"),
-    "create-adapter-type": (abi.ADAPTER_TYPES,
-                            "unknown create-adapter-type: %s"),
-    "create-type": (abi.DISK_TYPES, "unknown create-type: %s"),
-}
+# -- parsers: (key, value) -> the value kept, or exit with one error line --
+
+def _verbatim(key, value):
+    return value
 
 
-def _attribute(key):
-    return key.replace("-", "_")
+def _ignored(key, value):
+    return None
+
+
+def _boolean(key, value):
+    return parse_bool(value)
+
+
+def _port(key, value):
+    port = parse_uint16(key, value)
+    if port is None:
+        exit_startup()
+    return port
+
+
+def _word(table, what):
+    """A value that must be one of ``table``'s names."""
+    def parse(key, value):
+        if value not in table:
+            fail_startup("unknown %s: %s" % (what, value))
+        return table[value]
+    return parse
+
+
+def _real_path(key, value):
+    return realpath(value)
+
+
+def _absolute_path(key, value):
+    return os.path.abspath(value)
+
+
+def _password(key, value):
+    return read_password(value)
+
+
+def _wildcard(key, value):
+    if value == "":
+        fail_startup("export parameter should be a wildcard, "
+                     "not an empty string")
+    return value
+
+
+def _hwversion(key, value):
+    if value in abi.HW_VERSIONS:
+        return abi.HW_VERSIONS[value]
+    number = parse_uint16(key, value)
+    if number is None:
+        fail_startup("unknown create-hwversion: %s" % value)
+    return number
+
+
+def _create_size(key, value):
+    size = parse_size(value)
+    if size <= 0 or size % abi.SECTOR_SIZE:
+        fail_startup("create-size must be greater than zero and a "
+                     "multiple of %d" % abi.SECTOR_SIZE)
+    return size
 
 
 def _seconds(key, value):
@@ -61,100 +106,143 @@ def _bytes(key, value):
     return int(value)
 
 
+class Parameter(namedtuple("Parameter", "key parse default value help anchor "
+                                        "announce")):
+    """One ``key=value`` parameter.
+
+    ``parse(key, value)`` gives what ``Params`` keeps (as the attribute
+    named like the key, ``-`` written ``_``) or exits with one error line;
+    ``default`` is kept until the key is given.  ``value`` and ``help``
+    make the key's line of the usage text, and ``anchor`` names the manual
+    entry (under PARAMETERS) documenting it, by the key it starts with;
+    the three are None for a key users never write.  ``announce`` is the
+    ``--dump-plugin`` line saying that this plugin has the key, if any.
+    """
+
+    @property
+    def attribute(self):
+        return self.key.replace("-", "_")
+
+    def usage_line(self):
+        head = "%s=%s" % (self.key, self.value)
+        lines = self.help.split("\n")
+        if len(head) >= _HELP_COLUMN:
+            lines.insert(0, "")
+        first = "%-*s%s" % (_HELP_COLUMN, head, lines[0])
+        return "\n".join([first.rstrip()] + [" " * _HELP_COLUMN + line
+                                             for line in lines[1:]])
+
+
+_HELP_COLUMN = 31
+
+
+def _key(key, parse, default=None, value=None, help=None, anchor=None,
+         announce=None):
+    """A table row; a key with usage text is documented under its own
+    name unless ``anchor`` names the entry it shares."""
+    if help is not None and anchor is None:
+        anchor = key
+    return Parameter(key, parse, default, value, help, anchor, announce)
+
+
+# In the manual's order.  Adding a parameter: one row here, its entry in
+# doc/nbdkit-vddk-plugin.md (tests/unit/test_params_table.py checks both).
+PARAMETERS = (
+    _key("file", _verbatim, None, "<FILENAME>",
+         "The filename (eg. VMDK file) to serve.\n(file= must be written "
+         "out: nbdkit's\nPython plugin has no bare-filename form.)"),
+    _key("export", _wildcard, None, "<WILDCARD>",
+         "Let client choose file matching wildcard."),
+    _key("libdir", _real_path, None, "<DIR>",
+         "VDDK directory (vmware-vix-disklib-distrib)."),
+    _key("server", _verbatim, None, "<HOST>",
+         "ESXi host or vCenter server (remote disk)."),
+    _key("port", _port, 0, "<PORT>", "Its HTTPS port (default 443).",
+         anchor="server"),
+    _key("nfchostport", _port, 0, "<PORT>", "Its NFC port (default 902).",
+         anchor="server", announce="vddk_has_nfchostport=1"),
+    _key("user", _verbatim, None, "<NAME>", "User name on the server."),
+    _key("password", _password, None, "<SECRET>|-|-FD|+FILE",
+         "The password (+FILE: read from FILE)."),
+    _key("cookie", _verbatim, None, "<COOKIE>",
+         "vCenter session cookie, instead of password."),
+    _key("thumbprint", _verbatim, None, "<XX:XX:...>",
+         "SHA-1 fingerprint of the server's certificate."),
+    _key("vm", _verbatim, None, "moref=<ID>", "The virtual machine."),
+    _key("snapshot", _verbatim, None, "<MOREF>",
+         "Read the disk as it was in this snapshot."),
+    _key("transports", _verbatim, None, "<MODE>:<MODE>...",
+         "VDDK transport modes to try, in order."),
+    _key("compression", _word(abi.COMPRESSION_FLAGS, "compression type"),
+         0, "none|zlib|fastlz|skipz",
+         "Compression between VDDK and the host."),
+    _key("single-link", _boolean, False, "<BOOL>",
+         "Open only the top file of a snapshot chain."),
+    _key("unbuffered", _boolean, False, "<BOOL>",
+         "Ask the host not to cache the disk's data."),
+    _key("config", _real_path, None, "<FILE>", "VDDK configuration file."),
+    _key("create", _boolean, False, "<BOOL>",
+         "Create file= (local) before serving."),
+    _key("create-size", _create_size, 0, "<SIZE>",
+         "Size of the disk to create.", anchor="create"),
+    _key("create-type", _word(abi.DISK_TYPES, "create-type"),
+         abi.DISK_TYPES["monolithic-sparse"], "<TYPE>",
+         "Kind of VMDK to create (monolithic-sparse)."),
+    _key("create-adapter-type",
+         _word(abi.ADAPTER_TYPES, "create-adapter-type"),
+         abi.ADAPTER_TYPES["scsi-buslogic"], "<TYPE>",
+         "Its disk controller (scsi-buslogic)."),
+    _key("create-hwversion", _hwversion, abi.HW_VERSIONS["workstation5"],
+         "<VERSION>", "Its virtual hardware version (workstation5)."),
+    _key("stats-file", _absolute_path, None, "<PATH>",
+         "Write per-function VDDK statistics as JSON."),
+    # A changeId, or changed.ALL ("*").
+    _key("changed-since", _verbatim, None, "<CHANGEID>|*",
+         "Serve what changed since CHANGEID (vSphere).",
+         announce="vddkpy_changed_since=1"),
+    _key("changed-since-capacity", _bytes, None, "<BYTES>",
+         "The disk's capacity when CHANGEID was taken."),
+    _key("vsphere-timeout", _seconds, None, "<SECONDS>",
+         "Bound on each vSphere call (default 120)."),
+    _key("noreexec", _boolean, False, "<BOOL>",
+         "Do not re-execute nbdkit (debugging only)."),
+    _key("vimapiver", _ignored, None, "<ANY>",
+         "Ignored, for old command lines."),
+    _key("reexeced_", _verbatim),   # added by the re-exec, never by users
+)
+
+_BY_KEY = {parameter.key: parameter for parameter in PARAMETERS}
+
+
+def usage():
+    """One line (or a few) per parameter users write, in table order."""
+    return "\n".join(parameter.usage_line() for parameter in PARAMETERS
+                     if parameter.help is not None)
+
+
+def announcements(prefix):
+    """The ``--dump-plugin`` lines of the parameters whose line starts
+    with ``prefix`` (vddkpy's own, or upstream's ``vddk_``)."""
+    return [parameter.announce for parameter in PARAMETERS
+            if parameter.announce and parameter.announce.startswith(prefix)]
+
+
+
 class Params:
     """Every parameter, with upstream's defaults."""
 
     def __init__(self):
-        self.changed_since = None       # a changeId, or changed.ALL
-        self.compression = 0            # open flag bits
-        self.config = None
-        self.cookie = None
-        self.create = False
-        self.create_adapter_type = abi.ADAPTER_TYPES["scsi-buslogic"]
-        self.create_hwversion = abi.HW_VERSIONS["workstation5"]
-        self.create_size = 0
-        self.create_type = abi.DISK_TYPES["monolithic-sparse"]
-        self.export = None
-        self.file = None
+        for parameter in PARAMETERS:
+            setattr(self, parameter.attribute, parameter.default)
         self.file_at_start = None       # absolute, as at config_complete
-        self.libdir = None
-        self.nfchostport = 0
-        self.noreexec = False
-        self.password = None
-        self.port = 0
-        self.reexeced_ = None
-        self.server = None
-        self.single_link = False
-        self.snapshot = None
-        self.stats_file = None
-        self.thumbprint = None
-        self.transports = None
-        self.unbuffered = False
-        self.user = None
-        self.vm = None
-        self.vsphere_timeout = None     # seconds; None: the default (120)
-        self.changed_since_capacity = None  # bytes, when the changeId was
 
     # -- config(key, value) ------------------------------------------------
 
     def set(self, key, value):
-        if key in _VERBATIM:
-            setattr(self, _attribute(key), value)
-        elif key in _BOOLEANS:
-            setattr(self, _attribute(key), parse_bool(value))
-        elif key in _PORTS:
-            self._set_port(key, value)
-        elif key in _WORDS:
-            table, message = _WORDS[key]
-            if value not in table:
-                fail_startup(message % value)
-            setattr(self, _attribute(key), table[value])
-        elif key in ("config", "libdir"):
-            setattr(self, key, realpath(value))
-        elif key == "create-hwversion":
-            self.create_hwversion = self._hwversion(value)
-        elif key == "create-size":
-            self.create_size = self._create_size(value)
-        elif key == "export":
-            if value == "":
-                fail_startup("export parameter should be a wildcard, "
-                             "not an empty string")
-            self.export = value
-        elif key == "password":
-            self.password = read_password(value)
-        elif key == "stats-file":
-            self.stats_file = os.path.abspath(value)
-        elif key == "vsphere-timeout":
-            self.vsphere_timeout = _seconds(key, value)
-        elif key == "changed-since-capacity":
-            self.changed_since_capacity = _bytes(key, value)
-        elif key == "vimapiver":
-            pass                        # ignored, for old command lines
-        else:
+        parameter = _BY_KEY.get(key)
+        if parameter is None:
             fail_startup("unknown parameter '%s'" % key)
-
-    def _set_port(self, key, value):
-        port = parse_uint16(key, value)
-        if port is None:
-            exit_startup()
-        setattr(self, key, port)
-
-    @staticmethod
-    def _hwversion(value):
-        if value in abi.HW_VERSIONS:
-            return abi.HW_VERSIONS[value]
-        number = parse_uint16("create-hwversion", value)
-        if number is None:
-            fail_startup("unknown create-hwversion: %s" % value)
-        return number
-
-    @staticmethod
-    def _create_size(value):
-        size = parse_size(value)
-        if size <= 0 or size % abi.SECTOR_SIZE:
-            fail_startup("create-size must be greater than zero and a "
-                         "multiple of %d" % abi.SECTOR_SIZE)
-        return size
+        setattr(self, parameter.attribute, parameter.parse(key, value))
 
     # -- config_complete ---------------------------------------------------
 

@@ -33,8 +33,6 @@ _MAX_DOCUMENT = 1024 * 1024       # a real one is a few KiB
 # The temporary file's name: short and fixed, so that it fits NAME_MAX
 # whatever the length of the target's name.
 _TEMPORARY_PREFIX = ".vddkpy-stats-"
-_FUNCTION_KEYS = {"us", "calls", "bytes", "latency_us"}
-_LATENCY_KEYS = {"p50", "p90", "p99", "max"}
 
 
 class Refused(Exception):
@@ -108,28 +106,7 @@ def _is_stats_document(path):
     if not isinstance(document, dict):
         return False
     marker = document.get("format")
-    if isinstance(marker, str):
-        return _FORMAT.fullmatch(marker) is not None
-    return _has_unmarked_shape(document)
-
-
-def _has_unmarked_shape(document):
-    """A document of vddkpy before "format": {"functions": {NAME: {...}}}
-    and nothing else, every figure an integer."""
-    functions = document.get("functions")
-    if set(document) != {"functions"} or not isinstance(functions, dict):
-        return False
-    for figures in functions.values():
-        if not isinstance(figures, dict) or set(figures) != _FUNCTION_KEYS:
-            return False
-        latency = figures["latency_us"]
-        if not isinstance(latency, dict) or set(latency) != _LATENCY_KEYS:
-            return False
-        numbers = [figures["us"], figures["calls"], figures["bytes"]] \
-            + list(latency.values())
-        if not all(type(n) is int for n in numbers):
-            return False
-    return True
+    return isinstance(marker, str) and _FORMAT.fullmatch(marker) is not None
 
 
 def write(path, document, disk_files=None):

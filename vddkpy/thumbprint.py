@@ -1,8 +1,20 @@
-"""The old spelling ``python3 -m vddkpy.thumbprint`` (and the
-``vddkpy-thumbprint`` script's module), kept for one release."""
+"""Old spellings of ``vddkpy thumbprint``, kept for a release: the
+``vddkpy-thumbprint`` command (``main``) and ``python3 -m
+vddkpy.thumbprint``.  Each runs it, then names the new spelling."""
 import sys
 
-from .vsphere.thumbprint import main
+from . import run_renamed
+
+
+def _thumbprint(old, new, argv):
+    from .vsphere.thumbprint import main
+    return run_renamed(old, new, lambda: main(argv))
+
+
+def main(argv=None):
+    return _thumbprint("vddkpy-thumbprint", "vddkpy thumbprint", argv)
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_thumbprint("python3 -m vddkpy.thumbprint",
+                         "python3 -m vddkpy thumbprint", None))

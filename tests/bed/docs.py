@@ -38,13 +38,13 @@ def sandbox(tmp_path_factory, private_system):
                     str(root / "in.raw"), str(root / "input.qcow2")],
                    check=True)
     listener, _ = tls_server(root)
-    subprocess.run(["/usr/bin/python3", "-m", "vddkpy.install"], cwd=ROOT,
+    subprocess.run(["/usr/bin/python3", "-m", "vddkpy", "install"], cwd=ROOT,
                    check=True, capture_output=True)
     yield {"root": root, "libdir": libdir, "tls": listener,
            "config": servers(root / "ds")}
     listener.close()
-    subprocess.run(["/usr/bin/python3", "-m", "vddkpy.install",
-                    "--uninstall"], cwd=ROOT, capture_output=True)
+    subprocess.run(["/usr/bin/python3", "-m", "vddkpy",
+                    "uninstall"], cwd=ROOT, capture_output=True)
 
 
 def localize(command, sandbox):
@@ -87,7 +87,7 @@ def run_example(sandbox, command):
     if "stats-file" in command:
         assert "VDDK function stats" in result.stderr
         assert (root / "stats.json").exists()
-    if "vddkpy.thumbprint" in command:
+    if "vddkpy thumbprint" in command or "vddkpy.thumbprint" in command:
         assert re.fullmatch(r"([0-9A-F]{2}:){19}[0-9A-F]{2}\n", result.stdout)
     if "--size" in command:
         assert re.search(r"^\d+$", result.stdout, re.M)

@@ -18,8 +18,8 @@ set -euo pipefail
 nbdkit=${NBDKIT:-nbdkit}
 die() { echo "private-system.sh: $*" >&2; exit 1; }
 
-# Where the tmpfs is mounted while the overlays are made (only in the
-# namespace, and only until then).
+# Where the root is bound when / is not a mount point (only in the
+# namespace, and only until the chroot).
 scratch=/tmp
 
 case ${VDDKPY_PRIVATE_SYSTEM_STAGE:-} in
@@ -59,18 +59,31 @@ plugindir=$("$nbdkit" --dump-config | sed -n 's/^plugindir=//p')
 dirs=()
 for dir in "$plugindir" /usr/local /usr/lib/python3/dist-packages; do
     [ -d "$dir" ] || continue
-    case $dir/ in "$scratch"/*) die "$dir is under $scratch" ;; esac
     dirs+=("$dir")
 done
-mount -t tmpfs -o mode=0700 vddkpy-private "$scratch"
+# Where the tmpfs holding the overlays' writes is mounted while they are
+# made: a directory that hides none of them (nbdkit may be installed
+# anywhere, under /tmp too), and none of the few commands until the
+# umount reads (a bare chroot may have no /run, /mnt or /srv).
+layers=
+for candidate in /tmp /run /mnt /var/tmp /media /srv /usr/share; do
+    [ -d "$candidate" ] && [ ! -L "$candidate" ] || continue
+    for dir in "${dirs[@]}"; do
+        case $dir/ in "$candidate"/*) continue 2 ;; esac
+    done
+    layers=$candidate
+    break
+done
+[ -n "$layers" ] || die "no directory to mount a tmpfs on outside ${dirs[*]}"
+mount -t tmpfs -o mode=0700 vddkpy-private "$layers"
 for dir in "${dirs[@]}"; do
-    layer="$scratch/$(echo "$dir" | tr / _)"
+    layer="$layers/$(echo "$dir" | tr / _)"
     mkdir -p "$layer/upper" "$layer/work"
     mount -t overlay overlay \
         -o "lowerdir=$dir,upperdir=$layer/upper,workdir=$layer/work" "$dir"
 done
 # The overlays keep the tmpfs; no path needs to reach it any more.
-umount "$scratch"
+umount "$layers"
 # Only in this namespace: the overlay records the removal, the file stays.
 # (With a manual install, its record of what it wrote goes too.)
 rm -f "$plugindir"/nbdkit-vddk-plugin "$plugindir"/nbdkit-vddk-plugin.so \

@@ -15,8 +15,8 @@ MANUAL = ROOT / "doc" / "nbdkit-vddk-plugin.md"
 
 def runnable(command):
     # The Debian package's command; from a checkout it is the module.
-    return command.replace("vddkpy-thumbprint ",
-                           "python3 -m vddkpy.thumbprint ") \
+    return command.replace("vddkpy thumbprint ",
+                           "python3 -m vddkpy thumbprint ") \
         .replace("vddkpy check ", "python3 -m vddkpy check ")
 
 
@@ -29,7 +29,7 @@ def test_manual_has_examples_of_each_kind():
     text = " ".join(sh_examples(MANUAL.read_text()))
     for kind in ("create=true", "export=", "thumbprint=", "stats-file=",
                  "--filter=blocksize", "nbdkit -r", "--dump-plugin",
-                 "vddkpy-thumbprint", "vddkpy check"):
+                 "vddkpy thumbprint", "vddkpy check"):
         assert kind in text, kind
 
 

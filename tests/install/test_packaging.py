@@ -66,8 +66,8 @@ def system(tmp_path):
     return make
 
 
-def installer(*args):
-    return ["/usr/bin/python3", "-m", "vddkpy.install"] + list(args)
+def installer(*args, command="install"):
+    return ["/usr/bin/python3", "-m", "vddkpy", command] + list(args)
 
 
 def assert_one_line(result, line):
@@ -104,7 +104,7 @@ def test_plugin_without_cffi(tmp_path, no_cffi):
 def test_installer_without_cffi(system, no_cffi):
     mounts = system()
     result = private(mounts, installer(), env=no_cffi, cwd=ROOT)
-    assert_one_line(result, "vddkpy.install: error: " + CFFI_LINE)
+    assert_one_line(result, "vddkpy: error: " + CFFI_LINE)
     assert not any(mounts[PLUGINDIR].glob("nbdkit-vddk*"))
     assert not any(mounts[SITE].iterdir())
 
@@ -124,10 +124,10 @@ def test_installer_and_check_without_python_plugin(system):
     missing = ("error: nbdkit's python plugin is not installed (no %s/%s): "
                "apt install nbdkit-plugin-python" % (PLUGINDIR, PYTHON_PLUGIN))
     result = private(mounts, installer(), cwd=ROOT)
-    assert_one_line(result, "vddkpy.install: " + missing)
+    assert_one_line(result, "vddkpy: " + missing)
     assert not any(mounts[PLUGINDIR].iterdir())
     # With the plugin script there (e.g. dpkg --force-depends), nbdkit
-    # itself names the missing python plugin; --check still says what to do.
+    # itself names the missing python plugin; status still says what to do.
     script = mounts[PLUGINDIR] / "nbdkit-vddk-plugin"
     # Run by the nbdkit under test (the package names Debian's).
     script.write_text(package_script().replace(
@@ -141,7 +141,7 @@ def test_installer_and_check_without_python_plugin(system):
     assert "nbdkit-python-plugin.so" in server_says.stderr
     assert result.stderr.splitlines()[0] == \
         server_says.stderr.splitlines()[0]
-    result = private(mounts, ["/usr/bin/python3", "-m", "vddkpy", "--check"],
+    result = private(mounts, ["/usr/bin/python3", "-m", "vddkpy", "status"],
                      cwd=ROOT)
     assert_one_line(result, "vddkpy: " + missing)
 
@@ -151,7 +151,7 @@ def test_installer_leaves_the_packages_plugin_alone(system):
     script = mounts[PLUGINDIR] / "nbdkit-vddk-plugin"
     script.write_text(package_script())
     result = private(mounts, installer("--force"), cwd=ROOT)
-    assert_one_line(result, "vddkpy.install: error: %s/nbdkit-vddk-plugin "
+    assert_one_line(result, "vddkpy: error: %s/nbdkit-vddk-plugin "
                     "belongs to the Debian package nbdkit-plugin-vddkpy, "
                     "which already installs vddkpy (one copy runs: apt "
                     "remove nbdkit-plugin-vddkpy first to install another)"
@@ -161,14 +161,14 @@ def test_installer_leaves_the_packages_plugin_alone(system):
 
 def test_uninstall_after_the_package_replaced_an_older_install(system):
     """(issue 17 item 6) An install made before the installer kept its
-    record, whose script the Debian package has replaced: --uninstall
+    record, whose script the Debian package has replaced: uninstall
     removes the copy it left, and leaves the package's script."""
     mounts = system()
     script = mounts[PLUGINDIR] / "nbdkit-vddk-plugin"
     script.write_text(package_script())
     shutil.copytree(ROOT / "vddkpy", mounts[SITE] / "vddkpy",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    result = private(mounts, installer("--uninstall"), cwd=ROOT)
+    result = private(mounts, installer(command="uninstall"), cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
         "left %s/nbdkit-vddk-plugin: it belongs to the Debian package "
@@ -191,9 +191,9 @@ def test_private_install_serves_then_uninstalls(tmp_path, system):
     libdir = install_standin(tmp_path / "vddk", layout="lib64")
     disk = random_file(tmp_path / "disk.raw", 2 * 1024 * 1024, seed=3)
     result = in_namespace(
-        mounts, tmp_path, "/usr/bin/python3 -m vddkpy.install",
+        mounts, tmp_path, "/usr/bin/python3 -m vddkpy install",
         "nbdkit vddk --dump-plugin >/dev/null",
-        "/usr/bin/python3 -m vddkpy --check",
+        "/usr/bin/python3 -m vddkpy status",
         "cd %s && nbdkit -U - vddk libdir=%s file=%s --run 'nbdcopy "
         "\"$uri\" out.raw'" % (tmp_path, libdir, disk))
     assert result.returncode == 0, result.stderr
@@ -206,7 +206,7 @@ def test_private_install_serves_then_uninstalls(tmp_path, system):
     assert (mounts[SITE] / "vddkpy" / "vddk" / "_vddk_cffi.py").read_text() == \
         ffibuild.module_text()
     result = in_namespace(mounts, tmp_path, "/usr/bin/python3 -m "
-                          "vddkpy.install --uninstall")
+                          "vddkpy uninstall")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in mounts[PLUGINDIR].iterdir()) == \
         [PYTHON_PLUGIN]
@@ -219,7 +219,7 @@ def test_installed_for_another_python(tmp_path, system):
     empty."""
     mounts = system()
     assert in_namespace(mounts, tmp_path, "/usr/bin/python3 -m "
-                        "vddkpy.install").returncode == 0
+                        "vddkpy install").returncode == 0
     upgraded = dict(mounts)
     upgraded[SITE] = tmp_path / "empty"
     upgraded[SITE].mkdir()
@@ -229,7 +229,7 @@ def test_installed_for_another_python(tmp_path, system):
     assert_one_line(
         result, "nbdkit: error: vddkpy is not installed for Python %s, the "
         "Python nbdkit embeds (it was installed in %s): run 'python3 -m "
-        "vddkpy.install' again as root" % (PYTHON, SITE))
+        "vddkpy install' again as root" % (PYTHON, SITE))
 
 
 # -- an install from a virtual environment ------------------------------------
@@ -242,10 +242,10 @@ def test_install_from_venv_refused(tmp_path, system):
         "VIRTUAL_ENV": str(venv),
         "PATH": "%s/bin:/usr/bin:/bin" % venv})      # as `activate` does
     mounts = system()
-    result = private(mounts, [venv / "bin" / "python3", "-m",
-                              "vddkpy.install"], env=env, cwd=ROOT)
+    result = private(mounts, [venv / "bin" / "python3", "-m", "vddkpy",
+                              "install"], env=env, cwd=ROOT)
     assert_one_line(
-        result, "vddkpy.install: error: nbdkit's Python sees the virtual "
+        result, "vddkpy: error: nbdkit's Python sees the virtual "
         "environment %s only because it is active here; nbdkit started by "
         "virt-v2v, CloudStack or a service will not: run 'deactivate', then "
         "install as root (or apt install ./nbdkit-plugin-vddkpy_*.deb)"
@@ -332,10 +332,10 @@ def package_entry_points(deb, tmp_path):
     return [
         ([plugins / "nbdkit-vddk-plugin", "file=/dev/null"],) + embedded,
         ([plugins / "nbdkit-vddkpy-plugin", "file=/dev/null"],) + embedded,
-        ([root / "usr/bin/vddkpy", "--check"], "vddkpy: error: ") + system
+        ([root / "usr/bin/vddkpy", "status"], "vddkpy: error: ") + system
         + ("vddkpy.__main__",),
         ([root / "usr/bin/vddkpy-thumbprint", "localhost"],
-         "vddkpy-thumbprint: error: ") + system + ("vddkpy.vsphere",)]
+         "vddkpy-thumbprint: error: ") + system + ("vddkpy.thumbprint",)]
 
 
 def test_deb_entry_points_without_vddkpy(deb, tmp_path):
@@ -359,7 +359,8 @@ def test_deb_entry_points_without_vddkpy(deb, tmp_path):
 
 def test_module_entry_points_without_vddkpy(tmp_path):
     """python3 -m vddkpy.install and python3 -m vddkpy, where no vddkpy is
-    installed (Python's own line) or one is in part."""
+    installed (Python's own line) or one is in part: the first module
+    missing, in one line."""
     empty = tmp_path / "empty"
     empty.mkdir()
     for module in ("vddkpy.install", "vddkpy"):
@@ -373,12 +374,15 @@ def test_module_entry_points_without_vddkpy(tmp_path):
     for name in ("__init__.py", "__main__.py", "install/__init__.py",
                  "install/__main__.py", "install/installer.py"):
         shutil.copy(ROOT / "vddkpy" / name, partial / "vddkpy" / name)
-    for module, program in (("vddkpy.install", "python3 -m vddkpy.install"),
-                            ("vddkpy", "vddkpy")):
-        result = subprocess.run(["/usr/bin/python3", "-m", module],
+    for command, program, first in (
+            (["vddkpy.install"], "python3 -m vddkpy.install",
+             "vddkpy.install.nbdkit_host"),
+            (["vddkpy", "install"], "vddkpy", "vddkpy.install.nbdkit_host"),
+            (["vddkpy"], "vddkpy", "vddkpy.nbdkit")):    # help: parameters
+        result = subprocess.run(["/usr/bin/python3", "-m"] + command,
                                 cwd=partial, capture_output=True, text=True)
         assert_one_line(result, "%s: error: vddkpy in %s is incomplete (no "
-                        "module vddkpy.install.nbdkit_host)" % (program, partial))
+                        "module %s)" % (program, partial, first))
 
 
 # -- the package installed, in a scratch system ------------------------------
@@ -468,9 +472,10 @@ def test_deb_refuses_to_replace_an_unowned_plugin(private_system, deb,
 
 
 def test_deb_over_a_manual_install(private_system, deb, tmp_path):
-    """(issue 17 item 6) scripts/install-plugin.sh of an older vddkpy, then
-    the package: nbdkit vddk runs the package's copy, --check names it and
-    warns of the other, the uninstaller removes what it wrote."""
+    """(issue 17 item 6) vddkpy install from an older vddkpy's checkout,
+    then the package: nbdkit vddk runs the package's copy, vddkpy status
+    names it and warns of the other, vddkpy uninstall removes what the
+    older one wrote."""
     old = tmp_path / "old"
     shutil.copytree(ROOT / "vddkpy", old / "vddkpy",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -481,12 +486,12 @@ def test_deb_over_a_manual_install(private_system, deb, tmp_path):
     disk = random_file(tmp_path / "disk.raw", 1024 * 1024, seed=17)
     steps = scratch_system(tmp_path, "\n".join([
         "cd %s" % old,
-        "step manual /usr/bin/python3 -m vddkpy.install",
+        "step manual /usr/bin/python3 -m vddkpy install",
         dpkg_install(deb),
         "step dump nbdkit vddk --dump-plugin",
-        "step check vddkpy --check",
-        "step uninstall /usr/bin/python3 -m vddkpy.install --uninstall",
-        "step check_after vddkpy --check",
+        "step check vddkpy status",
+        "step uninstall vddkpy uninstall",
+        "step check_after vddkpy status",
         "step serve nbdkit -U - vddk libdir=%s file=%s --run 'nbdcopy "
         "\"$uri\" %s/out.raw'" % (libdir, disk, tmp_path),
         "step purge dpkg --purge nbdkit-plugin-vddkpy",
@@ -497,8 +502,8 @@ def test_deb_over_a_manual_install(private_system, deb, tmp_path):
     module = "%s/vddkpy/__init__.py" % PACKAGE_HOME
     assert steps["manual"].stdout == "installed %s\n" % script
     assert steps["install"].returncode == 0, steps["install"].stderr
-    assert ("nbdkit-plugin-vddkpy: replaces %s, which scripts/install-"
-            "plugin.sh wrote; its '--uninstall' removes the rest (listed in "
+    assert ("nbdkit-plugin-vddkpy: replaces %s, which vddkpy install wrote; "
+            "'vddkpy uninstall' removes the rest (listed in "
             "%s/vddkpy-install.record)." % (script, DEB_PLUGINDIR)) \
         in steps["install"].stderr.splitlines()
     assert "vddkpy_version=%s\nvddkpy_module=%s\n" % (__version__, module) \
@@ -509,8 +514,8 @@ def test_deb_over_a_manual_install(private_system, deb, tmp_path):
     assert steps["check"].stderr == (
         "vddkpy: warning: %s/vddkpy (vddkpy 0.0.1) shadows %s/vddkpy for "
         "Python programs that import vddkpy (python3 -m vddkpy, nbdkit "
-        "python plugin/plugin.py): remove it (scripts/install-plugin.sh "
-        "--uninstall, if that installed it)\n" % (SITE, PACKAGE_HOME))
+        "python plugin/plugin.py): remove it (python3 -m vddkpy uninstall, "
+        "if that installed it)\n" % (SITE, PACKAGE_HOME))
     assert steps["uninstall"].returncode == 0, steps["uninstall"].stderr
     assert steps["uninstall"].stdout == (
         "left %s: it belongs to the Debian package nbdkit-plugin-vddkpy "
@@ -534,7 +539,7 @@ def test_deb_in_a_virtual_environment(private_system, deb, tmp_path):
     steps = scratch_system(tmp_path, "\n".join([
         dpkg_install(deb),
         "step plugin %s nbdkit vddk --dump-plugin" % active,
-        "step check %s vddkpy --check" % active]),
+        "step check %s vddkpy status" % active]),
         ["install", "plugin", "check"])
     assert steps["install"].returncode == 0, steps["install"].stderr
     line = ("nbdkit: error: vddkpy needs python3-cffi, which the Python "

@@ -1,6 +1,8 @@
-"""Issue 17 item 8: tests/bed/private-system.sh and the suite's own scratch
-leave nothing behind however they end, and the private system starts
-where / is not a mount point (a plain chroot).
+"""tests/bed/private-system.sh and the suite's own scratch leave nothing
+behind however they end, and the private system starts where / is not a
+mount point (a plain chroot), wherever the nbdkit under test is installed
+(Debian's under /usr, an upstream build under /opt or /tmp: run with
+NBDKIT=/path/to/nbdkit).
 
 Each run gets a TMPDIR of its own, which must be empty afterwards.
 """
@@ -81,10 +83,11 @@ def test_killed_suite_leaves_no_bin_directory(tmp_path, how):
 
 
 # A root directory that is not a mount point, made of the machine's own
-# /usr and /etc (bind mounts below it) and the checkout at its path.
+# /usr and /etc (bind mounts below it), the checkout and the directories
+# of the nbdkit under test (a list, when not under /usr) at their paths.
 PLAIN_CHROOT = r"""
 set -e
-root=$1; checkout=$2; shift 2
+root=$1; checkout=$2; nbdkit_dirs=$3; shift 3
 mkdir -p "$root"/usr "$root"/etc "$root"/dev "$root"/proc "$root"/tmp \
     "$root$checkout"
 chmod 1777 "$root"/tmp
@@ -95,7 +98,8 @@ for dir in bin sbin lib lib64; do
         mkdir "$root/$dir" && mount --rbind /$dir "$root/$dir"
     fi
 done
-for dir in /usr /etc /dev "$checkout"; do
+for dir in /usr /etc /dev "$checkout" $nbdkit_dirs; do
+    mkdir -p "$root$dir"
     mount --rbind "$dir" "$root$dir"
 done
 mount -t proc proc "$root"/proc
@@ -104,19 +108,44 @@ exec chroot "$root" env --chdir="$checkout" "$@"
 """
 
 
+def nbdkit_config():
+    """The nbdkit under test's --dump-config, as {key: value}."""
+    text = subprocess.run(["nbdkit", "--dump-config"], capture_output=True,
+                          text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in text.splitlines()
+                if "=" in line)
+
+
+SYSTEM_DIRS = ("/usr", "/etc", "/dev", "/bin", "/sbin", "/lib", "/lib64")
+
+
+def nbdkit_dirs(config):
+    """The directories the chroot needs for the nbdkit under test beyond
+    the system's: its prefix (what its binary and plugin directory have
+    in common), or each of them when they share only /."""
+    binary_dir = os.path.dirname(os.path.realpath(config["binary"]))
+    dirs = [binary_dir, config["plugindir"]]
+    prefix = os.path.commonpath(dirs)
+    if prefix != "/":
+        dirs = [prefix]
+    checkout = str(ROOT)
+    return [d for d in dirs
+            if not any(d == s or d.startswith(s + "/")
+                       for s in SYSTEM_DIRS + (checkout,))]
+
+
 def test_private_system_in_a_plain_chroot(tmp_path):
     root = tmp_path / "root"
-    plugindir = subprocess.run(["nbdkit", "--dump-config"],
-                               capture_output=True, text=True,
-                               check=True).stdout
-    plugindir = [line.split("=", 1)[1] for line in plugindir.splitlines()
-                 if line.startswith("plugindir=")][0]
+    config = nbdkit_config()
+    plugindir = config["plugindir"]
+    extra = nbdkit_dirs(config)
+    assert not any(" " in d for d in extra), extra
     probe = os.path.join(plugindir, "nbdkit-vddkpy-private-probe")
     inside = ("mountpoint -q / && echo 'root is a mount point'; "
               "touch %s && stat -f -c %%T %s" % (probe, plugindir))
     result = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         PLAIN_CHROOT, "sh", str(root), str(ROOT), "sh", "-c",
+         PLAIN_CHROOT, "sh", str(root), str(ROOT), " ".join(extra), "sh", "-c",
          "mountpoint -q / || echo 'root is not a mount point'; "
          "tests/bed/private-system.sh sh -c \"$0\"", inside],
         capture_output=True, text=True, timeout=TIMEOUT)
@@ -125,16 +154,19 @@ def test_private_system_in_a_plain_chroot(tmp_path):
                              "root is a mount point\noverlayfs\n")
     assert result.returncode == 0
     assert not os.path.exists(probe)
-    assert os.listdir(root / "tmp") == made_for_the_checkout()
+    assert sorted(os.listdir(root / "tmp")) == made_in_tmp([str(ROOT)] + extra)
 
 
-def made_for_the_checkout():
-    """What PLAIN_CHROOT itself makes in the root's /tmp: the mount point of
-    a checkout that lives under /tmp (CI's fresh clone may)."""
-    inside = os.path.relpath(str(ROOT), "/tmp")
-    if inside.startswith(".."):
-        return []
-    return [inside.split(os.sep)[0]]
+def made_in_tmp(bound):
+    """What PLAIN_CHROOT itself makes in the root's /tmp: the mount points
+    of the directories it binds that live under /tmp (CI's fresh clone, an
+    nbdkit built there)."""
+    made = set()
+    for path in bound:
+        inside = os.path.relpath(path, "/tmp")
+        if not inside.startswith(".."):
+            made.add(inside.split(os.sep)[0])
+    return sorted(made)
 
 
 def test_private_system_refuses_a_chroot_on_a_shared_mount(tmp_path):
@@ -153,7 +185,7 @@ def test_private_system_refuses_a_chroot_on_a_shared_mount(tmp_path):
     result = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c",
          setup, str(shared), str(peer), PLAIN_CHROOT, str(shared / "root"),
-         str(ROOT), "tests/bed/private-system.sh", "echo", "ran"],
+         str(ROOT), "", "tests/bed/private-system.sh", "echo", "ran"],
         capture_output=True, text=True, timeout=TIMEOUT)
     assert result.stdout == ""
     assert result.stderr == (

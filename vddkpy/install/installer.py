@@ -1,7 +1,11 @@
 """Install vddkpy as one of nbdkit's plugins, by default ``vddk``.
 
-    python3 -m vddkpy.install [--name vddk] [--force]
-    python3 -m vddkpy.install --uninstall [--name vddk]
+    vddkpy install [--name vddk] [--force]
+    vddkpy uninstall [--name vddk]
+
+(From a checkout: ``python3 -m vddkpy install``.  The old spellings,
+``python3 -m vddkpy.install [--uninstall]``, pip's ``vddkpy-install`` and
+scripts/install-plugin.sh, still work and name the new one.)
 
 nbdkit runs ``$plugindir/nbdkit-NAME-plugin`` when it is an executable
 script whose first line is ``#!NBDKIT python`` (in preference to a C
@@ -17,7 +21,7 @@ same name is kept aside only with ``--force``, and restored by
 plugin directory; ``--uninstall`` removes exactly that, even after the
 Debian package has replaced the script.  The scripts themselves, the
 same for the Debian package (scripts/build-deb.sh), are in
-``vddkpy/scripts.py``.
+``launchers.py``.
 """
 
 import argparse
@@ -26,20 +30,16 @@ import os
 import shutil
 import sys
 
-from .. import incomplete
-
-try:
-    from .nbdkit_host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, \
-        plugindir, plugin_script
-    from .launchers import MARKER, PACKAGE_MARKER, script_text
-    from ..vddk import ffibuild
-except ModuleNotFoundError as missing:     # a partial copy
-    sys.exit(incomplete(missing, "python3 -m vddkpy.install"))
+from .. import run_renamed
+from .nbdkit_host import PACKAGE, EmbeddedPython, Missing, nbdkit_path, \
+    plugindir, plugin_script
+from .launchers import MARKER, PACKAGE_MARKER, script_text
+from ..vddk import ffibuild
 
 SAVED_SUFFIX = ".vddkpy-saved"
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD_NAME = "vddkpy-install.record"
-RECORD_ABOUT = ("What python3 -m vddkpy.install wrote (scripts: the package "
+RECORD_ABOUT = ("What vddkpy install wrote (scripts: the package "
                 "copy each one runs) and set aside; --uninstall removes it.")
 
 
@@ -208,26 +208,52 @@ def uninstall(name):
     return said
 
 
-def main(argv=None):
+def _parser(command, installing):
     parser = argparse.ArgumentParser(
-        prog="python3 -m vddkpy.install",
-        description="Install vddkpy as nbdkit's vddk plugin.")
+        prog=command, description="Install vddkpy as nbdkit's vddk plugin."
+        if installing else "Remove what vddkpy install wrote.")
     parser.add_argument("--name", default="vddk",
                         help="plugin name (default: vddk)")
-    parser.add_argument("--force", action="store_true",
-                        help="set aside an existing plugin of that name")
-    parser.add_argument("--uninstall", action="store_true")
-    args = parser.parse_args(argv)
+    if installing:
+        parser.add_argument("--force", action="store_true",
+                            help="set aside an existing plugin of that name")
+    return parser
+
+
+def _report(action, program):
+    """Print what ``action()`` returns, or its error line; exit status."""
     try:
-        if args.uninstall:
-            print("\n".join(uninstall(args.name)))
-        else:
-            print("installed %s" % install(args.name, args.force))
+        print(action())
     except (Missing, OSError) as e:
-        print("vddkpy.install: error: %s" % e, file=sys.stderr)
+        print("%s: error: %s" % (program, e), file=sys.stderr)
         return 1
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def install_command(argv, program="vddkpy", command="vddkpy install"):
+    args = _parser(command, True).parse_args(argv)
+    return _report(lambda: "installed %s" % install(args.name, args.force),
+                   program)
+
+
+def uninstall_command(argv, program="vddkpy", command="vddkpy uninstall"):
+    args = _parser(command, False).parse_args(argv)
+    return _report(lambda: "\n".join(uninstall(args.name)), program)
+
+
+def main(argv=None, old="vddkpy-install", new="vddkpy"):
+    """The old spellings ``vddkpy-install [--uninstall] ...`` (pip's
+    script) and ``python3 -m vddkpy.install ...`` (``__main__``): install
+    or uninstall as before (errors start ``vddkpy.install:``), then the
+    note naming ``NEW install`` or ``NEW uninstall``."""
+    argv = sys.argv[1:] if argv is None else argv
+    uninstalling = "--uninstall" in argv
+    # (--force meant nothing with --uninstall; vddkpy uninstall refuses it.)
+    dropped = ("--uninstall", "--force") if uninstalling else ()
+    rest = [arg for arg in argv if arg not in dropped]
+    if uninstalling:
+        return run_renamed(old + " --uninstall", new + " uninstall",
+                           lambda: uninstall_command(rest, "vddkpy.install",
+                                                     old + " --uninstall"))
+    return run_renamed(old, new + " install",
+                       lambda: install_command(rest, "vddkpy.install", old))

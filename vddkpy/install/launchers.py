@@ -1,6 +1,7 @@
 """The scripts through which vddkpy runs: the plugin scripts nbdkit runs
 (``nbdkit-NAME-plugin``) and the commands ``vddkpy`` and
-``vddkpy-thumbprint``, as the installer (``vddkpy.install``) and the
+``vddkpy-thumbprint`` (its old spelling of ``vddkpy thumbprint``), as the
+installer (``vddkpy install``) and the
 Debian package (scripts/build-deb.sh) write them.
 
 Each imports vddkpy from the one directory it was installed in, and says
@@ -64,7 +65,7 @@ COMMAND_HEAD = """#!/usr/bin/python3
 # %(name)s: see man nbdkit-vddk-plugin.
 """
 
-MANUAL_REMEDY = "run 'python3 -m vddkpy.install' again as root"
+MANUAL_REMEDY = "run 'python3 -m vddkpy install' again as root"
 PACKAGE_REMEDY = "apt install --reinstall %s" % PACKAGE
 PACKAGE_WHERE = " (no %s/vddkpy)" % PACKAGE_HOME
 

@@ -1,6 +1,6 @@
 """What this host's nbdkit offers a Python plugin, asked of nbdkit itself.
 
-The installer and ``python3 -m vddkpy --check`` share these questions:
+The installer and ``vddkpy status`` share these questions:
 where nbdkit and its plugin directory are, whether its python plugin is
 installed, and what the Python it embeds sees (version, package
 directories, a virtual environment, cffi).  Each missing piece is a

@@ -1,7 +1,7 @@
 """``vddkpy check KEY=VALUE ...``: a preflight of a VDDK set-up.
 
 Run outside nbdkit, it first asks whether ``nbdkit vddk`` is vddkpy (the
-``vddkpy --check`` install check), then executes nbdkit on
+``vddkpy status`` install check), then executes nbdkit on
 ``nbdkit_script.py`` with the same parameters, where ``inside`` runs the
 remaining steps.  Exit status 0, or 1 when a step fails; ``--json``
 prints one JSON document instead of the lines.
@@ -20,7 +20,7 @@ USAGE = "usage: vddkpy check [--json] KEY=VALUE ...  (the plugin's parameters)"
 
 def install_step():
     """The ``install`` step: whether ``nbdkit vddk`` runs vddkpy."""
-    from ..__main__ import check
+    from ..install.status import check
     try:
         ok, warning = check()
     except Missing as e:

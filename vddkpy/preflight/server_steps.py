@@ -4,7 +4,9 @@ through VDDK, the login, the VM and snapshot, and the disk."""
 from .. import hints
 from ..vsphere import thumbprint
 from ..vddk import log as vddklog
-from ..vddk.abi import SECTOR_SIZE
+from ..vddk.abi import (SECTOR_SIZE, VIX_E_AUTHENTICATION_FAIL,
+                        VIX_E_SNAPSHOT_NOTFOUND, VIX_E_VM_NOT_FOUND,
+                        error_code)
 from ..vddk.binding import ffi
 from ..disk import fill_remote_params
 from ..errors import VddkError
@@ -12,7 +14,6 @@ from ..nbdkit.native import c_string, to_bytes
 from . import compatibility, network
 from .report import FAIL, OK, WARN, Result
 
-VIX_E_AUTHENTICATION_FAIL = 35
 # One request as large as virt-v2v's (blocksize filter maxdata=2M): NFC's
 # memory limit on the host fails larger ones.
 LARGE_READ = 2 * 1024 * 1024 // SECTOR_SIZE
@@ -189,11 +190,11 @@ def login(vddk, params):
 
 def _login_failure(e, params):
     fix = _fix(e, params, "connect")
-    code = e.code & 0xFFFF
-    if code == hints.VIX_E_VM_NOT_FOUND:
+    code = error_code(e.code)
+    if code == VIX_E_VM_NOT_FOUND:
         return [Result(OK, "login", "user %s logged in" % params.user),
                 Result(FAIL, "vm", "vm=%s: %s" % (params.vm, e.text), fix)]
-    if code == hints.VIX_E_SNAPSHOT_NOTFOUND:
+    if code == VIX_E_SNAPSHOT_NOTFOUND:
         return [Result(OK, "login", "user %s logged in" % params.user),
                 Result(OK, "vm", "vm=%s found" % params.vm),
                 Result(FAIL, "snapshot", "snapshot=%s: %s"

@@ -220,12 +220,30 @@ FUNCTIONS = [
              required=False),
 ]
 
-FUNCTIONS_BY_NAME = {f.name: f for f in FUNCTIONS}
-
-# Constants (vixDiskLib.h / vix.h).
+# VixError (vix.h): a status whose low 16 bits are the code; the codes
+# vddkpy tells apart, named as VMware names them.  ``error_code`` is the
+# one way to read a status's code.
 VIX_OK = 0
 VIX_E_FAIL = 1
+VIX_E_OUT_OF_MEMORY = 2
+VIX_E_INVALID_ARG = 3
+VIX_E_DISK_FULL = 8
+VIX_E_FILE_READ_ONLY = 11
+VIX_E_FILE_ACCESS_ERROR = 13
+VIX_E_AUTHENTICATION_FAIL = 35
+VIX_E_VM_NOT_FOUND = 4000
+VIX_E_SNAPSHOT_NOTFOUND = 13003
+VIX_E_HOST_NETWORK_CONN_REFUSED = 14009
+VIX_E_HOST_SERVER_SHUTDOWN = 14014
+VIX_E_DISK_INVAL = 16000
+VIX_E_DISK_OUTOFRANGE = 16007
 VIX_ASYNC = 25000
+
+
+def error_code(status):
+    """The code of a VixError status (its other bits are flags)."""
+    return status & 0xFFFF
+
 
 SECTOR_SIZE = 512
 MIN_CHUNK_SIZE = 128            # sectors
@@ -258,44 +276,3 @@ COMPRESSION_FLAGS = {
     "fastlz": FLAG_OPEN_COMPRESSION_FASTLZ,
     "skipz": FLAG_OPEN_COMPRESSION_SKIPZ,
 }
-
-# Names of the VixError codes users meet (vix.h), for exceptions and logs.
-ERROR_NAMES = {
-    0: "VIX_OK",
-    1: "VIX_E_FAIL",
-    2: "VIX_E_OUT_OF_MEMORY",
-    3: "VIX_E_INVALID_ARG",
-    4: "VIX_E_FILE_NOT_FOUND",
-    5: "VIX_E_OBJECT_IS_BUSY",
-    6: "VIX_E_NOT_SUPPORTED",
-    7: "VIX_E_FILE_ERROR",
-    8: "VIX_E_DISK_FULL",
-    11: "VIX_E_FILE_READ_ONLY",
-    12: "VIX_E_FILE_ALREADY_EXISTS",
-    13: "VIX_E_FILE_ACCESS_ERROR",
-    15: "VIX_E_FILE_ALREADY_LOCKED",
-    35: "VIX_E_AUTHENTICATION_FAIL",
-    36: "VIX_E_HOST_CONNECTION_LOST",
-    2000: "VIX_E_NOT_FOUND",
-    4000: "VIX_E_VM_NOT_FOUND",
-    13003: "VIX_E_SNAPSHOT_NOTFOUND",
-    14008: "VIX_E_HOST_SERVER_NOT_FOUND",
-    14009: "VIX_E_HOST_NETWORK_CONN_REFUSED",
-    14010: "VIX_E_HOST_TCP_SOCKET_ERROR",
-    14011: "VIX_E_HOST_TCP_CONN_LOST",
-    14014: "VIX_E_HOST_SERVER_SHUTDOWN",
-    14015: "VIX_E_HOST_SERVER_NOT_AVAILABLE",
-    16000: "VIX_E_DISK_INVAL",
-    16001: "VIX_E_DISK_NOINIT",
-    16002: "VIX_E_DISK_NOIO",
-    16007: "VIX_E_DISK_OUTOFRANGE",
-    16013: "VIX_E_DISK_NOTSUPPORTED",
-    18000: "VIX_E_CANNOT_CONNECT_TO_HOST",
-    25000: "VIX_ASYNC",
-    26000: "VIX_E_ASYNC_MIXEDMODE_UNSUPPORTED",
-}
-
-
-def error_name(code):
-    """The vix.h name of a VixError (its low 16 bits carry the code)."""
-    return ERROR_NAMES.get(code & 0xFFFF, "VIX_E_%d" % (code & 0xFFFF))

@@ -7,7 +7,7 @@ on adds its time and bytes.  When neither is on a call is a bare cffi call.
 
 import time
 
-from .abi import FUNCTIONS
+from .abi import FUNCTIONS, VIX_OK
 from .binding import ffi
 from ..errors import VddkError
 from ..nbdkit.compat import debug, debug_flags
@@ -58,7 +58,7 @@ class Vddk:
     def check(self, name, args_text, *args, prefix=None, nbytes=0):
         """Call, and raise VddkError unless it returned VIX_OK."""
         code = self.call(name, args_text, *args, nbytes=nbytes)
-        if code != 0:
+        if code != VIX_OK:
             raise self.error(prefix or "VixDiskLib_" + name, code)
 
     def error(self, prefix, code):

@@ -1,6 +1,6 @@
 """Print a server's SHA1 certificate thumbprint in VDDK's form.
 
-    python3 -m vddkpy.thumbprint HOST[:PORT]
+    vddkpy thumbprint HOST[:PORT]
 
 VDDK wants ``thumbprint=XX:XX:...`` (20 hex pairs).  This replaces the
 ``openssl s_client | openssl x509 -fingerprint -sha1`` pipeline that
@@ -66,7 +66,7 @@ def thumbprint(host, port=DEFAULT_PORT, timeout=10.0):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python3 -m vddkpy.thumbprint HOST[:PORT]",
+        print("usage: vddkpy thumbprint HOST[:PORT]",
               file=sys.stderr)
         return 2
     try:
