@@ -38,7 +38,8 @@ type controlRequest struct {
 	Reset     bool               `json:"reset"` // knobs back to defaults, counters to 0
 	// End every client session (the server's own excepted), as a vCenter
 	// does when sessions expire: their next call is NotAuthenticated.
-	ExpireSessions bool `json:"expire_sessions"`
+	ExpireSessions bool         `json:"expire_sessions"`
+	Grow           *growRequest `json:"grow"` // extend a disk (lifecycle.go)
 }
 
 // serveControl: POST /vddkpy/control changes the knobs; GET
@@ -52,6 +53,12 @@ func (b *Bed) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		b.control(&req)
+		if req.Grow != nil {
+			if err := b.grow(req.Grow); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+		}
 		if req.ExpireSessions {
 			if err := b.expireSessions(); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)

@@ -80,7 +80,10 @@ func (b *Bed) dispatch(w http.ResponseWriter, r *http.Request, call *soapCall) {
 	case "CreateSnapshot_Task", "CreateSnapshotEx_Task":
 		b.createSnapshot(w, r, call)
 	case "RemoveSnapshot_Task", "RemoveAllSnapshots_Task":
+		keepDiskFiles(b.vm)
 		b.removeSnapshot(w, r)
+	case "PowerOnVM_Task", "PowerOffVM_Task":
+		b.powerTask(w, r)
 	case "ReconfigVM_Task":
 		b.beforeReconfigure(call)
 		b.inner.ServeHTTP(w, r)

@@ -35,3 +35,17 @@ func setTaskEntity(task, vm types.ManagedObjectReference) {
 		simulator.Map.WithLock(t, func() { t.Info.Entity = &vm })
 	}
 }
+
+// keepDiskFiles stops the simulator's snapshot removal from deleting disk
+// files: it deletes the files whose layout keys a snapshot's layout
+// names, and those keys come to name the VM's own .vmdk files once its
+// file list is renumbered (removing S1 then S3 deleted vm.vmdk).  A
+// snapshot here has no files of its own on the datastore.
+func keepDiskFiles(ref types.ManagedObjectReference) {
+	withVM(ref, func(vm *simulator.VirtualMachine) {
+		for i := range vm.LayoutEx.Snapshot {
+			vm.LayoutEx.Snapshot[i].DataKey = -1
+			vm.LayoutEx.Snapshot[i].MemoryKey = -1
+		}
+	})
+}
