@@ -1,22 +1,268 @@
 """vddkpy sync end to end on the bed: rounds of a running VM's disks
 copied onto images in a directory, each image equal to the disk as of the
-round's snapshot, only the changed areas read, no snapshot left behind."""
+round's snapshot, only the changed areas read, no snapshot left behind;
+failures and interruptions leave the state as it was and the next round
+repairs the copy."""
 
 import json
+import signal
+import subprocess
+import time
+
+import pytest
 
 from . import guest
 
+GRAIN = 64 << 10            # the bed's change-tracking granularity
+DISK = "[datastore1] vm/vm.vmdk"
+STATE = "vddkpy-sync.json"
 
-def test_first_round_copies_the_disk_and_leaves_no_snapshot(
-        vcsim, syncer, libdir, tmp_path):
-    bed = vcsim(size=4 << 20, seed=11, lock_running_disks=True)
+
+def image_bytes(path, image_format="raw"):
+    """The disk an image holds, byte for byte."""
+    if image_format == "raw":
+        return path.read_bytes()
+    raw = path.with_suffix(".check")
+    subprocess.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw",
+                    str(path), str(raw)], check=True)
+    data = raw.read_bytes()
+    raw.unlink()
+    return data
+
+
+def grains(writes):
+    """Bytes of the 64 KiB grains the writes touch (what vSphere reports
+    changed: the unit of its tracking)."""
+    touched = {g for offset, data in writes
+               for g in range(offset // GRAIN,
+                              -(-(offset + len(data)) // GRAIN))}
+    return len(touched) * GRAIN
+
+
+def bytes_read(run):
+    return sum(c["count"] * 512 for c in run.calls()
+               if c["fn"] in ("Read", "ReadAsync"))
+
+
+def one_line(stderr):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def started_bed(vcsim, **kw):
+    bed = vcsim(lock_running_disks=True, **kw)
     bed.enable_cbt()
+    return bed
+
+
+@pytest.mark.parametrize("image_format", ["raw", "qcow2"])
+def test_rounds_of_scattered_writes_then_a_final_one(
+        vcsim, syncer, libdir, tmp_path, image_format):
+    size = 64 << 20
+    bed = started_bed(vcsim, size=size, seed=21)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    image = to / ("vm." + image_format)
+    result = run.ok(to, "--format", image_format)
+    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+        DISK, image, size)
+    assert image_bytes(image, image_format) == bed.data_path.read_bytes()
+    total_writes = 0
+    for n in range(5):
+        writes = guest.scattered_writes(size, 520, seed=100 + n)
+        total_writes += len(writes)
+        guest.write(bed, libdir, tmp_path / ("guest%d" % n), writes)
+        run.reset_calls()
+        run.ok(to, "--format", image_format)
+        assert image_bytes(image, image_format) == \
+            bed.data_path.read_bytes(), "round %d" % n
+        assert 0 < bytes_read(run) <= 1.1 * grains(writes)
+        assert bed.snapshot_morefs() == []
+    assert total_writes >= 2500
+    last = guest.scattered_writes(size, 50, seed=7)
+    guest.write(bed, libdir, tmp_path / "guest-last", last)
+    state_before = (to / STATE).read_bytes()
+    refused = run.run(to, "--format", image_format, "--final")
+    assert refused.returncode == 1
+    assert one_line(refused.stderr) == (
+        "vddkpy sync: error: --final: VM %s is poweredOn: shut it down "
+        "first (the last round copies a VM that no longer writes)"
+        % ("moref=" + bed.vm))
+    assert (to / STATE).read_bytes() == state_before
+    bed.stop_vm()
+    run.reset_calls()
+    run.ok(to, "--format", image_format, "--final")
+    assert image_bytes(image, image_format) == bed.data_path.read_bytes()
+    assert bytes_read(run) <= 1.1 * grains(last)
+    assert bed.snapshot_morefs() == []
+
+
+def test_data_path_outage_mid_copy_changes_nothing_and_rerun_repairs(
+        vcsim, syncer, libdir, tmp_path):
+    size = 16 << 20
+    bed = started_bed(vcsim, size=size, seed=22)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    writes = guest.scattered_writes(size, 300, seed=5)
+    guest.write(bed, libdir, tmp_path / "guest", writes)
+    state_before = (to / STATE).read_bytes()
+    outage = bed.standin_config().replace(
+        "  port ", "  down_for calls=100000 after=10\n  port ", 1)
+    run.bed_config = outage
+    failed = subprocess.run(run.argv(to), env=dict(
+        run.env(), FAKEVDDK_CONFIG=str(_write(tmp_path / "outage.conf",
+                                              outage))),
+        capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1, failed.stderr
+    line = one_line(failed.stderr)
+    assert line.startswith("vddkpy sync: error: copying %s: " % DISK), line
+    assert "The host is shutting down" in line
+    assert (to / STATE).read_bytes() == state_before
+    assert bed.snapshot_morefs() == []
+    run.ok(to)
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_round_changes_nothing_and_rerun_repairs(
+        vcsim, syncer, libdir, tmp_path, signum):
+    size = 16 << 20
+    bed = started_bed(vcsim, size=size, seed=23)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    guest.write(bed, libdir, tmp_path / "guest",
+                guest.scattered_writes(size, 300, seed=6))
+    state_before = (to / STATE).read_bytes()
+    run.reset_calls()
+    proc = run.start(to, extra="latency ReadAsync 20000\n"
+                               "latency Read 20000\n")
+    deadline = time.monotonic() + 120
+    while not [c for c in run.calls() if c["fn"] in ("Read", "ReadAsync")]:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum
+    word = "interrupted" if signum == signal.SIGINT else "terminated"
+    assert one_line(err) == (
+        "vddkpy sync: %s: the state is unchanged and the round's snapshot "
+        "removed; run it again" % word)
+    assert (to / STATE).read_bytes() == state_before
+    assert bed.snapshot_morefs() == []
+    run.ok(to)
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def test_grown_disk_grows_the_image_and_copies_the_tail(
+        vcsim, syncer, libdir, tmp_path):
+    bed = started_bed(vcsim, size=4 << 20, seed=24)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    bed.grow(9 << 20)
+    guest.write(bed, libdir, tmp_path / "guest",
+                [((9 << 20) - 700, b"tail" * 100), (5 << 20, b"mid" * 9)])
+    run.ok(to)
+    assert (to / "vm.raw").stat().st_size == 9 << 20
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+    state = json.loads((to / STATE).read_text())
+    assert state["disks"][DISK]["capacity"] == 9 << 20
+
+
+def test_change_tracking_reset_copies_whole_with_a_warning(
+        vcsim, syncer, libdir, tmp_path):
+    bed = started_bed(vcsim, size=4 << 20, seed=25)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    bed.enable_cbt(False)
+    guest.write(bed, libdir, tmp_path / "guest", [(12345, b"r" * 3000)])
+    bed.enable_cbt(True)
+    result = run.ok(to)
+    assert result.stderr.startswith(
+        "vddkpy sync: warning: change tracking of %s was reset" % DISK)
+    assert "(full copy," in result.stdout
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def test_change_tracking_off_is_one_line_and_enable_cbt_turns_it_on(
+        vcsim, syncer, tmp_path):
+    bed = vcsim(size=2 << 20, seed=26, lock_running_disks=True)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    refused = run.run(to)
+    assert refused.returncode == 1
+    assert one_line(refused.stderr) == (
+        "vddkpy sync: error: change tracking is off on VM moref=%s: run "
+        "again with --enable-cbt (turns it on; the next round copies every "
+        "disk whole)" % bed.vm)
+    assert list(to.iterdir()) == []
+    run.ok(to, "--enable-cbt")
+    assert bed.vm_object().config.changeTrackingEnabled is True
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def test_two_disk_vm(vcsim, syncer, libdir, tmp_path):
+    bed = started_bed(vcsim, size=4 << 20, seed=27, more_disks=[3 << 20])
     run = syncer(bed)
     to = tmp_path / "copy"
     to.mkdir()
     result = run.ok(to)
-    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+    assert result.stdout.splitlines() == [
+        "%s: %s (full copy, %d bytes read)" % (DISK, to / "vm.raw", 4 << 20),
+        "[datastore1] vm/vm_1.vmdk: %s (full copy, %d bytes read)"
+        % (to / "vm_1.raw", 3 << 20)]
+    guest.write(bed, libdir, tmp_path / "g0", [(100, b"a" * 10)])
+    guest.write(bed, libdir, tmp_path / "g1", [(3 << 19, b"b" * 70000)],
+                disk=1)
+    run.ok(to)
+    for disk, image in zip(bed.disks, ("vm.raw", "vm_1.raw")):
+        assert (to / image).read_bytes() == disk.data_path.read_bytes()
     assert bed.snapshot_morefs() == []
-    state = json.loads((to / "vddkpy-sync.json").read_text())
-    print(result.stdout, result.stderr)
-    assert state["disks"]["[datastore1] vm/vm.vmdk"]["change_id"]
+
+
+def test_a_destination_that_is_not_the_states_is_refused(
+        vcsim, syncer, libdir, tmp_path):
+    bed = started_bed(vcsim, size=2 << 20, seed=28)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    image = to / "vm.raw"
+    (to / "restored").write_bytes(image.read_bytes())
+    (to / "restored").replace(image)
+    refused = run.run(to)
+    assert refused.returncode == 1
+    assert one_line(refused.stderr) == (
+        "vddkpy sync: error: %s is not the file the state describes (it was "
+        "replaced or copied): refusing to write it" % image)
+    assert bed.snapshot_morefs() == []
+    image.unlink()
+    missing = run.run(to)
+    assert one_line(missing.stderr) == (
+        "vddkpy sync: error: %s: No such file or directory (the state "
+        "vddkpy-sync.json describes it)" % image)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "vm.raw").write_bytes(b"precious")
+    taken = run.run(other)
+    assert one_line(taken.stderr) == (
+        "vddkpy sync: error: %s exists and is not in vddkpy-sync.json: move "
+        "it away (an image is never overwritten)" % (other / "vm.raw"))
+    assert (other / "vm.raw").read_bytes() == b"precious"

@@ -201,7 +201,6 @@ class Transfer:
         self.bytes_read = 0
         self.limit = request_limit(source, destination)
         self.can_zero = destination.can_zero()
-        self.can_trim = destination.can_trim()
 
     def run(self, copy_areas, zero_areas):
         """Copy ``copy_areas`` then zero ``zero_areas``; flush."""
@@ -254,8 +253,8 @@ class Transfer:
 
     def _zero(self, offset, length):
         if self.can_zero:
-            flags = self.nbd.CMD_FLAG_MAY_TRIM if self.can_trim else 0
-            return self.dst.aio_zero(length, offset, flags=flags)
+            # Without NO_HOLE the server may punch a hole.
+            return self.dst.aio_zero(length, offset)
         return self.dst.aio_pwrite(self.nbd.Buffer(length), offset)
 
     def _wait(self):
