@@ -246,6 +246,8 @@ def normalised(areas, size, alignment=SECTOR):
     (the source's smallest request), clipped to the disk, merged."""
     result = []
     for start, length in sorted(areas):
+        if length <= 0:
+            continue
         begin = max(0, start // alignment * alignment)
         end = min(size, -(-(start + length) // alignment) * alignment)
         if begin >= end:
