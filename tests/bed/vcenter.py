@@ -11,6 +11,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -381,3 +382,124 @@ class Vcsim:
                 context=_unverified_tls(), timeout=10) as r:
             counts = json.loads(r.read())
         return counts if method is None else counts.get(method, 0)
+
+
+# ---- the bed outside pytest: python3 -m bed.vcenter (scripts/bed.sh) ----
+
+USAGE = """\
+usage: PYTHONPATH=tests python3 -m bed.vcenter start DIR [--size BYTES] [--disks N]
+       PYTHONPATH=tests python3 -m bed.vcenter stop-vm|start-vm DIR
+       PYTHONPATH=tests python3 -m bed.vcenter write DIR OFFSET TEXT [DISK]
+
+start: the simulated vCenter with one VM (change tracking on, powered on,
+disks of random bytes) and the VDDK stand-in installed in DIR/vddk; prints
+the parameters to give vddkpy and writes them to DIR/bed.env (shell); runs
+until interrupted.  stop-vm / start-vm: power the VM off / on.  write: the
+guest writes TEXT at OFFSET of disk DISK (0: the first), recorded by
+change tracking."""
+
+
+def _bed_env(directory, bed, libdir):
+    """What a user needs, written to DIR/bed.env (shell) and DIR/bed.json."""
+    config = directory / "fakevddk.conf"
+    config.write_text(bed.standin_config())
+    guest = directory / "guest.conf"
+    guest.write_text(bed.guest_config())
+    return {"FAKEVDDK_CONFIG": str(config), "BED_GUEST_CONFIG": str(guest),
+            "BED_PARAMS": ["libdir=%s" % libdir] + bed.vm_args(),
+            "BED_FILES": [d.file for d in bed.disks],
+            "BED_DATA": [str(d.data_path) for d in bed.disks]}
+
+
+def _start(directory, size, disks):
+    import shlex
+    import signal
+    from bed import install_standin
+    directory.mkdir(parents=True, exist_ok=True)
+    libdir = install_standin(directory / "vddk")
+    bed = Vcsim(directory / "vcenter", size=size, seed=1,
+                more_disks=[size] * (disks - 1), lock_running_disks=True)
+    bed.start()
+    try:
+        bed.enable_cbt()
+        env = _bed_env(directory, bed, libdir)
+        (directory / "bed.json").write_text(json.dumps(env, indent=2))
+        (directory / "bed.env").write_text("".join(
+            "%s=%s\n" % (k, shlex.quote(v if isinstance(v, str)
+                                         else " ".join(map(shlex.quote, v))))
+            for k, v in env.items()))
+        print("export FAKEVDDK_CONFIG=%s" % shlex.quote(
+            env["FAKEVDDK_CONFIG"]))
+        print("vddkpy sync %s --to COPY_DIR"
+              % " ".join(map(shlex.quote, env["BED_PARAMS"])))
+        print("(all of it in %s; Ctrl-C stops the bed)"
+              % (directory / "bed.env"), flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while bed.proc.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    finally:
+        bed.stop()
+
+
+def _attached(directory):
+    """The running bed of DIR (started by ``start``)."""
+    bed = Vcsim.__new__(Vcsim)
+    bed.dir = directory / "vcenter"
+    bed.state_path = bed.dir / "state.json"
+    bed.user, bed.password = "root", (bed.dir / "password").read_text()
+    bed._si = None
+    bed.proc = None
+    return bed
+
+
+def _guest_write(directory, offset, text, disk):
+    """The guest writes ``text`` at ``offset`` (through the stand-in, which
+    records it for change tracking)."""
+    import nbd
+    env = json.loads((directory / "bed.json").read_text())
+    plugin = Path(__file__).resolve().parents[2] / "plugin" / "plugin.py"
+    command = ["env", "FAKEVDDK_CONFIG=" + env["BED_GUEST_CONFIG"],
+               "nbdkit", "-s", "--exit-with-parent", "python", str(plugin)] \
+        + env["BED_PARAMS"] + ["file=" + env["BED_FILES"][disk]]
+    h = nbd.NBD()
+    h.connect_command(command)
+    data = text.encode()
+    start = offset // 512 * 512
+    end = -(-(offset + len(data)) // 512) * 512
+    sectors = bytearray(h.pread(end - start, start))
+    sectors[offset - start:offset - start + len(data)] = data
+    h.pwrite(bytes(sectors), start)
+    h.flush()
+    h.shutdown()
+
+
+def main(argv):
+    if len(argv) < 2 or argv[0] not in ("start", "stop-vm", "start-vm",
+                                        "write"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    directory = Path(argv[1]).resolve()
+    if argv[0] == "start":
+        size, disks = 64 << 20, 1
+        options = argv[2:]
+        while options:
+            name, value = options.pop(0), options.pop(0)
+            if name == "--size":
+                size = int(value)
+            elif name == "--disks":
+                disks = int(value)
+        _start(directory, size, disks)
+    elif argv[0] == "write":
+        _guest_write(directory, int(argv[2]), argv[3],
+                     int(argv[4]) if len(argv) > 4 else 0)
+    else:
+        bed = _attached(directory)
+        bed.stop_vm() if argv[0] == "stop-vm" else bed.start_vm()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -266,3 +266,21 @@ def test_a_destination_that_is_not_the_states_is_refused(
         "vddkpy sync: error: %s exists and is not in vddkpy-sync.json: move "
         "it away (an image is never overwritten)" % (other / "vm.raw"))
     assert (other / "vm.raw").read_bytes() == b"precious"
+
+
+def test_progress_json_is_one_object_per_line(vcsim, syncer, tmp_path):
+    bed = started_bed(vcsim, size=2 << 20, seed=29)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    result = run.ok(to, "--progress=json")
+    assert result.stderr == ""
+    steps = [json.loads(line) for line in result.stdout.splitlines()]
+    names = [s["step"] for s in steps]
+    assert names[0] == "snapshot" and names[-2:] == ["snapshot-removed",
+                                                     "done"]
+    assert "state" in names and "copied" in names
+    assert steps[-1]["disks"][0]["image"] == str(to / "vm.raw")
+    assert steps[-1]["disks"][0]["bytes_read"] == 2 << 20
+    copy = [s for s in steps if s["step"] == "copy"]
+    assert copy[-1]["done"] == copy[-1]["total"] == 2 << 20

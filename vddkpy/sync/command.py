@@ -72,7 +72,8 @@ def main(argv):
             print("vddkpy sync: error: %s" % e.args[0], file=sys.stderr)
         print(USAGE, file=sys.stderr)
         return 2 if e.args[0] else 0
-    progress = reporter(options.pop("progress"))
+    kind = options.pop("progress")
+    progress = reporter(kind)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         results = Round(params, progress=progress, **options).run()
@@ -89,6 +90,12 @@ def main(argv):
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if kind == "json":
+        progress.step("done", disks=[
+            {"file": r.file, "image": r.image, "full": r.full,
+             "bytes_read": r.bytes_read, "change_id": r.change_id}
+            for r in results])
+        return 0
     for r in results:
         print("%s: %s (%s, %d bytes read)" % (
             printable(r.file), printable(r.image),
