@@ -256,8 +256,8 @@ def test_a_destination_that_is_not_the_states_is_refused(
     image.unlink()
     missing = run.run(to)
     assert one_line(missing.stderr) == (
-        "vddkpy sync: error: %s: No such file or directory (the state "
-        "vddkpy-sync.json describes it)" % image)
+        "vddkpy sync: error: %s is missing (the state vddkpy-sync.json "
+        "describes it): refusing to write it" % image)
     other = tmp_path / "other"
     other.mkdir()
     (other / "vm.raw").write_bytes(b"precious")
@@ -284,3 +284,41 @@ def test_progress_json_is_one_object_per_line(vcsim, syncer, tmp_path):
     assert steps[-1]["disks"][0]["bytes_read"] == 2 << 20
     copy = [s for s in steps if s["step"] == "copy"]
     assert copy[-1]["done"] == copy[-1]["total"] == 2 << 20
+
+
+def test_nbd_target_gets_the_disk_and_its_changes(
+        vcsim, syncer, libdir, tmp_path):
+    """--target DISK=NBD-URI: the copy goes to an existing NBD server
+    (here nbdkit's file plugin on a file of other bytes, larger than the
+    disk); unchanged areas of a full copy are written as zeros."""
+    size = 4 << 20
+    bed = started_bed(vcsim, size=size)         # holes, then one area
+    guest.write(bed, libdir, tmp_path / "guest0", [(70000, b"x" * 9000)])
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    target = tmp_path / "target.raw"
+    target.write_bytes(b"\xee" * (size + 4096))
+    sock = tmp_path / "target.sock"
+    server = subprocess.Popen(["nbdkit", "-f", "-U", str(sock), "file",
+                               str(target)])
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.02)
+        uri = "nbd+unix:///?socket=%s" % sock
+        result = run.ok(to, "--target", "%s=%s" % (DISK, uri))
+        assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+            DISK, uri, GRAIN)
+        guest.write(bed, libdir, tmp_path / "guest", [(5000, b"n" * 100)])
+        run.ok(to, "--target=%s=%s" % (DISK, uri))
+        assert target.read_bytes()[:size] == bed.data_path.read_bytes()
+        assert target.read_bytes()[size:] == b"\xee" * 4096
+        refused = run.run(to)
+        assert one_line(refused.stderr) == (
+            "vddkpy sync: error: %s: the state keeps this disk in %s: give "
+            "--target DISK=%s" % (DISK, uri, uri))
+    finally:
+        server.terminate()
+        server.wait()

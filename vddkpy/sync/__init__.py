@@ -15,13 +15,14 @@ from .rounds import DiskResult, SyncError  # noqa: F401
 
 
 def sync(params, to, image_format="raw", final=False, enable_cbt=False,
-         quiesce=False, progress=None):
+         quiesce=False, progress=None, targets=None):
     """One round: bring directory ``to`` up to date with the VM named by
     ``params`` (the plugin's KEY=VALUE parameters).  Returns a DiskResult
     per disk; raises SyncError (state unchanged, snapshot removed) on
-    failure.  ``progress``: None (quiet), "json" or "bar"."""
+    failure.  ``progress``: None (quiet), "json" or "bar"; ``targets``:
+    {disk file: block device or NBD URI} for disks not kept as images."""
     from .progress import reporter
     from .rounds import Round
     return Round(params, to, image_format=image_format, final=final,
-                 enable_cbt=enable_cbt, quiesce=quiesce,
+                 enable_cbt=enable_cbt, quiesce=quiesce, targets=targets,
                  progress=reporter(progress or "none")).run()

@@ -11,8 +11,8 @@ from ..printable import printable
 
 USAGE = ("usage: vddkpy sync server=HOST user=NAME password=SOURCE "
          "thumbprint=XX:.. vm=moref=ID [file=DISK] [KEY=VALUE...] --to DIR "
-         "[--format raw|qcow2] [--final] [--enable-cbt] [--quiesce] "
-         "[--progress=json]")
+         "[--format raw|qcow2] [--target DISK=DEVICE|NBD-URI]... [--final] "
+         "[--enable-cbt] [--quiesce] [--progress=json]")
 
 _FLAGS = {"--final": "final", "--enable-cbt": "enable_cbt",
           "--quiesce": "quiesce"}
@@ -30,12 +30,20 @@ def parse(argv):
     """(plugin parameters, options)."""
     params = []
     options = {"to": None, "image_format": "raw", "progress": None,
-               "final": False, "enable_cbt": False, "quiesce": False}
+               "final": False, "enable_cbt": False, "quiesce": False,
+               "targets": {}}
     args = list(argv)
     while args:
         arg = args.pop(0)
         name, eq, value = arg.partition("=")
-        if name in ("--to", "--format", "--progress"):
+        if name == "--target":
+            value = arg[len("--target="):] if eq else (
+                args.pop(0) if args else "")
+            disk, eq, dest = value.partition("=")
+            if not (disk and eq and dest):
+                raise UsageError("--target needs DISK=DEVICE or DISK=NBD-URI")
+            options["targets"][disk] = dest
+        elif name in ("--to", "--format", "--progress"):
             if not eq:
                 if not args:
                     raise UsageError("%s needs a value" % name)

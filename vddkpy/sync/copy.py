@@ -8,10 +8,8 @@ read as zeros are written as zeros (holes where the destination can).
 VDDK runs only in the nbdkit child: its OpenSSL never meets the Python
 ``ssl`` of this process, which talks to vSphere."""
 
-import json
 import os
 import select
-import subprocess
 import time
 
 from .plan import requests
@@ -110,63 +108,6 @@ class Destination:
                        log=log, what=path)
         return cls(["nbdkit", "-s", "--exit-with-parent", "file",
                     "file=" + path], log=log, what=path)
-
-
-# -- images ------------------------------------------------------------------
-
-def create_image(path, image_format, size):
-    """A new image of ``size`` bytes reading as zeros; refuses to replace
-    anything."""
-    if image_format == "qcow2":
-        if os.path.lexists(path):
-            raise CopyError("%s exists" % printable(path))
-        _run(["qemu-img", "create", "-q", "-f", "qcow2", path, str(size)])
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                 0o600)
-    try:
-        os.ftruncate(fd, size)
-    finally:
-        os.close(fd)
-
-
-def virtual_size(path, image_format):
-    if image_format == "qcow2":
-        info = json.loads(_run(["qemu-img", "info", "-U", "--output=json",
-                                "-f", "qcow2", path]))
-        return info["virtual-size"]
-    return os.stat(path).st_size
-
-
-def grow_image(path, image_format, size):
-    """Extend an image to ``size`` (never shrinks it)."""
-    if virtual_size(path, image_format) >= size:
-        return
-    if image_format == "qcow2":
-        _run(["qemu-img", "resize", "-q", "-f", "qcow2", path, str(size)])
-    else:
-        os.truncate(path, size)
-
-
-def fsync_file(path):
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _run(argv):
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True,
-                                timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise CopyError("%s: %s" % (argv[0], printable(str(e)))) from None
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or ["exit status %d"
-                                                       % result.returncode]
-        raise CopyError("%s: %s" % (argv[0], printable(lines[-1])))
-    return result.stdout
 
 
 # -- moving bytes ----------------------------------------------------------

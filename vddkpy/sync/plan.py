@@ -20,7 +20,8 @@ from ..printable import printable
 
 STATE_NAME = "vddkpy-sync.json"
 FORMAT = "vddkpy-sync/1"
-FORMATS = ("raw", "qcow2")
+FORMATS = ("raw", "qcow2")             # images in the directory
+TARGET_KINDS = ("device", "nbd")       # --target DISK=DEST
 _MAX_STATE = 1024 * 1024
 SECTOR = 512
 
@@ -80,11 +81,15 @@ def state_problem(state):
 def _disk_problem(disk):
     if not isinstance(disk, dict):
         return "not an object"
+    kind = disk.get("format")
+    if kind not in FORMATS + TARGET_KINDS:
+        return "format must be one of %s" % ", ".join(FORMATS + TARGET_KINDS)
     image = disk.get("image")
-    if not isinstance(image, str) or not safe_image_name(image):
-        return "image must be a plain file name"
-    if disk.get("format") not in FORMATS:
-        return "format must be one of %s" % ", ".join(FORMATS)
+    if not isinstance(image, str) or not (
+            safe_image_name(image) if kind in FORMATS else
+            image.startswith("/") if kind == "device" else "://" in image):
+        return "image must be a plain file name (a device: its path, NBD: " \
+            "a URI)"
     capacity = disk.get("capacity")
     if not isinstance(capacity, int) or isinstance(capacity, bool) or \
             capacity <= 0 or capacity % SECTOR:
@@ -204,7 +209,6 @@ class DiskPlan:
         self.capacity = capacity
         self.grown_from = grown_from
         self.warning = warning
-        self.new = False            # its image is made by this round
 
     @property
     def full(self):

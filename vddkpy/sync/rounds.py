@@ -15,9 +15,9 @@ import threading
 import time
 
 from . import plan
-from .copy import (Cancelled, CopyError, Destination, Source, Transfer,
-                   create_image, fsync_file, grow_image, last_error,
-                   minimum_request, virtual_size)
+from .copy import (Cancelled, CopyError, Source, Transfer, last_error,
+                   minimum_request)
+from .targets import target_for
 from .plan import PlanError
 from .progress import Quiet
 from .vsphere import ChangeIdRefused, Vm, VsphereError
@@ -87,13 +87,15 @@ class Round:
 
     def __init__(self, args, to, image_format="raw", final=False,
                  enable_cbt=False, quiesce=False, progress=None,
-                 max_disks=MAX_DISKS_AT_ONCE, task_timeout=TASK_TIMEOUT):
+                 max_disks=MAX_DISKS_AT_ONCE, task_timeout=TASK_TIMEOUT,
+                 targets=None):
         if image_format not in plan.FORMATS:
             raise SyncError("--format must be raw or qcow2, not %s"
                             % printable(image_format))
         self.params, self.forwarded = parse_params(args)
         self.to = os.path.abspath(to)
         self.image_format = image_format
+        self.targets = dict(targets or {})    # disk file -> device or URI
         self.final = final
         self.enable_cbt = enable_cbt
         self.quiesce = quiesce
@@ -203,21 +205,25 @@ class Round:
 
     def _copy_disks(self, state):
         disks = self._chosen_disks()
+        unknown = set(self.targets) - {d.file for d in disks}
+        if unknown:
+            raise PlanError("--target: VM %s has no disk %s" % (
+                printable(self.params.vm), printable(sorted(unknown)[0])))
         names = plan.image_names([d.file for d in disks], self.image_format)
-        plans = [self._prepare(state, disk, names[disk.file])
-                 for disk in disks]
-        self._register_new(state, disks, plans)
-        jobs = [(disk, p, self._areas(disk, p)) for disk, p in
-                zip(disks, plans)]
-        total = sum(length for _, _, (areas, _) in jobs
+        jobs = [self._prepare(state, disk, names[disk.file])
+                for disk in disks]
+        self._register_new(state, jobs)
+        jobs = [(disk, p, target, self._areas(disk, p, target))
+                for disk, p, target in jobs]
+        total = sum(length for *_, (areas, _) in jobs
                     for _, length in areas)
         self.progress.start_copy(total)
         try:
             results = self._run_jobs(jobs)
         finally:
             self.progress.end_copy()
-        for disk, p, _ in jobs:
-            fsync_file(self._path(p.image))
+        for _, _, target, _ in jobs:
+            target.sync()
         plan.fsync_directory(self.to)
         for result in results:
             entry = state["disks"][result.file]
@@ -226,56 +232,42 @@ class Round:
         plan.write_state(self.to, state)
         return results
 
-    def _path(self, image):
-        return os.path.join(self.to, image)
-
     def _prepare(self, state, disk, new_name):
-        """The disk's plan; its image made (new) or checked and grown."""
+        """(disk, its plan, its target): the target checked (new: that
+        nothing is overwritten; known: that it is the state's copy) and
+        grown with the disk."""
         entry = state["disks"].get(disk.file)
-        if entry is not None and entry["format"] != self.image_format:
-            raise PlanError("%s is kept as %s in %s, not %s" % (
-                printable(disk.file), entry["format"], printable(self.to),
-                self.image_format))
-        image = entry["image"] if entry else new_name
-        p = plan.disk_plan(disk.file, entry, disk.capacity, disk.change_id,
-                           image)
-        path = self._path(image)
-        if entry is None:
-            if os.path.lexists(path):
-                raise PlanError("%s exists and is not in %s: move it away "
-                                "(an image is never overwritten)"
-                                % (printable(path), plan.STATE_NAME))
-            return p
         try:
-            st = os.lstat(path)
-        except OSError as e:
-            raise PlanError("%s: %s (the state %s describes it)" % (
-                printable(path), e.strerror, plan.STATE_NAME)) from None
-        problem = plan.destination_problem(
-            entry, st, virtual_size(path, self.image_format), disk.capacity)
+            target = target_for(self.to, self.image_format, entry, new_name,
+                                self.targets.get(disk.file))
+        except PlanError as e:
+            raise PlanError("%s: %s" % (printable(disk.file), e)) from None
+        p = plan.disk_plan(disk.file, entry, disk.capacity, disk.change_id,
+                           target.name)
+        if entry is None:
+            target.check_new(disk.capacity)
+            return disk, p, target
+        problem = target.problem(entry, disk.capacity)
         if problem:
             raise PlanError("%s %s: refusing to write it" % (
-                printable(path), problem))
+                printable(target.shown), problem))
         if p.warning:
             self._warn(p.warning)
         if p.grown_from is not None:
-            grow_image(path, self.image_format, disk.capacity)
-        return p
+            target.grow(disk.capacity)
+        return disk, p, target
 
-    def _register_new(self, state, disks, plans):
+    def _register_new(self, state, jobs):
         """New images are made and written into the state (with no
         changeId: not complete) before a byte is copied, so that a round
         that fails is repaired by the next, never refused."""
-        new = [(d, p) for d, p in zip(disks, plans)
-               if d.file not in state["disks"]]
-        for disk, p in new:
-            path = self._path(p.image)
-            create_image(path, self.image_format, disk.capacity)
+        new = [(d, p, t) for d, p, t in jobs if d.file not in state["disks"]]
+        for disk, p, target in new:
+            identity = target.create(disk.capacity)
             state["disks"][disk.file] = {
-                "image": p.image, "format": self.image_format,
+                "image": target.name, "format": target.kind,
                 "capacity": disk.capacity, "change_id": None,
-                "identity": plan.identity_of(os.lstat(path))}
-            p.new = True
+                "identity": identity}
         if new:
             plan.write_state(self.to, state)
 
@@ -284,7 +276,7 @@ class Round:
         self.progress.step("warning", message=message)
         print("vddkpy sync: warning: %s" % message, file=sys.stderr)
 
-    def _areas(self, disk, p):
+    def _areas(self, disk, p, target):
         """(areas to copy, areas to zero) of one disk."""
         since = p.since
         try:
@@ -297,7 +289,7 @@ class Round:
             areas.append((p.grown_from, disk.capacity - p.grown_from))
         areas = plan.normalised(areas, disk.capacity)
         zeros = []
-        if p.full and not p.new:
+        if p.full and not target.new:
             # Onto an earlier copy: what is not in use now reads as zeros.
             zeros = plan.complement(areas, disk.capacity)
         return areas, zeros
@@ -312,13 +304,13 @@ class Round:
                 self.cancel.set()
                 raise
 
-    def _copy_one(self, disk, p, areas_and_zeros):
+    def _copy_one(self, disk, p, target, areas_and_zeros):
         areas, zeros = areas_and_zeros
         import nbd
-        tag = "%d-%s" % (id(p), p.image)
+        tag = "%d" % id(p)
         source_log = os.path.join(self.private, tag + ".source.log")
         destination_log = os.path.join(self.private, tag + ".image.log")
-        path = self._path(p.image)
+        path = target.shown
         args = list(self.forwarded)
         if self.params.password is not None:
             args.append("password=+" + os.path.join(self.private,
@@ -330,8 +322,7 @@ class Round:
                 raise CopyError("the plugin serves %s as %d bytes, vSphere "
                                 "says %d" % (printable(disk.file),
                                              source.size, disk.capacity))
-            destination = Destination.file(path, self.image_format,
-                                           destination_log)
+            destination = target.open(destination_log)
             step = minimum_request(source.handle)
             areas = plan.normalised(areas, disk.capacity, step)
             transfer = Transfer(source.handle, destination.handle,
