@@ -322,3 +322,26 @@ def test_nbd_target_gets_the_disk_and_its_changes(
     finally:
         server.terminate()
         server.wait()
+
+
+def test_change_id_vsphere_refuses_is_a_full_copy_with_a_warning(
+        vcsim, syncer, libdir, tmp_path):
+    """A changeId vSphere no longer accepts (same tracking id, a sequence
+    it does not know) is not an empty delta: the disk is copied whole."""
+    bed = started_bed(vcsim, size=2 << 20, seed=32)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    state = json.loads((to / STATE).read_text())
+    tracking = state["disks"][DISK]["change_id"].rpartition("/")[0]
+    state["disks"][DISK]["change_id"] = tracking + "/999999"
+    (to / STATE).write_text(json.dumps(state))
+    guest.write(bed, libdir, tmp_path / "guest", [(3 << 19, b"q" * 10)])
+    result = run.ok(to)
+    assert result.stderr == (
+        "vddkpy sync: warning: vSphere refused changeId %s/999999 of %s "
+        "(InvalidArgument: A specified parameter was not correct: changeId):"
+        " copying it whole\n" % (tracking, DISK))
+    assert "(full copy, %d bytes read)" % (2 << 20) in result.stdout
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
