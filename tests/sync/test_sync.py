@@ -345,3 +345,56 @@ def test_change_id_vsphere_refuses_is_a_full_copy_with_a_warning(
         " copying it whole\n" % (tracking, DISK))
     assert "(full copy, %d bytes read)" % (2 << 20) in result.stdout
     assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def test_disks_are_copied_at_most_four_at_once(vcsim, syncer, tmp_path):
+    """Each disk is read by its own nbdkit child (one NFC connection):
+    never more than four at once, however many disks the VM has."""
+    bed = started_bed(vcsim, size=1 << 20, seed=33,
+                      more_disks=[1 << 20] * 5)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to, extra="latency Read 50000\nlatency ReadAsync 50000\n")
+    for disk in bed.disks:
+        image = to / (disk.path.stem + ".raw")
+        assert image.read_bytes() == disk.data_path.read_bytes()
+    spans = {}
+    for call in run.calls():
+        if call["fn"] in ("ConnectEx", "Disconnect"):
+            first, last = spans.get(call["pid"], (call["t0"], call["t1"]))
+            spans[call["pid"]] = (min(first, call["t0"]),
+                                  max(last, call["t1"]))
+    assert len(spans) == 6
+    overlap = max(sum(1 for a, b in spans.values() if a <= t < b)
+                  for t, _ in spans.values())
+    assert 2 <= overlap <= 4
+
+
+def test_file_picks_one_disk(vcsim, syncer, libdir, tmp_path):
+    bed = started_bed(vcsim, size=1 << 20, seed=34, more_disks=[2 << 20])
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    second = "[datastore1] vm/vm_1.vmdk"
+    result = run.ok(to, params=bed.vm_args() + ["file=" + second])
+    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+        second, to / "vm_1.raw", 2 << 20)
+    assert sorted(p.name for p in to.iterdir()) == [STATE, "vm_1.raw"]
+    assert (to / "vm_1.raw").read_bytes() == \
+        bed.disks[1].data_path.read_bytes()
+
+
+def test_progress_bar(vcsim, syncer, tmp_path):
+    """--progress=bar (the default on a terminal): tqdm's bar of the
+    round's bytes, the steps above it."""
+    bed = started_bed(vcsim, size=2 << 20, seed=35)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    result = run.ok(to, "--progress=bar")
+    assert "copy: 100%" in result.stderr
+    assert "2.00M/2.00M" in result.stderr
+    assert "snapshot: moref=snapshot-" in result.stderr
+    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+        DISK, to / "vm.raw", 2 << 20)

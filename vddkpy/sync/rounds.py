@@ -67,7 +67,7 @@ def parse_params(args):
         except SystemExit:
             raise SyncError("parameter %s= refused (see above)"
                             % printable(key)) from None
-        if key != "password":
+        if key not in ("password", "file"):     # each child gets its own
             forwarded.append(arg)
     for key in ("server", "thumbprint", "vm"):
         if getattr(params, key) is None:
