@@ -398,3 +398,37 @@ def test_progress_bar(vcsim, syncer, tmp_path):
     assert "snapshot: moref=snapshot-" in result.stderr
     assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
         DISK, to / "vm.raw", 2 << 20)
+
+
+def test_image_is_the_disk_at_the_snapshot_while_the_guest_writes(
+        vcsim, syncer, libdir, tmp_path):
+    """The guest keeps writing during a round: the image is the disk as
+    it was when the round's snapshot was taken, and the next round brings
+    those writes."""
+    size = 8 << 20
+    bed = started_bed(vcsim, size=size, seed=36)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    guest.write(bed, libdir, tmp_path / "g1",
+                guest.scattered_writes(size, 100, seed=8))
+    at_snapshot = bed.data_path.read_bytes()
+    run.reset_calls()
+    # Reads of 2 s: the round is still copying when the guest is done.
+    proc = run.start(to, extra="latency ReadAsync 2000000\n"
+                               "latency Read 2000000\n")
+    deadline = time.monotonic() + 120
+    while not [c for c in run.calls() if c["fn"] in ("Read", "ReadAsync")]:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    during = guest.scattered_writes(size, 100, seed=9)
+    guest.write(bed, libdir, tmp_path / "g2", during)
+    assert proc.poll() is None
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert bed.data_path.read_bytes() != at_snapshot
+    assert (to / "vm.raw").read_bytes() == at_snapshot
+    run.ok(to)
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()

@@ -169,7 +169,8 @@ class Transfer:
             elif now - last_progress > STALL_SECONDS:
                 raise CopyError("no request finished for %d s"
                                 % STALL_SECONDS)
-        self.dst.flush()
+        if self.dst.can_flush():
+            self.dst.flush()
 
     def _retire(self, reads, writes):
         finished = False

@@ -138,22 +138,29 @@ class Round:
 
     def _clean_up(self):
         """Remove the round's snapshot (waiting for the task), always."""
+        failing = sys.exc_info()[1]         # the round's own failure, if any
         with _signals_held():
-            self._remove_snapshot()
+            try:
+                self._remove_snapshot()
+            except SyncError as e:
+                if isinstance(failing, (PlanError, VsphereError, CopyError,
+                                        SyncError)):
+                    raise SyncError("%s; then %s" % (failing, e)) from None
+                raise
+            finally:
+                if self.private is not None:
+                    shutil.rmtree(self.private, ignore_errors=True)
 
     def _remove_snapshot(self):
+        if self.snapshot is None:
+            return
+        snapshot, self.snapshot = self.snapshot, None
         try:
-            if self.snapshot is not None:
-                snapshot, self.snapshot = self.snapshot, None
-                try:
-                    self.vm.remove_snapshot(snapshot)
-                except VsphereError as e:
-                    raise SyncError("%s (remove snapshot %s by hand)"
-                                    % (e, snapshot)) from None
-                self.progress.step("snapshot-removed", moref=snapshot)
-        finally:
-            if self.private is not None:
-                shutil.rmtree(self.private, ignore_errors=True)
+            self.vm.remove_snapshot(snapshot)
+        except VsphereError as e:
+            raise SyncError("%s (remove snapshot %s by hand)"
+                            % (e, snapshot)) from None
+        self.progress.step("snapshot-removed", moref=snapshot)
 
     def _check_state(self, state):
         server, vm = self.params.server, self.params.vm
