@@ -146,8 +146,9 @@ def test_interrupted_round_changes_nothing_and_rerun_repairs(
                 guest.scattered_writes(size, 300, seed=6))
     state_before = (to / STATE).read_bytes()
     run.reset_calls()
-    proc = run.start(to, extra="latency ReadAsync 20000\n"
-                               "latency Read 20000\n")
+    # Reads of 0.5 s: the signal comes while the disk is being copied.
+    proc = run.start(to, extra="latency ReadAsync 500000\n"
+                               "latency Read 500000\n")
     deadline = time.monotonic() + 120
     while not [c for c in run.calls() if c["fn"] in ("Read", "ReadAsync")]:
         assert proc.poll() is None, proc.communicate()
