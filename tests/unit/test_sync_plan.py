@@ -52,11 +52,16 @@ def test_damaged_state_is_refused_in_one_line(tmp_path, document, problem):
         "sync, or was damaged" % (tmp_path / plan.STATE_NAME, problem))
 
 
+PLAIN = "image must be a plain file name (a device: its path, NBD: a URI)"
+
+
 @pytest.mark.parametrize("change, problem", [
-    ({"image": "../etc/passwd"}, "image must be a plain file name"),
-    ({"image": plan.STATE_NAME}, "image must be a plain file name"),
-    ({"image": ".hidden"}, "image must be a plain file name"),
-    ({"format": "vmdk"}, "format must be one of raw, qcow2"),
+    ({"image": "../etc/passwd"}, PLAIN),
+    ({"image": plan.STATE_NAME}, PLAIN),
+    ({"image": ".hidden"}, PLAIN),
+    ({"format": "device", "image": "dev/sdb"}, PLAIN),
+    ({"format": "nbd", "image": "/dev/nbd0"}, PLAIN),
+    ({"format": "vmdk"}, "format must be one of raw, qcow2, device, nbd"),
     ({"capacity": 1000}, "capacity must be a positive multiple of 512"),
     ({"capacity": True}, "capacity must be a positive multiple of 512"),
     ({"change_id": 5}, "change_id must be a string or null"),

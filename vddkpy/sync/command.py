@@ -96,6 +96,11 @@ def main(argv):
         print("vddkpy sync: terminated: the state is unchanged and the "
               "round's snapshot removed; run it again", file=sys.stderr)
         return 143
+    except Exception as e:          # a bug: still one line, state unchanged
+        print("vddkpy sync: error: unexpected %s: %s (the state is "
+              "unchanged)" % (type(e).__name__, printable(str(e))),
+              file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     if kind == "json":

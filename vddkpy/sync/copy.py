@@ -26,7 +26,7 @@ class CopyError(Exception):
 
 
 class Cancelled(Exception):
-    """The round was interrupted."""
+    """The round was interrupted, or another disk's copy failed."""
 
 
 def plugin_command():

@@ -73,12 +73,17 @@ def parse_params(args):
         if getattr(params, key) is None:
             raise SyncError("sync needs %s= (and user= with password= or "
                             "cookie=): change tracking is vSphere's" % key)
-    if not params.vm.startswith("moref="):
+    if not params.vm.startswith("moref=") or params.vm == "moref=":
         raise SyncError("sync needs vm=moref=ID, not vm=%s"
                         % printable(params.vm))
     if params.cookie is None and (params.user is None or
                                   params.password is None):
         raise SyncError("sync needs user= and password= (or cookie=)")
+    try:
+        import nbd  # noqa: F401
+    except ImportError:
+        raise SyncError("sync needs libnbd's Python module: apt install "
+                        "python3-libnbd") from None
     return params, forwarded
 
 
@@ -302,14 +307,24 @@ class Round:
         return areas, zeros
 
     def _run_jobs(self, jobs):
+        """Every disk's copy, at most max_disks at once; the first failure
+        cancels the others and is the round's."""
         workers = max(1, min(self.max_disks, len(jobs)))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(self._copy_one, *job) for job in jobs]
             try:
-                return [f.result() for f in futures]
-            except BaseException:
-                self.cancel.set()
-                raise
+                concurrent.futures.wait(
+                    futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+            finally:
+                if any(f.done() and f.exception() for f in futures) or \
+                        not all(f.done() for f in futures):
+                    self.cancel.set()
+        failures = [f.exception() for f in futures
+                    if f.exception() is not None
+                    and not isinstance(f.exception(), Cancelled)]
+        if failures:
+            raise failures[0]
+        return [f.result() for f in futures]
 
     def _copy_one(self, disk, p, target, areas_and_zeros):
         areas, zeros = areas_and_zeros
@@ -336,10 +351,8 @@ class Round:
                                 self.progress.advance, self.cancel.is_set)
             transfer.run(areas, zeros)
         except nbd.Error as e:
-            log = source_log if source is not None and \
-                destination is not None else destination_log
             raise CopyError("copying %s: %s" % (printable(disk.file), (
-                last_error(source_log) or last_error(log)
+                last_error(source_log) or last_error(destination_log)
                 or printable(str(e))))) from None
         finally:
             for side in (source, destination):
@@ -383,5 +396,3 @@ def _disconnect(handle):
     except nbd.Error:
         pass
 
-
-__all__ = ["Round", "SyncError", "DiskResult", "Cancelled"]

@@ -55,7 +55,10 @@ class Vm:
         self.params = params
         self.moref = vm_moref(params.vm)
         self.task_timeout = task_timeout
-        self.session = VsphereSession(params)
+        try:
+            self.session = VsphereSession(params)
+        except PluginError as e:            # pyvmomi missing
+            raise VsphereError(str(e)) from None
         self.vim = self.session.vim
 
     def _call(self, function, *args):
