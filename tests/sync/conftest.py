@@ -2,8 +2,6 @@
 runs (as ESXi does), and ``vddkpy sync`` run against it as a user would,
 the plugin's nbdkit children reading through the stand-in."""
 
-import os
-import signal
 import subprocess
 import sys
 
@@ -24,8 +22,10 @@ class SyncRunner:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = directory / "calls.jsonl"
 
-    def env(self, extra=""):
-        env = standin_env(self.dir, self.bed.standin_config(extra))
+    def env(self, extra="", config=None):
+        """The stand-in's config: the bed's with ``extra`` directives, or
+        ``config``."""
+        env = standin_env(self.dir, config or self.bed.standin_config(extra))
         env["PYTHONPATH"] = str(ROOT)
         return env
 
@@ -35,10 +35,11 @@ class SyncRunner:
                 "libdir=%s" % self.libdir] + list(params) + \
             ["--to", str(to)] + list(options)
 
-    def run(self, to, *options, extra="", params=None):
+    def run(self, to, *options, extra="", config=None, params=None):
         """Run to the end: CompletedProcess (text)."""
         return subprocess.run(self.argv(to, *options, params=params),
-                              env=self.env(extra), capture_output=True,
+                              env=self.env(extra, config),
+                              capture_output=True,
                               text=True, timeout=TIMEOUT, cwd=str(self.dir))
 
     def ok(self, to, *options, **kw):

@@ -100,37 +100,37 @@ def test_rounds_of_scattered_writes_then_a_final_one(
     assert bed.snapshot_morefs() == []
 
 
+@pytest.mark.parametrize("more_disks", [[], [8 << 20]])
 def test_data_path_outage_mid_copy_changes_nothing_and_rerun_repairs(
-        vcsim, syncer, libdir, tmp_path):
+        vcsim, syncer, libdir, tmp_path, more_disks):
+    """ESXi's data path goes down after a few calls of each disk's
+    reader: the round fails in one line naming a disk (with several
+    disks, one's failure stops the others), nothing is recorded."""
     size = 16 << 20
-    bed = started_bed(vcsim, size=size, seed=22)
+    bed = started_bed(vcsim, size=size, seed=22, more_disks=more_disks)
     run = syncer(bed)
     to = tmp_path / "copy"
     to.mkdir()
     run.ok(to)
-    writes = guest.scattered_writes(size, 300, seed=5)
-    guest.write(bed, libdir, tmp_path / "guest", writes)
+    for n, disk in enumerate(bed.disks):
+        guest.write(bed, libdir, tmp_path / ("guest%d" % n),
+                    guest.scattered_writes(disk.size, 300, seed=5 + n),
+                    disk=n)
     state_before = (to / STATE).read_bytes()
     outage = bed.standin_config().replace(
         "  port ", "  down_for calls=100000 after=10\n  port ", 1)
-    run.bed_config = outage
-    failed = subprocess.run(run.argv(to), env=dict(
-        run.env(), FAKEVDDK_CONFIG=str(_write(tmp_path / "outage.conf",
-                                              outage))),
-        capture_output=True, text=True, timeout=300)
+    failed = run.run(to, config=outage)
     assert failed.returncode == 1, failed.stderr
     line = one_line(failed.stderr)
-    assert line.startswith("vddkpy sync: error: copying %s: " % DISK), line
+    assert line.startswith("vddkpy sync: error: copying [datastore1] vm/vm"
+                           ), line
     assert "The host is shutting down" in line
     assert (to / STATE).read_bytes() == state_before
     assert bed.snapshot_morefs() == []
     run.ok(to)
-    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
-
-
-def _write(path, text):
-    path.write_text(text)
-    return path
+    for disk in bed.disks:
+        assert (to / (disk.path.stem + ".raw")).read_bytes() == \
+            disk.data_path.read_bytes()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
