@@ -111,3 +111,53 @@ def test_two_disk_vm(vcsim, libdir, tmp_path):
          ("[datastore1] vm/vm_1.vmdk", 2 << 20)]
     assert read_disk(bed, libdir, tmp_path / "r", disk=1) == \
         bed.disks[1].data_path.read_bytes()
+
+
+def test_bed_command_outside_pytest(tmp_path):
+    """``python3 -m bed.vcenter start DIR`` runs the bed until stopped and
+    prints what to give vddkpy sync; a round with exactly that works, and
+    ``write`` and ``stop-vm`` act on the running bed."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from bed import ROOT
+    env = dict(os.environ, PYTHONPATH="%s:%s" % (ROOT / "tests", ROOT))
+    env.pop("FAKEVDDK_CONFIG", None)
+    directory = tmp_path / "bed"
+    bed = subprocess.Popen([sys.executable, "-m", "bed.vcenter", "start",
+                            str(directory), "--size", str(2 << 20)],
+                           env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [bed.stdout.readline() for _ in range(3)]
+        assert lines[0] == "export FAKEVDDK_CONFIG=%s\n" % (
+            directory / "fakevddk.conf")
+        assert lines[1].startswith("vddkpy sync libdir=%s server=127.0.0.1 "
+                                   "port=" % (directory / "vddk"))
+        assert lines[1].endswith(" --to COPY_DIR\n")
+        params = json.loads((directory / "bed.json").read_text())
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        sync_env = dict(env, FAKEVDDK_CONFIG=params["FAKEVDDK_CONFIG"])
+        argv = [sys.executable, "-m", "vddkpy.sync"] + \
+            params["BED_PARAMS"] + ["--to", str(copy)]
+
+        def round_(*options):
+            result = subprocess.run(argv + list(options), env=sync_env,
+                                    capture_output=True, text=True,
+                                    timeout=300)
+            assert result.returncode == 0, result.stderr
+        round_()
+        subprocess.run([sys.executable, "-m", "bed.vcenter", "write",
+                        str(directory), "4099", "hello"], env=env,
+                       check=True, timeout=120)
+        subprocess.run([sys.executable, "-m", "bed.vcenter", "stop-vm",
+                        str(directory)], env=env, check=True, timeout=120)
+        round_("--final")
+        data = open(params["BED_DATA"][0], "rb").read()
+        assert data[4099:4104] == b"hello"
+        assert (copy / "vm.raw").read_bytes() == data
+    finally:
+        bed.send_signal(signal.SIGTERM)
+        assert bed.wait(60) == 0
