@@ -213,7 +213,7 @@ def test_change_tracking_off_is_one_line_and_enable_cbt_turns_it_on(
         "vddkpy sync: error: change tracking is off on VM moref=%s: run "
         "again with --enable-cbt (turns it on; the next round copies every "
         "disk whole)" % bed.vm)
-    assert list(to.iterdir()) == []
+    assert [p.name for p in to.iterdir()] == [".vddkpy-sync.lock"]
     run.ok(to, "--enable-cbt")
     assert bed.vm_object().config.changeTrackingEnabled is True
     assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
@@ -381,7 +381,8 @@ def test_file_picks_one_disk(vcsim, syncer, libdir, tmp_path):
     result = run.ok(to, params=bed.vm_args() + ["file=" + second])
     assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
         second, to / "vm_1.raw", 2 << 20)
-    assert sorted(p.name for p in to.iterdir()) == [STATE, "vm_1.raw"]
+    assert sorted(p.name for p in to.iterdir()) == [
+        ".vddkpy-sync.lock", STATE, "vm_1.raw"]
     assert (to / "vm_1.raw").read_bytes() == \
         bed.disks[1].data_path.read_bytes()
 
@@ -433,3 +434,33 @@ def test_image_is_the_disk_at_the_snapshot_while_the_guest_writes(
     assert (to / "vm.raw").read_bytes() == at_snapshot
     run.ok(to)
     assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def test_one_round_at_a_time_in_a_directory(vcsim, syncer, tmp_path):
+    import fcntl
+    bed = started_bed(vcsim, size=1 << 20, seed=37)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    with open(to / ".vddkpy-sync.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = run.run(to)
+    assert busy.returncode == 1
+    assert one_line(busy.stderr) == (
+        "vddkpy sync: error: another vddkpy sync is running on %s" % to)
+    assert bed.snapshot_morefs() == []
+    run.ok(to)
+
+
+def test_a_snapshot_left_by_a_killed_round_is_named(vcsim, syncer, tmp_path):
+    bed = started_bed(vcsim, size=1 << 20, seed=38)
+    left, _ = bed.create_snapshot("vddkpy-sync-1700000000")
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    result = run.ok(to)
+    assert result.stderr == (
+        "vddkpy sync: warning: VM moref=%s has snapshot %s "
+        "(vddkpy-sync-1700000000) of a round that did not end: remove it "
+        "unless another vddkpy sync of this VM is running\n" % (bed.vm, left))
+    assert bed.snapshot_morefs() == [left]

@@ -138,6 +138,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
 def safe_image_name(name):
+    """A plain, visible file name that is not the state's (the lock file
+    and temporary files start with a dot)."""
     return name not in ("", ".", "..") and "/" not in name and \
         not name.startswith(".") and name != STATE_NAME
 

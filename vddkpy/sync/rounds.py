@@ -6,6 +6,7 @@ snapshot the round made; the next round repairs the copy."""
 
 import concurrent.futures
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -23,6 +24,8 @@ from .progress import Quiet
 from .vsphere import ChangeIdRefused, Vm, VsphereError
 from ..printable import printable
 
+SNAPSHOT_PREFIX = "vddkpy-sync-"
+LOCK_NAME = ".vddkpy-sync.lock"
 MAX_DISKS_AT_ONCE = 4       # NFC: one connection per open disk, ~50 a host
 TASK_TIMEOUT = 3600         # a snapshot removal may consolidate for long
 
@@ -111,12 +114,14 @@ class Round:
         self.snapshot = None
         self.vm = None
         self.private = None
+        self.lock_fd = None
 
     # -- the round -------------------------------------------------------
 
     def run(self):
         try:
             plan.check_directory(self.to)
+            self._lock_directory()
             state = plan.read_state(self.to)
             self.vm = Vm(self.params, self.task_timeout)
             state = self._check_state(state)
@@ -124,7 +129,8 @@ class Round:
             self.private = tempfile.mkdtemp(prefix="vddkpy-sync-")
             self._write_password()
             if running:
-                name = "vddkpy-sync-%d" % int(time.time())
+                self._warn_leftovers()
+                name = "%s%d" % (SNAPSHOT_PREFIX, int(time.time()))
                 with _signals_held():
                     self.snapshot = self.vm.create_snapshot(name,
                                                             self.quiesce)
@@ -155,6 +161,9 @@ class Round:
             finally:
                 if self.private is not None:
                     shutil.rmtree(self.private, ignore_errors=True)
+                if self.lock_fd is not None:
+                    os.close(self.lock_fd)
+                    self.lock_fd = None
 
     def _remove_snapshot(self):
         if self.snapshot is None:
@@ -166,6 +175,32 @@ class Round:
             raise SyncError("%s (remove snapshot %s by hand)"
                             % (e, snapshot)) from None
         self.progress.step("snapshot-removed", moref=snapshot)
+
+    def _lock_directory(self):
+        """One round at a time in a directory (held until the process
+        ends or the round's lock file is closed)."""
+        path = os.path.join(self.to, LOCK_NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC |
+                     os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PlanError("another vddkpy sync is running on %s"
+                            % printable(self.to)) from None
+        self.lock_fd = fd
+
+    def _warn_leftovers(self):
+        """Snapshots of earlier rounds that never ended (killed outright)
+        are named, not removed: another round of this VM (another disk,
+        another directory) may be running."""
+        for moref, name in sorted(self.vm.snapshot_names().items()):
+            if name.startswith(SNAPSHOT_PREFIX):
+                self._warn("VM %s has snapshot %s (%s) of a round that did "
+                           "not end: remove it unless another vddkpy sync "
+                           "of this VM is running" % (
+                               printable(self.params.vm), printable(moref),
+                               printable(name)))
 
     def _check_state(self, state):
         server, vm = self.params.server, self.params.vm

@@ -101,6 +101,19 @@ class Vm:
                     if isinstance(d, self.vim.vm.device.VirtualDisk)]
         return self._call(read)
 
+    def snapshot_names(self):
+        """{moref: name} of every snapshot of the VM."""
+        def read(stub):
+            found = {}
+            tree = self._vm(stub).snapshot
+            pending = list(tree.rootSnapshotList) if tree else []
+            while pending:
+                node = pending.pop()
+                found[node.snapshot._moId] = node.name
+                pending.extend(node.childSnapshotList or ())
+            return found
+        return self._call(read)
+
     def changed_areas(self, file, since, snapshot):
         """[(start, length)] of ``file`` changed since changeId ``since``
         (FULL: every area in use), as of ``snapshot``, through the
