@@ -173,7 +173,7 @@ class Round:
             self.vm.remove_snapshot(snapshot)
         except VsphereError as e:
             raise SyncError("%s (remove snapshot %s by hand)"
-                            % (e, snapshot)) from None
+                            % (e, printable(snapshot))) from None
         self.progress.step("snapshot-removed", moref=snapshot)
 
     def _lock_directory(self):
@@ -230,7 +230,7 @@ class Round:
             self.vm.enable_tracking()
             self.progress.step("warning", message="change tracking turned "
                                "on for VM %s" % printable(self.params.vm))
-        return power == "poweredOn"
+        return power != "poweredOff"       # suspended: disks held too
 
     # -- disks ---------------------------------------------------------------
 

@@ -136,15 +136,16 @@ class Vm:
 
     def create_snapshot(self, name, quiesce):
         """A snapshot without memory; its moref."""
-        snapshot = self._task("creating snapshot %s" % name, lambda stub:
-                              self._vm(stub).CreateSnapshot_Task(
-                                  name=name, description="vddkpy sync",
-                                  memory=False, quiesce=quiesce))
-        return snapshot._moId
+        def start(stub):
+            return self._vm(stub).CreateSnapshot_Task(
+                name=name, description="vddkpy sync", memory=False,
+                quiesce=quiesce)
+        return self._task("creating snapshot %s" % printable(name),
+                          start)._moId
 
     def remove_snapshot(self, moref):
         """Remove the snapshot and wait until its disks are consolidated."""
-        self._task("removing snapshot %s" % moref, lambda stub:
+        self._task("removing snapshot %s" % printable(moref), lambda stub:
                    self.vim.vm.Snapshot(moref, stub).RemoveSnapshot_Task(
                        removeChildren=False))
 
