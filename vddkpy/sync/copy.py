@@ -15,8 +15,9 @@ import time
 from .plan import requests
 from ..printable import printable
 
-IN_FLIGHT = 16                  # requests on each side of one disk
+IN_FLIGHT = 8                   # requests on each side of one disk
 REQUEST_LIMIT = 4 << 20         # bytes, when a server names no maximum
+ZERO_LIMIT = 1 << 30            # bytes of one zero request
 STALL_SECONDS = 300             # no request finished for this long: failed
 _POLL_SLICE = 0.5               # how often a waiting copy looks at cancel
 
@@ -151,7 +152,9 @@ class Transfer:
         """Copy ``copy_areas`` then zero ``zero_areas``; flush."""
         pending = list(requests(copy_areas, self.limit))
         pending.reverse()
-        zeros = list(requests(zero_areas, 1 << 30))
+        # Zero requests carry no data: large ones, unless written as data.
+        zeros = list(requests(zero_areas,
+                              ZERO_LIMIT if self.can_zero else self.limit))
         zeros.reverse()
         reads = []              # (cookie, buffer, offset, length), in order
         writes = []             # (cookie, length)
