@@ -86,6 +86,9 @@ def test_image_names():
     assert plan.image_names([DISK, "[ds2] other/vm.vmdk"], "qcow2") == \
         {DISK: "datastore1-vm-vm.qcow2",
          "[ds2] other/vm.vmdk": "ds2-other-vm.qcow2"}
+    assert plan.image_names(["[ds2] other/vm.vmdk"], "raw",
+                            taken={"vm.raw"}) == \
+        {"[ds2] other/vm.vmdk": "ds2-other-vm.raw"}
     assert plan.image_names(["[ds] a/../..\n.vmdk"], "raw") == \
         {"[ds] a/../..\n.vmdk": "disk.raw"}
 

@@ -144,15 +144,17 @@ def safe_image_name(name):
         not name.startswith(".") and name != STATE_NAME
 
 
-def image_names(files, image_format):
+def image_names(files, image_format, taken=()):
     """{backing fileName: image file name}: the disk's own name with the
     format's extension ("[ds] vm/vm_1.vmdk" -> "vm_1.raw"); disks of the
-    same name in other folders or datastores get those in front
+    same name in other folders or datastores, or whose name another disk
+    has (``taken``: images of the state), get those in front
     ("ds-vm-vm_1.raw")."""
     short = {f: _plain(_disk_path(f)[-1:]) for f in files}
     names = {}
     for f in files:
-        clash = list(short.values()).count(short[f]) > 1
+        clash = list(short.values()).count(short[f]) > 1 or \
+            "%s.%s" % (short[f], image_format) in taken
         name = _plain(_disk_path(f)) if clash else short[f]
         names[f] = "%s.%s" % (name, image_format)
     return names

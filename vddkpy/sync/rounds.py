@@ -256,8 +256,11 @@ class Round:
         if unknown:
             raise PlanError("--target: VM %s has no disk %s" % (
                 printable(self.params.vm), printable(sorted(unknown)[0])))
-        names = plan.image_names([d.file for d in disks], self.image_format)
-        jobs = [self._prepare(state, disk, names[disk.file])
+        names = plan.image_names(
+            [d.file for d in disks if d.file not in state["disks"]],
+            self.image_format,
+            taken={e["image"] for e in state["disks"].values()})
+        jobs = [self._prepare(state, disk, names.get(disk.file))
                 for disk in disks]
         self._register_new(state, jobs)
         jobs = [(disk, p, target, self._areas(disk, p, target))
