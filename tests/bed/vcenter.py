@@ -483,15 +483,12 @@ def main(argv):
         return 2
     directory = Path(argv[1]).resolve()
     if argv[0] == "start":
-        size, disks = 64 << 20, 1
-        options = argv[2:]
-        while options:
-            name, value = options.pop(0), options.pop(0)
-            if name == "--size":
-                size = int(value)
-            elif name == "--disks":
-                disks = int(value)
-        _start(directory, size, disks)
+        options = dict(zip(argv[2::2], argv[3::2]))
+        if len(argv) % 2 or set(options) - {"--size", "--disks"}:
+            print(USAGE, file=sys.stderr)
+            return 2
+        _start(directory, int(options.get("--size", 64 << 20)),
+               int(options.get("--disks", 1)))
     elif argv[0] == "write":
         _guest_write(directory, int(argv[2]), argv[3],
                      int(argv[4]) if len(argv) > 4 else 0)
