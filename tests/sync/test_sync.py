@@ -464,3 +464,30 @@ def test_a_snapshot_left_by_a_killed_round_is_named(vcsim, syncer, tmp_path):
         "(vddkpy-sync-1700000000) of a round that did not end: remove it "
         "unless another vddkpy sync of this VM is running\n" % (bed.vm, left))
     assert bed.snapshot_morefs() == [left]
+
+
+def test_vsphere_lost_before_the_snapshot_is_removed(vcsim, syncer, tmp_path):
+    """vSphere goes away after the copy is recorded, while the snapshot is
+    being removed: one line says which snapshot is left to remove."""
+    bed = started_bed(vcsim, size=4 << 20, seed=39)
+    bed.set_latency("RemoveSnapshot_Task", 60)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    proc = run.start(to)
+    deadline = time.monotonic() + 120
+    while not (to / STATE).exists() or not json.loads(
+            (to / STATE).read_text())["disks"][DISK]["change_id"]:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    snapshot = bed.state["snapshots"][0]["moref"]
+    port = bed.port
+    bed.stop()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    line = one_line(err)
+    assert line.startswith("vddkpy sync: error: cannot reach vSphere "
+                           "127.0.0.1:%d: " % port), line
+    assert line.endswith(" (remove snapshot %s by hand)" % snapshot), line
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
