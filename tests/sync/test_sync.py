@@ -5,6 +5,7 @@ failures and interruptions leave the state as it was and the next round
 repairs the copy."""
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -246,8 +247,16 @@ def test_a_destination_that_is_not_the_states_is_refused(
     to.mkdir()
     run.ok(to)
     image = to / "vm.raw"
+    os.truncate(image, 3 << 20)             # resized behind our back
+    resized = run.run(to)
+    assert resized.returncode == 1
+    assert one_line(resized.stderr) == (
+        "vddkpy sync: error: %s holds %d bytes, the state says %d: refusing "
+        "to write it" % (image, 3 << 20, 2 << 20))
+    assert image.stat().st_size == 3 << 20
+    os.truncate(image, 2 << 20)
     (to / "restored").write_bytes(image.read_bytes())
-    (to / "restored").replace(image)
+    (to / "restored").replace(image)        # another file in its place
     refused = run.run(to)
     assert refused.returncode == 1
     assert one_line(refused.stderr) == (
