@@ -168,19 +168,20 @@ def test_interrupted_round_changes_nothing_and_rerun_repairs(
     assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
 
 
+@pytest.mark.parametrize("image_format", ["raw", "qcow2"])
 def test_grown_disk_grows_the_image_and_copies_the_tail(
-        vcsim, syncer, libdir, tmp_path):
+        vcsim, syncer, libdir, tmp_path, image_format):
     bed = started_bed(vcsim, size=4 << 20, seed=24)
     run = syncer(bed)
     to = tmp_path / "copy"
     to.mkdir()
-    run.ok(to)
+    run.ok(to, "--format", image_format)
     bed.grow(9 << 20)
     guest.write(bed, libdir, tmp_path / "guest",
                 [((9 << 20) - 700, b"tail" * 100), (5 << 20, b"mid" * 9)])
-    run.ok(to)
-    assert (to / "vm.raw").stat().st_size == 9 << 20
-    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+    run.ok(to, "--format", image_format)
+    image = to / ("vm." + image_format)
+    assert image_bytes(image, image_format) == bed.data_path.read_bytes()
     state = json.loads((to / STATE).read_text())
     assert state["disks"][DISK]["capacity"] == 9 << 20
 
