@@ -8,6 +8,7 @@ read as zeros are written as zeros (holes where the destination can).
 VDDK runs only in the nbdkit child: its OpenSSL never meets the Python
 ``ssl`` of this process, which talks to vSphere."""
 
+import functools
 import os
 import select
 import time
@@ -30,14 +31,22 @@ class Cancelled(Exception):
     """The round was interrupted, or another disk's copy failed."""
 
 
+@functools.lru_cache(maxsize=None)
 def plugin_command():
     """How nbdkit runs the plugin: this checkout's plugin/plugin.py when
-    vddkpy runs from one, else the installed ``vddk`` plugin."""
+    vddkpy runs from one, else the installed plugin under its own name
+    ``vddkpy`` (``vddk`` may be upstream's C plugin) or as ``vddk``."""
     checkout = os.path.join(os.path.dirname(os.path.dirname(
         os.path.dirname(os.path.abspath(__file__)))), "plugin", "plugin.py")
     if os.path.exists(checkout):
-        return ["python", checkout]
-    return ["vddk"]
+        return ("python", checkout)
+    from ..install.nbdkit_host import (Missing, nbdkit_path, plugin_script,
+                                       plugindir)
+    try:
+        own = plugin_script(plugindir(nbdkit_path()), "vddkpy")
+    except (Missing, OSError):
+        own = None
+    return ("vddkpy",) if own and os.access(own, os.X_OK) else ("vddk",)
 
 
 def _logged(argv, log):
@@ -63,7 +72,7 @@ class Source:
         import nbd
         self.log = log
         argv = ["nbdkit", "-s", "--exit-with-parent", "-r"] + \
-            plugin_command() + list(plugin_args) + ["file=" + file]
+            list(plugin_command()) + list(plugin_args) + ["file=" + file]
         if snapshot is not None:
             argv.append("snapshot=" + snapshot)
         self.handle = nbd.NBD()
