@@ -280,11 +280,13 @@ def test_a_destination_that_is_not_the_states_is_refused(
 
 
 def test_progress_json_is_one_object_per_line(vcsim, syncer, tmp_path):
+    """--progress=json (here with --quiesce): one JSON object per step on
+    stdout, the last listing the disks."""
     bed = started_bed(vcsim, size=2 << 20, seed=29)
     run = syncer(bed)
     to = tmp_path / "copy"
     to.mkdir()
-    result = run.ok(to, "--progress=json")
+    result = run.ok(to, "--progress=json", "--quiesce")
     assert result.stderr == ""
     steps = [json.loads(line) for line in result.stdout.splitlines()]
     names = [s["step"] for s in steps]
