@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -503,3 +504,34 @@ def test_vsphere_lost_before_the_snapshot_is_removed(vcsim, syncer, tmp_path):
                            "127.0.0.1:%d: " % port), line
     assert line.endswith(" (remove snapshot %s by hand)" % snapshot), line
     assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+@pytest.mark.parametrize("args, status, line", [
+    (["server=h", "--format", "vmdk", "--to", "."], 2,
+     "vddkpy sync: error: --format must be raw or qcow2, not vmdk"),
+    (["server=h"], 2, "vddkpy sync: error: --to DIR is required"),
+    (["--bogus", "--to", "."], 2,
+     "vddkpy sync: error: unknown option --bogus"),
+    (["--target", "x", "--to", "."], 2,
+     "vddkpy sync: error: --target needs DISK=DEVICE or DISK=NBD-URI"),
+    (["server=h", "changed-since=*", "--to", "."], 1,
+     "vddkpy sync: error: changed-since= is not a sync parameter (a round "
+     "chooses its own snapshot and changes)"),
+    (["server=h", "user=u", "password=p", "vm=moref=1", "--to", "."], 1,
+     "vddkpy sync: error: sync needs thumbprint= (and user= with password= "
+     "or cookie=): change tracking is vSphere's"),
+    (["server=h", "user=u", "password=p", "thumbprint=AA", "vm=vm1",
+      "--to", "."], 1,
+     "vddkpy sync: error: sync needs vm=moref=ID, not vm=vm1"),
+    (["server=h", "user=u", "password=p", "thumbprint=AA", "vm=moref=1",
+      "--to", "/nonexistent"], 1,
+     "vddkpy sync: error: --to /nonexistent: No such file or directory"),
+])
+def test_command_line_errors(args, status, line):
+    from bed import ROOT
+    result = subprocess.run([sys.executable, "-m", "vddkpy.sync"] + args,
+                            capture_output=True, text=True, timeout=60,
+                            cwd=str(ROOT))
+    assert result.returncode == status
+    assert result.stderr.splitlines()[0] == line
+    assert "Traceback" not in result.stderr

@@ -61,6 +61,9 @@ def parse(argv):
             params.append(arg)
     if options["to"] is None:
         raise UsageError("--to DIR is required")
+    if options["image_format"] not in ("raw", "qcow2"):
+        raise UsageError("--format must be raw or qcow2, not %s"
+                         % printable(options["image_format"]))
     if options["progress"] not in (None, "json", "bar", "none"):
         raise UsageError("--progress must be json, bar or none")
     return params, options
