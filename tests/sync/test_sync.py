@@ -535,3 +535,44 @@ def test_command_line_errors(args, status, line):
     assert result.returncode == status
     assert result.stderr.splitlines()[0] == line
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    """A loop device over a file of 0xee bytes (skipped where loop devices
+    cannot be made), detached at the end."""
+    backing = tmp_path / "loop.img"
+    backing.write_bytes(b"\xee" * (5 << 20))
+    made = subprocess.run(["losetup", "-f", "--show", str(backing)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip("no loop device here: %s" % made.stderr.strip())
+    device = made.stdout.strip()
+    try:
+        yield device, backing
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+
+
+def test_block_device_target(vcsim, syncer, libdir, tmp_path, loop_device):
+    """--target DISK=/dev/...: the disk goes to an existing block device
+    (never resized; what the disk does not use is written as zeros)."""
+    device, backing = loop_device
+    size = 4 << 20
+    bed = started_bed(vcsim, size=size)
+    guest.write(bed, libdir, tmp_path / "g0", [(1 << 20, b"d" * 5000)])
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    result = run.ok(to, "--target", "%s=%s" % (DISK, device))
+    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+        DISK, device, GRAIN)
+    guest.write(bed, libdir, tmp_path / "g1", [(size - 100, b"e" * 100)])
+    run.ok(to, "--target", "%s=%s" % (DISK, device))
+    with open(device, "rb") as f:
+        copied = f.read()
+    assert copied[:size] == bed.data_path.read_bytes()
+    assert copied[size:] == b"\xee" * (1 << 20)
+    state = json.loads((to / STATE).read_text())
+    assert state["disks"][DISK]["format"] == "device"
+    assert state["disks"][DISK]["image"] == device
