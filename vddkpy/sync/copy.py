@@ -99,10 +99,6 @@ class Destination:
             if uri is not None:
                 self.handle.connect_uri(uri)
             elif activation:
-                if not hasattr(self.handle,
-                               "connect_systemd_socket_activation"):
-                    raise CopyError("qcow2 images need libnbd 1.10 or later "
-                                    "(socket activation of qemu-nbd)")
                 self.handle.connect_systemd_socket_activation(
                     _logged(argv, log))
             else:
