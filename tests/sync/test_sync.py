@@ -442,6 +442,10 @@ def test_image_is_the_disk_at_the_snapshot_while_the_guest_writes(
     guest.write(bed, libdir, tmp_path / "g2", during)
     assert proc.poll() is None
     out, err = proc.communicate(timeout=300)
+    # VDDK ran only in the nbdkit children, never in the process that
+    # talks to vSphere with Python's ssl.
+    readers = {c["pid"] for c in run.calls()}
+    assert readers and proc.pid not in readers
     assert proc.returncode == 0, err
     assert bed.data_path.read_bytes() != at_snapshot
     assert (to / "vm.raw").read_bytes() == at_snapshot
@@ -576,3 +580,21 @@ def test_block_device_target(vcsim, syncer, libdir, tmp_path, loop_device):
     state = json.loads((to / STATE).read_text())
     assert state["disks"][DISK]["format"] == "device"
     assert state["disks"][DISK]["image"] == device
+
+
+def test_wrong_thumbprint_sends_no_credential(vcsim, syncer, tmp_path):
+    bed = started_bed(vcsim, size=1 << 20, seed=40)
+    bed.reset()
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    wrong = "AA:" * 19 + "AA"
+    params = [a for a in bed.vm_args() if not a.startswith("thumbprint=")]
+    result = run.run(to, params=params + ["thumbprint=" + wrong])
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert line.startswith("vddkpy sync: error: vSphere 127.0.0.1:%d has "
+                           "certificate thumbprint %s, not thumbprint=%s"
+                           % (bed.port, bed.thumbprint, wrong)), line
+    assert bed.calls("Login") == 0
+    assert list(to.iterdir()) == [to / ".vddkpy-sync.lock"]
