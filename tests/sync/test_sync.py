@@ -369,7 +369,8 @@ def test_disks_are_copied_at_most_four_at_once(vcsim, syncer, tmp_path):
     run = syncer(bed)
     to = tmp_path / "copy"
     to.mkdir()
-    run.ok(to, extra="latency Read 50000\nlatency ReadAsync 50000\n")
+    # Reads of 1 s: the copies of one wave overlap however slow starts are.
+    run.ok(to, extra="latency Read 1000000\nlatency ReadAsync 1000000\n")
     for disk in bed.disks:
         image = to / (disk.path.stem + ".raw")
         assert image.read_bytes() == disk.data_path.read_bytes()
