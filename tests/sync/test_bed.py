@@ -52,12 +52,17 @@ def test_removing_snapshots_in_any_order_keeps_the_disk_files(
         vcsim, order):
     bed = vcsim(size=1 << 20, seed=5)
     bed.enable_cbt()
-    files = sorted(bed.disk_path.parent.iterdir())
-    before = {f.name: digest(f) for f in files}
+    before = {f.name: digest(f) for f in bed.disk_path.parent.iterdir()
+              if f.suffix == ".vmdk"}
+    assert sorted(before) == ["vm-ctk.vmdk", "vm-flat.vmdk", "vm.vmdk"]
     snaps = [bed.create_snapshot("s%d" % n)[0] for n in range(3)]
     for n in order:
         bed.remove_snapshot(snaps[n])
-    assert {f.name: digest(f) for f in files if f.exists()} == before
+    # The disk's files as they were; the snapshots' own files gone.
+    assert {f.name: digest(f) for f in bed.disk_path.parent.iterdir()
+            if f.suffix == ".vmdk"} == before
+    assert not [f for f in bed.disk_path.parent.iterdir()
+                if f.suffix == ".vmsn"]
     assert bed.snapshot_morefs() == []
     assert bed.state["snapshots"] == []
 

@@ -79,9 +79,10 @@ func (b *Bed) dispatch(w http.ResponseWriter, r *http.Request, call *soapCall) {
 		b.queryChangedDiskAreas(w, r, call)
 	case "CreateSnapshot_Task", "CreateSnapshotEx_Task":
 		b.createSnapshot(w, r, call)
-	case "RemoveSnapshot_Task", "RemoveAllSnapshots_Task":
-		keepDiskFiles(b.vm)
-		b.removeSnapshot(w, r)
+	case "RemoveSnapshot_Task":
+		b.removeSnapshot(w, r, keepDiskFiles(b.vm, call.This))
+	case "RemoveAllSnapshots_Task":
+		b.removeSnapshot(w, r, keepDiskFiles(b.vm, ""))
 	case "PowerOnVM_Task", "PowerOffVM_Task":
 		b.powerTask(w, r)
 	case "ReconfigVM_Task":
