@@ -39,3 +39,40 @@ echo "== the data read back through VDDK matches what was written"
 echo "== allocation map (from the VMDK's grain tables)"
 nbdkit -r -U - python "$plugin" libdir="$libdir" file="$disk" \
     --run 'nbdinfo --map "$uri"'
+
+echo
+echo "== warm migration on the bed: a running VM, simulated vCenter + stand-in"
+# The bed's command (tests/bed/vcenter.py) prints the parameters to give
+# vddkpy and keeps them in bed.env; it stops when this script ends.
+bed="$demo/bed"
+copy="$demo/migrated"
+mkdir -p "$copy"
+PYTHONPATH="$here/tests" /usr/bin/python3 -m bed.vcenter start "$bed" \
+    --size 67108864 > "$demo/bed.out" 2>&1 &
+bed_pid=$!
+trap 'kill $bed_pid 2>/dev/null; wait $bed_pid 2>/dev/null || true' EXIT
+for _ in $(seq 600); do
+    [ -s "$bed/bed.env" ] && break
+    kill -0 $bed_pid 2>/dev/null || { cat "$demo/bed.out"; exit 1; }
+    sleep 0.1
+done
+cat "$demo/bed.out"
+. "$bed/bed.env"
+export FAKEVDDK_CONFIG
+eval "set -- $BED_PARAMS"
+sync() { (cd "$here" && /usr/bin/python3 -m vddkpy.sync "$@" --to "$copy" --progress=none); }
+guest() { PYTHONPATH="$here/tests" /usr/bin/python3 -m bed.vcenter write "$bed" "$@"; }
+echo "== full sync while the VM runs"
+sync "$@"
+echo "== the guest writes; two delta syncs"
+guest 4096 "first change"
+guest 50000000 "second change, far away"
+sync "$@"
+guest 123457 "third change, unaligned"
+sync "$@"
+echo "== the VM is shut down; the final sync"
+guest 67108000 "last words before shutdown"
+PYTHONPATH="$here/tests" /usr/bin/python3 -m bed.vcenter stop-vm "$bed"
+sync "$@" --final
+cmp "$copy/vm.raw" "$BED_DATA"
+echo "== $copy/vm.raw is the VM's disk, byte for byte"

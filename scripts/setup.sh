@@ -17,6 +17,7 @@ apt_packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-cffi
               git     # tests/install/test_packaging.py asks git which files are the source
               golang-go golang-github-vmware-govmomi-dev  # tests/bed/vcsim (vCenter simulator)
               python3-pyvmomi  # vSphere sessions (changed-since=) and the CBT tests
+              python3-tqdm     # vddkpy sync: progress bar on a terminal
               fio hyperfine)   # scripts/bench.py drives them
 "$here/scripts/apt-install-missing.sh" "${apt_packages[@]}"
 

@@ -11,6 +11,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -20,6 +21,16 @@ VCSIM = VCSIM_DIR / "build" / "vcsim"
 STARTUP_TIMEOUT = 30
 DATASTORE = "datastore1"
 DISK_FILE = "[%s] vm/vm.vmdk" % DATASTORE
+
+
+class Disk:
+    """One disk of the VM: its fileName, descriptor, data file, size."""
+
+    def __init__(self, file, path, data_path, size):
+        self.file = file
+        self.path = path
+        self.data_path = data_path
+        self.size = size
 
 
 class NotBuilt(Exception):
@@ -51,34 +62,51 @@ class Vcsim:
     """One running vcsim with its VM, disk and stand-in configuration."""
 
     def __init__(self, directory, size=16 << 20, seed=None, power_on=True,
-                 user="root", password="sekret"):
+                 user="root", password="sekret", more_disks=(),
+                 lock_running_disks=False):
+        """``more_disks``: sizes of further disks (vm/vm_1.vmdk, ...);
+        ``lock_running_disks``: the stand-in refuses to open a disk of the
+        powered-on VM without a snapshot, as ESXi does (the guest's own
+        writes then go through ``guest_config()``)."""
         ensure_built()
         self.dir = Path(directory)
         self.power_on = power_on
         self.user = user
         self.password = password
         self.size = size
+        self.lock_running_disks = lock_running_disks
         self.datastore = self.dir / DATASTORE
         self.disk_file = DISK_FILE
         self.disk_path = self.datastore / "vm" / "vm.vmdk"
         self.data_path = self.datastore / "vm" / "vm-flat.vmdk"
         self.state_path = self.dir / "state.json"
         self.password_file = self.dir / "password"
+        self.power_file = self.dir / "powered-on"
+        self.snapshots_dir = self.dir / "snapshots"
         self.stderr_path = self.dir / "vcsim.stderr"
-        self._make_disk(seed)
+        self.disks = [Disk(DISK_FILE, self.disk_path, self.data_path, size)]
+        for n, extra_size in enumerate(more_disks, 1):
+            name = "vm_%d" % n
+            self.disks.append(Disk(
+                "[%s] vm/%s.vmdk" % (DATASTORE, name),
+                self.datastore / "vm" / (name + ".vmdk"),
+                self.datastore / "vm" / (name + "-flat.vmdk"), extra_size))
+        for n, disk in enumerate(self.disks):
+            self._make_disk(disk, None if seed is None else seed + n)
+        self.password_file.write_text(self.password)
         self.proc = None
         self._si = None
 
-    def _make_disk(self, seed):
+    @staticmethod
+    def _make_disk(disk, seed):
         from bed import flat_vmdk, random_file
-        self.data_path.parent.mkdir(parents=True, exist_ok=True)
+        disk.data_path.parent.mkdir(parents=True, exist_ok=True)
         if seed is None:
-            with open(self.data_path, "wb") as f:
-                f.truncate(self.size)
+            with open(disk.data_path, "wb") as f:
+                f.truncate(disk.size)
         else:
-            random_file(self.data_path, self.size, seed)
-        flat_vmdk(self.disk_path, self.data_path)
-        self.password_file.write_text(self.password)
+            random_file(disk.data_path, disk.size, seed)
+        flat_vmdk(disk.path, disk.data_path)
 
     # ---- life cycle ----
 
@@ -87,10 +115,11 @@ class Vcsim:
             "user": self.user, "password": self.password,
             "datastores": {DATASTORE: str(self.datastore)},
             "vm": {"name": "vm", "power_on": self.power_on,
-                   "disks": [{"fileName": self.disk_file,
-                              "capacity": self.size}]},
-            "snapshots_dir": str(self.dir / "snapshots"),
+                   "disks": [{"fileName": d.file, "capacity": d.size}
+                             for d in self.disks]},
+            "snapshots_dir": str(self.snapshots_dir),
             "state": str(self.state_path),
+            "power_file": str(self.power_file),
         }
         inventory_path = self.dir / "inventory.json"
         inventory_path.write_text(json.dumps(inventory, indent=2))
@@ -175,10 +204,24 @@ class Vcsim:
                 "thumbprint=%s" % self.thumbprint,
                 "vm=moref=%s" % self.vm, "file=%s" % self.disk_file]
 
-    def standin_config(self, extra="", cookies=()):
+    def vm_args(self, password=None):
+        """The plugin parameters naming the VM (no file=: every disk)."""
+        return [a for a in self.plugin_args(password)
+                if not a.startswith("file=")]
+
+    def guest_config(self):
+        """FAKEVDDK_CONFIG for the guest's own writes: the running VM's
+        disks are open to it (no lock), each write recorded by change
+        tracking."""
+        return self.standin_config(locked=False)
+
+    def standin_config(self, extra="", cookies=(), locked=None):
         """FAKEVDDK_CONFIG text: ``extra`` directives, then this host as a
-        ``server`` block (its VM, datastore and snapshots); ``cookies``
-        are session cookies the stand-in accepts for the user."""
+        ``server`` block (its VM, datastore and snapshots: the listed ones,
+        and any made later, found in the snapshots directory); ``cookies``
+        are session cookies the stand-in accepts for the user.  ``locked``
+        (default: lock_running_disks): a disk of the powered-on VM opens
+        only through a snapshot."""
         st = self.state
         lines = [extra.rstrip("\n"),
                  "server %s" % st["host"],
@@ -187,7 +230,10 @@ class Vcsim:
                  "  user %s %s" % (self.user, self.password)]
         lines += ["  cookie %s %s" % (c, self.user) for c in cookies]
         lines += ["  vm moref=%s" % st["vm"],
-                 "    datastore %s %s" % (DATASTORE, self.datastore)]
+                  "    datastore %s %s" % (DATASTORE, self.datastore),
+                  "    snapshots %s" % self.snapshots_dir]
+        if self.lock_running_disks if locked is None else locked:
+            lines.append("    running_while %s" % self.power_file)
         for snap in st["snapshots"]:
             lines.append("    snapshot %s %s" % (snap["moref"], " ".join(
                 "%s=%s" % kv for kv in sorted(snap["datastores"].items()))))
@@ -254,6 +300,30 @@ class Vcsim:
         snap = next(s for s in self.state["snapshots"] if s["moref"] == moref)
         return Path(snap["datastores"][DATASTORE]) / self.data_path.relative_to(
             self.datastore)
+
+    def snapshot_morefs(self):
+        """The VM's snapshots, as vSphere lists them (its whole tree)."""
+        def walk(trees):
+            for tree in trees or ():
+                yield tree.snapshot._moId
+                yield from walk(tree.childSnapshotList)
+        snapshot = self.vm_object().snapshot
+        return [] if snapshot is None else list(walk(snapshot.rootSnapshotList))
+
+    def stop_vm(self):
+        self._run_task(self.vm_object().PowerOffVM_Task())
+
+    def start_vm(self):
+        self._run_task(self.vm_object().PowerOnVM_Task())
+
+    def grow(self, capacity, disk=0):
+        """Extend disk number ``disk`` to ``capacity`` bytes (its new tail
+        reads as zeros and is not recorded as changed)."""
+        self._control(grow={"fileName": self.disks[disk].file,
+                            "capacity": capacity})
+        self.disks[disk].size = capacity
+        if disk == 0:
+            self.size = capacity
 
     def remove_snapshot(self, moref):
         """RemoveSnapshot_Task (the frozen copy goes too)."""
@@ -322,3 +392,121 @@ class Vcsim:
                 context=_unverified_tls(), timeout=10) as r:
             counts = json.loads(r.read())
         return counts if method is None else counts.get(method, 0)
+
+
+# ---- the bed outside pytest: python3 -m bed.vcenter (scripts/bed.sh) ----
+
+USAGE = """\
+usage: PYTHONPATH=tests python3 -m bed.vcenter start DIR [--size BYTES] [--disks N]
+       PYTHONPATH=tests python3 -m bed.vcenter stop-vm|start-vm DIR
+       PYTHONPATH=tests python3 -m bed.vcenter write DIR OFFSET TEXT [DISK]
+
+start: the simulated vCenter with one VM (change tracking on, powered on,
+disks of random bytes) and the VDDK stand-in installed in DIR/vddk; prints
+the parameters to give vddkpy and writes them to DIR/bed.env (shell); runs
+until interrupted.  stop-vm / start-vm: power the VM off / on.  write: the
+guest writes TEXT at OFFSET of disk DISK (0: the first), recorded by
+change tracking."""
+
+
+def _bed_env(directory, bed, libdir):
+    """What a user needs, written to DIR/bed.env (shell) and DIR/bed.json."""
+    config = directory / "fakevddk.conf"
+    config.write_text(bed.standin_config())
+    guest = directory / "guest.conf"
+    guest.write_text(bed.guest_config())
+    return {"FAKEVDDK_CONFIG": str(config), "BED_GUEST_CONFIG": str(guest),
+            "BED_PARAMS": ["libdir=%s" % libdir] + bed.vm_args(),
+            "BED_FILES": [d.file for d in bed.disks],
+            "BED_DATA": [str(d.data_path) for d in bed.disks]}
+
+
+def _start(directory, size, disks):
+    import shlex
+    import signal
+    from bed import install_standin
+    directory.mkdir(parents=True, exist_ok=True)
+    libdir = install_standin(directory / "vddk")
+    bed = Vcsim(directory / "vcenter", size=size, seed=1,
+                more_disks=[size] * (disks - 1), lock_running_disks=True)
+    bed.start()
+    try:
+        bed.enable_cbt()
+        env = _bed_env(directory, bed, libdir)
+        (directory / "bed.json").write_text(json.dumps(env, indent=2))
+        (directory / "bed.env").write_text("".join(
+            "%s=%s\n" % (k, shlex.quote(v if isinstance(v, str)
+                                         else " ".join(map(shlex.quote, v))))
+            for k, v in env.items()))
+        print("export FAKEVDDK_CONFIG=%s" % shlex.quote(
+            env["FAKEVDDK_CONFIG"]))
+        print("vddkpy sync %s --to COPY_DIR"
+              % " ".join(map(shlex.quote, env["BED_PARAMS"])))
+        print("(all of it in %s; Ctrl-C stops the bed)"
+              % (directory / "bed.env"), flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while bed.proc.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    finally:
+        bed.stop()
+
+
+def _attached(directory):
+    """The running bed of DIR (started by ``start``)."""
+    bed = Vcsim.__new__(Vcsim)
+    bed.dir = directory / "vcenter"
+    bed.state_path = bed.dir / "state.json"
+    bed.user, bed.password = "root", (bed.dir / "password").read_text()
+    bed._si = None
+    bed.proc = None
+    return bed
+
+
+def _guest_write(directory, offset, text, disk):
+    """The guest writes ``text`` at ``offset`` (through the stand-in, which
+    records it for change tracking)."""
+    import nbd
+    env = json.loads((directory / "bed.json").read_text())
+    plugin = Path(__file__).resolve().parents[2] / "plugin" / "plugin.py"
+    command = ["env", "FAKEVDDK_CONFIG=" + env["BED_GUEST_CONFIG"],
+               "nbdkit", "-s", "--exit-with-parent", "python", str(plugin)] \
+        + env["BED_PARAMS"] + ["file=" + env["BED_FILES"][disk]]
+    h = nbd.NBD()
+    h.connect_command(command)
+    data = text.encode()
+    start = offset // 512 * 512
+    end = -(-(offset + len(data)) // 512) * 512
+    sectors = bytearray(h.pread(end - start, start))
+    sectors[offset - start:offset - start + len(data)] = data
+    h.pwrite(bytes(sectors), start)
+    h.flush()
+    h.shutdown()
+
+
+def main(argv):
+    if len(argv) < 2 or argv[0] not in ("start", "stop-vm", "start-vm",
+                                        "write"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    directory = Path(argv[1]).resolve()
+    if argv[0] == "start":
+        options = dict(zip(argv[2::2], argv[3::2]))
+        if len(argv) % 2 or set(options) - {"--size", "--disks"}:
+            print(USAGE, file=sys.stderr)
+            return 2
+        _start(directory, int(options.get("--size", 64 << 20)),
+               int(options.get("--disks", 1)))
+    elif argv[0] == "write":
+        _guest_write(directory, int(argv[2]), argv[3],
+                     int(argv[4]) if len(argv) > 4 else 0)
+    else:
+        bed = _attached(directory)
+        bed.stop_vm() if argv[0] == "stop-vm" else bed.start_vm()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

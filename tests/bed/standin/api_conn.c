@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fakevddk.h"
 
@@ -127,6 +129,36 @@ static const struct fv_snapshot *find_snapshot(const struct fv_vm *vm,
   return NULL;
 }
 
+/* A snapshot of "snapshots DIR": DIR/MOREF (malloc'd) when that is a
+ * directory, else NULL.  A moref naming no single directory entry is
+ * never one. */
+static char *find_snapshot_dir(const struct fv_vm *vm, const char *name)
+{
+  struct stat st;
+  char *dir;
+
+  if (!vm->snapshots_dir || !*name || strchr(name, '/') ||
+      strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+    return NULL;
+  if (asprintf(&dir, "%s/%s", vm->snapshots_dir, name) == -1)
+    return NULL;
+  if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+    return dir;
+  free(dir);
+  return NULL;
+}
+
+static bool has_snapshot(const struct fv_conn *conn)
+{
+  return conn->snapshot || conn->snapshot_dir;
+}
+
+static bool vm_running(const struct fv_vm *vm)
+{
+  return vm->running_while ? access(vm->running_while, F_OK) == 0
+                           : vm->running;
+}
+
 /* Validate a remote connection the way a vSphere login would.  The
  * thumbprint and NFC port are only used when a disk is opened. */
 static VixError connect_remote(struct fv_conn *conn,
@@ -150,7 +182,8 @@ static VixError connect_remote(struct fv_conn *conn,
   conn->vm = find_vm(s, p->vmxSpec);
   if (!conn->vm)
     return VIX_E_VM_NOT_FOUND;
-  if (snapshotRef && !(conn->snapshot = find_snapshot(conn->vm, snapshotRef)))
+  if (snapshotRef && !(conn->snapshot = find_snapshot(conn->vm, snapshotRef))
+      && !(conn->snapshot_dir = find_snapshot_dir(conn->vm, snapshotRef)))
     return VIX_E_SNAPSHOT_NOTFOUND;
   conn->remote = true;
   conn->server = s;
@@ -173,6 +206,7 @@ static void free_conn(struct fv_conn *conn)
   conn->magic = FV_DEAD_MAGIC;
   free(conn->mode);
   free(conn->thumbprint);
+  free(conn->snapshot_dir);
   free(conn);
 }
 
@@ -247,6 +281,14 @@ static const struct fv_datastore *find_datastore(
   return NULL;
 }
 
+/* A disk of a "snapshots DIR" snapshot: SNAPSHOT_DIR/DATASTORE/rel. */
+static VixError frozen_path(const char *snapshot_dir, const char *ds,
+                            size_t dslen, const char *rel, char **file)
+{
+  return asprintf(file, "%s/%.*s/%s", snapshot_dir, (int)dslen, ds, rel)
+         == -1 ? VIX_E_OUT_OF_MEMORY : VIX_OK;
+}
+
 /* "[datastore] rel/path.vmdk" -> DATASTORE_DIR/rel/path.vmdk (malloc'd),
  * the snapshot's frozen datastores first. */
 static VixError resolve_remote_path(const struct fv_conn *conn,
@@ -270,6 +312,8 @@ static VixError resolve_remote_path(const struct fv_conn *conn,
       return VIX_E_FILE_NOT_FOUND;
   if (conn->snapshot)
     d = find_datastore(conn->snapshot->datastores, path + 1, dslen);
+  if (!d && conn->snapshot_dir)
+    return frozen_path(conn->snapshot_dir, path + 1, dslen, rel, file);
   if (!d)
     d = find_datastore(conn->vm->datastores, path + 1, dslen);
   if (!d)
@@ -311,7 +355,7 @@ static VixError open_remote(const struct fv_conn *conn, const char *path,
     return VIX_E_FILE_ACCESS_ERROR;
   /* A powered-on VM holds its base disks open: without a snapshot the
    * server refuses them with error 13, as some guests do in the field. */
-  if (conn->vm->running && !conn->snapshot)
+  if (vm_running(conn->vm) && !has_snapshot(conn))
     return VIX_E_FILE_ACCESS_ERROR;
   return resolve_remote_path(conn, path, file);
 }

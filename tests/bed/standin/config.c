@@ -511,6 +511,19 @@ static int parse_snapshot(struct parser *ps, char **tok, int ntok)
   return 0;
 }
 
+/* "snapshots DIR" and "running_while PATH": one absolute path. */
+static int parse_absolute_dir(struct parser *ps, char **tok, int ntok,
+                              char **out)
+{
+  if (want_args(ps, ntok, 1, 1, tok[0]) == -1)
+    return -1;
+  if (tok[1][0] != '/')
+    return perr(ps, "path must be absolute: %s", tok[1]);
+  if (!(*out = arena_strdup(ps->cfg, tok[1])))
+    return perr(ps, "out of memory%s", "");
+  return 0;
+}
+
 /* Directives valid inside a "server" block. */
 static int parse_server_directive(struct parser *ps, char **tok, int ntok)
 {
@@ -551,6 +564,10 @@ static int parse_vm_directive(struct parser *ps, char **tok, int ntok)
     return parse_datastore(ps, tok, ntok);
   if (strcmp(tok[0], "snapshot") == 0)
     return parse_snapshot(ps, tok, ntok);
+  if (strcmp(tok[0], "snapshots") == 0)
+    return parse_absolute_dir(ps, tok, ntok, &ps->vm->snapshots_dir);
+  if (strcmp(tok[0], "running_while") == 0)
+    return parse_absolute_dir(ps, tok, ntok, &ps->vm->running_while);
   if (strcmp(tok[0], "running") == 0) {
     if (want_args(ps, ntok, 0, 0, "running") == -1)
       return -1;
@@ -567,7 +584,7 @@ static bool is_block_directive(const char *d, bool vm)
     "down", "down_for", "nfc_max_request", "vm", NULL
   };
   static const char *const vm_words[] = {
-    "datastore", "snapshot", "running", NULL
+    "datastore", "snapshot", "snapshots", "running", "running_while", NULL
   };
   const char *const *w = vm ? vm_words : server_words;
 

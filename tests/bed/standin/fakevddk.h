@@ -69,7 +69,14 @@ struct fv_vm {
   char *spec;
   struct fv_datastore *datastores;
   struct fv_snapshot *snapshots;
+  /* "snapshots DIR": a snapshotRef with no "snapshot" line is a snapshot
+   * when DIR/MOREF is a directory, its datastores DIR/MOREF/NAME (where the
+   * simulated vCenter freezes them: no config rewrite per snapshot). */
+  char *snapshots_dir;
   bool running;                   /* powered on: base disks are locked */
+  /* "running_while PATH": powered on while PATH exists (the simulated
+   * vCenter keeps it), instead of a fixed "running". */
+  char *running_while;
   struct fv_vm *next;
 };
 
@@ -220,6 +227,7 @@ struct fv_conn {
   const struct fv_server *server; /* remote only */
   const struct fv_vm *vm;
   const struct fv_snapshot *snapshot; /* snapshotRef, NULL if none */
+  char *snapshot_dir;             /* or DIR/MOREF of "snapshots DIR" */
   char *mode;                     /* chosen transport, NULL if none */
   char *thumbprint;
   uint32_t nfc_port;

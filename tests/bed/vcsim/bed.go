@@ -119,7 +119,11 @@ func (b *Bed) populate() error {
 			return err
 		}
 	}
-	return b.findDisks(ctx, vm)
+	if err := b.findDisks(ctx, vm); err != nil {
+		return err
+	}
+	b.publishPowerState()
+	return nil
 }
 
 func (b *Bed) addDatastores(ctx context.Context, host *object.HostSystem) error {

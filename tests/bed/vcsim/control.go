@@ -41,6 +41,7 @@ type controlRequest struct {
 	// does when sessions expire: their next call is NotAuthenticated.
 	ExpireSessions bool           `json:"expire_sessions"`
 	Hostile        *hostileAnswer `json:"hostile"`
+	Grow           *growRequest   `json:"grow"` // extend a disk (lifecycle.go)
 }
 
 // serveControl: POST /vddkpy/control changes the knobs; GET
@@ -54,6 +55,12 @@ func (b *Bed) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		b.control(&req)
+		if req.Grow != nil {
+			if err := b.grow(req.Grow); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+		}
 		if req.ExpireSessions {
 			if err := b.expireSessions(); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)

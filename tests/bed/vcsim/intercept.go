@@ -81,8 +81,12 @@ func (b *Bed) dispatch(w http.ResponseWriter, r *http.Request, call *soapCall) {
 		}
 	case "CreateSnapshot_Task", "CreateSnapshotEx_Task":
 		b.createSnapshot(w, r, call)
-	case "RemoveSnapshot_Task", "RemoveAllSnapshots_Task":
-		b.removeSnapshot(w, r)
+	case "RemoveSnapshot_Task":
+		b.removeSnapshot(w, r, keepDiskFiles(b.vm, call.This))
+	case "RemoveAllSnapshots_Task":
+		b.removeSnapshot(w, r, keepDiskFiles(b.vm, ""))
+	case "PowerOnVM_Task", "PowerOffVM_Task":
+		b.powerTask(w, r)
 	case "ReconfigVM_Task":
 		b.beforeReconfigure(call)
 		b.inner.ServeHTTP(w, r)

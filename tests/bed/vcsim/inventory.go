@@ -17,6 +17,8 @@ type Inventory struct {
 	VM           InventoryVM       `json:"vm"`
 	SnapshotsDir string            `json:"snapshots_dir"` // frozen snapshot copies go here
 	State        string            `json:"state"`         // where to write State
+	// Exists while the VM is powered on (the stand-in's "running_while").
+	PowerFile string `json:"power_file"`
 }
 
 type InventoryVM struct {

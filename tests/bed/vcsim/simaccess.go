@@ -4,6 +4,8 @@ package main
 // so a govmomi with another registry API needs changes in this file only.
 
 import (
+	"strings"
+
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -34,4 +36,31 @@ func setTaskEntity(task, vm types.ManagedObjectReference) {
 	if t, ok := simulator.Map.Get(task).(*simulator.Task); ok {
 		simulator.Map.WithLock(t, func() { t.Info.Entity = &vm })
 	}
+}
+
+// keepDiskFiles stops the simulator's snapshot removal from deleting
+// files: it deletes the files whose keys a snapshot's layout holds, and
+// those keys come to name the VM's .vmdk files once it has listed the
+// VM's files again (removing S1 then S3 deleted vm.vmdk).  Returns the
+// .vmsn files of the snapshot named (all if none) by the names
+// their plain layouts keep, for the caller to delete.
+func keepDiskFiles(ref types.ManagedObjectReference, snapshot string) []string {
+	var vmsn []string
+	withVM(ref, func(vm *simulator.VirtualMachine) {
+		for i := range vm.LayoutEx.Snapshot {
+			vm.LayoutEx.Snapshot[i].DataKey = -1
+			vm.LayoutEx.Snapshot[i].MemoryKey = -1
+		}
+		for _, layout := range vm.Layout.Snapshot {
+			if snapshot != "" && layout.Key.Value != snapshot {
+				continue
+			}
+			for _, name := range layout.SnapshotFile {
+				if strings.HasSuffix(name, ".vmsn") {
+					vmsn = append(vmsn, name)
+				}
+			}
+		}
+	})
+	return vmsn
 }

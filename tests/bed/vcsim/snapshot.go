@@ -52,8 +52,9 @@ func taskOf(response []byte) (types.ManagedObjectReference, error) {
 }
 
 // removeSnapshot: once the simulator's task is done, the snapshots it
-// removed lose their frozen copies and their stand-in lines.
-func (b *Bed) removeSnapshot(w http.ResponseWriter, r *http.Request) {
+// removed lose their frozen copies, their stand-in lines and their .vmsn
+// files (vmsn: datastore paths).
+func (b *Bed) removeSnapshot(w http.ResponseWriter, r *http.Request, vmsn []string) {
 	b.snapshotLock.Lock()
 	defer b.snapshotLock.Unlock()
 	rec := httptest.NewRecorder()
@@ -61,11 +62,21 @@ func (b *Bed) removeSnapshot(w http.ResponseWriter, r *http.Request) {
 	if rec.Code == http.StatusOK {
 		if ref, err := taskOf(rec.Body.Bytes()); err == nil {
 			setTaskEntity(ref, b.vm)
-			_, _ = b.waitTask(ref)
+			if _, err := b.waitTask(ref); err == nil {
+				b.removeFiles(vmsn)
+			}
 		}
 		b.pruneSnapshots()
 	}
 	copyRecorded(w, rec)
+}
+
+func (b *Bed) removeFiles(names []string) {
+	for _, name := range names {
+		if path, err := b.localPath(b.inv.Datastores, name); err == nil {
+			_ = os.Remove(path)
+		}
+	}
 }
 
 func (b *Bed) pruneSnapshots() {

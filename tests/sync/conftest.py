@@ -1,0 +1,70 @@
+"""Fixtures of the sync suite: the bed's VM with its disks locked while it
+runs (as ESXi does), and ``vddkpy sync`` run against it as a user would,
+the plugin's nbdkit children reading through the stand-in."""
+
+import subprocess
+import sys
+
+import pytest
+
+from bed import ROOT, read_calls, standin_env
+
+TIMEOUT = 300
+
+
+class SyncRunner:
+    """``vddkpy sync`` (python3 -m vddkpy.sync) against one bed."""
+
+    def __init__(self, bed, libdir, directory):
+        self.bed = bed
+        self.libdir = libdir
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = directory / "calls.jsonl"
+
+    def env(self, extra="", config=None):
+        """The stand-in's config: the bed's with ``extra`` directives, or
+        ``config``."""
+        env = standin_env(self.dir, config or self.bed.standin_config(extra))
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+    def argv(self, to, *options, params=None):
+        params = self.bed.vm_args() if params is None else params
+        return [sys.executable, "-m", "vddkpy.sync",
+                "libdir=%s" % self.libdir] + list(params) + \
+            ["--to", str(to)] + list(options)
+
+    def run(self, to, *options, extra="", config=None, params=None):
+        """Run to the end: CompletedProcess (text)."""
+        return subprocess.run(self.argv(to, *options, params=params),
+                              env=self.env(extra, config),
+                              capture_output=True,
+                              text=True, timeout=TIMEOUT, cwd=str(self.dir))
+
+    def ok(self, to, *options, **kw):
+        result = self.run(to, *options, **kw)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    def start(self, to, *options, extra=""):
+        return subprocess.Popen(self.argv(to, *options),
+                                env=self.env(extra), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                cwd=str(self.dir))
+
+    def calls(self, fn=None):
+        return read_calls(self.log, fn)
+
+    def reset_calls(self):
+        if self.log.exists():
+            self.log.unlink()
+
+
+@pytest.fixture
+def syncer(libdir, tmp_path):
+    """Factory: syncer(bed) -> a SyncRunner for it."""
+    def make(bed, name="sync"):
+        return SyncRunner(bed, libdir, tmp_path / name)
+    return make

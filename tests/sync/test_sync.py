@@ -1,0 +1,601 @@
+"""vddkpy sync end to end on the bed: rounds of a running VM's disks
+copied onto images in a directory, each image equal to the disk as of the
+round's snapshot, only the changed areas read, no snapshot left behind;
+failures and interruptions leave the state as it was and the next round
+repairs the copy."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from . import guest
+
+GRAIN = 64 << 10            # the bed's change-tracking granularity
+DISK = "[datastore1] vm/vm.vmdk"
+STATE = "vddkpy-sync.json"
+
+
+def image_bytes(path, image_format="raw"):
+    """The disk an image holds, byte for byte."""
+    if image_format == "raw":
+        return path.read_bytes()
+    raw = path.with_suffix(".check")
+    subprocess.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw",
+                    str(path), str(raw)], check=True)
+    data = raw.read_bytes()
+    raw.unlink()
+    return data
+
+
+def grains(writes):
+    """Bytes of the 64 KiB grains the writes touch (what vSphere reports
+    changed: the unit of its tracking)."""
+    touched = {g for offset, data in writes
+               for g in range(offset // GRAIN,
+                              -(-(offset + len(data)) // GRAIN))}
+    return len(touched) * GRAIN
+
+
+def bytes_read(run):
+    return sum(c["count"] * 512 for c in run.calls()
+               if c["fn"] in ("Read", "ReadAsync"))
+
+
+def one_line(stderr):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def started_bed(vcsim, **kw):
+    bed = vcsim(lock_running_disks=True, **kw)
+    bed.enable_cbt()
+    return bed
+
+
+@pytest.mark.parametrize("image_format", ["raw", "qcow2"])
+def test_rounds_of_scattered_writes_then_a_final_one(
+        vcsim, syncer, libdir, tmp_path, image_format):
+    size = 64 << 20
+    bed = started_bed(vcsim, size=size, seed=21)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    image = to / ("vm." + image_format)
+    result = run.ok(to, "--format", image_format)
+    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+        DISK, image, size)
+    assert image_bytes(image, image_format) == bed.data_path.read_bytes()
+    total_writes = 0
+    for n in range(5):
+        writes = guest.scattered_writes(size, 520, seed=100 + n)
+        total_writes += len(writes)
+        guest.write(bed, libdir, tmp_path / ("guest%d" % n), writes)
+        run.reset_calls()
+        run.ok(to, "--format", image_format)
+        assert image_bytes(image, image_format) == \
+            bed.data_path.read_bytes(), "round %d" % n
+        assert 0 < bytes_read(run) <= 1.1 * grains(writes)
+        assert bed.snapshot_morefs() == []
+    assert total_writes >= 2500
+    last = guest.scattered_writes(size, 50, seed=7)
+    guest.write(bed, libdir, tmp_path / "guest-last", last)
+    state_before = (to / STATE).read_bytes()
+    refused = run.run(to, "--format", image_format, "--final")
+    assert refused.returncode == 1
+    assert one_line(refused.stderr) == (
+        "vddkpy sync: error: --final: VM %s is poweredOn: shut it down "
+        "first (the last round copies a VM that no longer writes)"
+        % ("moref=" + bed.vm))
+    assert (to / STATE).read_bytes() == state_before
+    bed.stop_vm()
+    run.reset_calls()
+    run.ok(to, "--format", image_format, "--final")
+    assert image_bytes(image, image_format) == bed.data_path.read_bytes()
+    assert bytes_read(run) <= 1.1 * grains(last)
+    assert bed.snapshot_morefs() == []
+
+
+@pytest.mark.parametrize("more_disks", [[], [8 << 20]])
+def test_data_path_outage_mid_copy_changes_nothing_and_rerun_repairs(
+        vcsim, syncer, libdir, tmp_path, more_disks):
+    """ESXi's data path goes down after a few calls of each disk's
+    reader: the round fails in one line naming a disk (with several
+    disks, one's failure stops the others), nothing is recorded."""
+    size = 16 << 20
+    bed = started_bed(vcsim, size=size, seed=22, more_disks=more_disks)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    for n, disk in enumerate(bed.disks):
+        guest.write(bed, libdir, tmp_path / ("guest%d" % n),
+                    guest.scattered_writes(disk.size, 300, seed=5 + n),
+                    disk=n)
+    state_before = (to / STATE).read_bytes()
+    outage = bed.standin_config().replace(
+        "  port ", "  down_for calls=100000 after=10\n  port ", 1)
+    failed = run.run(to, config=outage)
+    assert failed.returncode == 1, failed.stderr
+    line = one_line(failed.stderr)
+    assert line.startswith("vddkpy sync: error: copying [datastore1] vm/vm"
+                           ), line
+    assert "The host is shutting down" in line
+    assert (to / STATE).read_bytes() == state_before
+    assert bed.snapshot_morefs() == []
+    run.ok(to)
+    for disk in bed.disks:
+        assert (to / (disk.path.stem + ".raw")).read_bytes() == \
+            disk.data_path.read_bytes()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_round_changes_nothing_and_rerun_repairs(
+        vcsim, syncer, libdir, tmp_path, signum):
+    size = 16 << 20
+    bed = started_bed(vcsim, size=size, seed=23)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    guest.write(bed, libdir, tmp_path / "guest",
+                guest.scattered_writes(size, 300, seed=6))
+    state_before = (to / STATE).read_bytes()
+    run.reset_calls()
+    # Reads of 0.5 s: the signal comes while the disk is being copied.
+    proc = run.start(to, extra="latency ReadAsync 500000\n"
+                               "latency Read 500000\n")
+    deadline = time.monotonic() + 120
+    while not [c for c in run.calls() if c["fn"] in ("Read", "ReadAsync")]:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum
+    word = "interrupted" if signum == signal.SIGINT else "terminated"
+    assert one_line(err) == (
+        "vddkpy sync: %s: the state is unchanged and the round's snapshot "
+        "removed; run it again" % word)
+    assert (to / STATE).read_bytes() == state_before
+    assert bed.snapshot_morefs() == []
+    run.ok(to)
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+@pytest.mark.parametrize("image_format", ["raw", "qcow2"])
+def test_grown_disk_grows_the_image_and_copies_the_tail(
+        vcsim, syncer, libdir, tmp_path, image_format):
+    bed = started_bed(vcsim, size=4 << 20, seed=24)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to, "--format", image_format)
+    bed.grow(9 << 20)
+    guest.write(bed, libdir, tmp_path / "guest",
+                [((9 << 20) - 700, b"tail" * 100), (5 << 20, b"mid" * 9)])
+    run.ok(to, "--format", image_format)
+    image = to / ("vm." + image_format)
+    assert image_bytes(image, image_format) == bed.data_path.read_bytes()
+    state = json.loads((to / STATE).read_text())
+    assert state["disks"][DISK]["capacity"] == 9 << 20
+
+
+def test_change_tracking_reset_copies_whole_with_a_warning(
+        vcsim, syncer, libdir, tmp_path):
+    bed = started_bed(vcsim, size=4 << 20, seed=25)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    bed.enable_cbt(False)
+    guest.write(bed, libdir, tmp_path / "guest", [(12345, b"r" * 3000)])
+    bed.enable_cbt(True)
+    result = run.ok(to)
+    assert result.stderr.startswith(
+        "vddkpy sync: warning: change tracking of %s was reset" % DISK)
+    assert "(full copy," in result.stdout
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def test_change_tracking_off_is_one_line_and_enable_cbt_turns_it_on(
+        vcsim, syncer, tmp_path):
+    bed = vcsim(size=2 << 20, seed=26, lock_running_disks=True)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    refused = run.run(to)
+    assert refused.returncode == 1
+    assert one_line(refused.stderr) == (
+        "vddkpy sync: error: change tracking is off on VM moref=%s: run "
+        "again with --enable-cbt (turns it on; the next round copies every "
+        "disk whole)" % bed.vm)
+    assert [p.name for p in to.iterdir()] == [".vddkpy-sync.lock"]
+    run.ok(to, "--enable-cbt")
+    assert bed.vm_object().config.changeTrackingEnabled is True
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def test_two_disk_vm(vcsim, syncer, libdir, tmp_path):
+    bed = started_bed(vcsim, size=4 << 20, seed=27, more_disks=[3 << 20])
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    result = run.ok(to)
+    assert result.stdout.splitlines() == [
+        "%s: %s (full copy, %d bytes read)" % (DISK, to / "vm.raw", 4 << 20),
+        "[datastore1] vm/vm_1.vmdk: %s (full copy, %d bytes read)"
+        % (to / "vm_1.raw", 3 << 20)]
+    guest.write(bed, libdir, tmp_path / "g0", [(100, b"a" * 10)])
+    guest.write(bed, libdir, tmp_path / "g1", [(3 << 19, b"b" * 70000)],
+                disk=1)
+    run.ok(to)
+    for disk, image in zip(bed.disks, ("vm.raw", "vm_1.raw")):
+        assert (to / image).read_bytes() == disk.data_path.read_bytes()
+    assert bed.snapshot_morefs() == []
+
+
+def test_a_destination_that_is_not_the_states_is_refused(
+        vcsim, syncer, libdir, tmp_path):
+    bed = started_bed(vcsim, size=2 << 20, seed=28)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    image = to / "vm.raw"
+    os.truncate(image, 3 << 20)             # resized behind our back
+    resized = run.run(to)
+    assert resized.returncode == 1
+    assert one_line(resized.stderr) == (
+        "vddkpy sync: error: %s holds %d bytes, the state says %d: refusing "
+        "to write it" % (image, 3 << 20, 2 << 20))
+    assert image.stat().st_size == 3 << 20
+    os.truncate(image, 2 << 20)
+    (to / "restored").write_bytes(image.read_bytes())
+    (to / "restored").replace(image)        # another file in its place
+    refused = run.run(to)
+    assert refused.returncode == 1
+    assert one_line(refused.stderr) == (
+        "vddkpy sync: error: %s is not the file the state describes (it was "
+        "replaced or copied): refusing to write it" % image)
+    assert bed.snapshot_morefs() == []
+    image.unlink()
+    missing = run.run(to)
+    assert one_line(missing.stderr) == (
+        "vddkpy sync: error: %s is missing (the state vddkpy-sync.json "
+        "describes it): refusing to write it" % image)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "vm.raw").write_bytes(b"precious")
+    taken = run.run(other)
+    assert one_line(taken.stderr) == (
+        "vddkpy sync: error: %s exists and is not in vddkpy-sync.json: move "
+        "it away (an image is never overwritten)" % (other / "vm.raw"))
+    assert (other / "vm.raw").read_bytes() == b"precious"
+
+
+def test_progress_json_is_one_object_per_line(vcsim, syncer, tmp_path):
+    """--progress=json (here with --quiesce): one JSON object per step on
+    stdout, the last listing the disks."""
+    bed = started_bed(vcsim, size=2 << 20, seed=29)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    result = run.ok(to, "--progress=json", "--quiesce")
+    assert result.stderr == ""
+    steps = [json.loads(line) for line in result.stdout.splitlines()]
+    names = [s["step"] for s in steps]
+    assert names[0] == "snapshot" and names[-2:] == ["snapshot-removed",
+                                                     "done"]
+    assert "state" in names and "copied" in names
+    assert steps[-1]["disks"][0]["image"] == str(to / "vm.raw")
+    assert steps[-1]["disks"][0]["bytes_read"] == 2 << 20
+    copy = [s for s in steps if s["step"] == "copy"]
+    assert copy[-1]["done"] == copy[-1]["total"] == 2 << 20
+
+
+def test_nbd_target_gets_the_disk_and_its_changes(
+        vcsim, syncer, libdir, tmp_path):
+    """--target DISK=NBD-URI: the copy goes to an existing NBD server
+    (here nbdkit's file plugin on a file of other bytes, larger than the
+    disk); unchanged areas of a full copy are written as zeros."""
+    size = 4 << 20
+    bed = started_bed(vcsim, size=size)         # holes, then one area
+    guest.write(bed, libdir, tmp_path / "guest0", [(70000, b"x" * 9000)])
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    target = tmp_path / "target.raw"
+    target.write_bytes(b"\xee" * (size + 4096))
+    sock = tmp_path / "target.sock"
+    server = subprocess.Popen(["nbdkit", "-f", "-U", str(sock), "file",
+                               str(target)])
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.02)
+        uri = "nbd+unix:///?socket=%s" % sock
+        result = run.ok(to, "--target", "%s=%s" % (DISK, uri))
+        assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+            DISK, uri, GRAIN)
+        guest.write(bed, libdir, tmp_path / "guest", [(5000, b"n" * 100)])
+        run.ok(to, "--target=%s=%s" % (DISK, uri))
+        assert target.read_bytes()[:size] == bed.data_path.read_bytes()
+        assert target.read_bytes()[size:] == b"\xee" * 4096
+        refused = run.run(to)
+        assert one_line(refused.stderr) == (
+            "vddkpy sync: error: %s: the state keeps this disk in %s: give "
+            "--target DISK=%s" % (DISK, uri, uri))
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_change_id_vsphere_refuses_is_a_full_copy_with_a_warning(
+        vcsim, syncer, libdir, tmp_path):
+    """A changeId vSphere no longer accepts (same tracking id, a sequence
+    it does not know) is not an empty delta: the disk is copied whole."""
+    bed = started_bed(vcsim, size=2 << 20, seed=32)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    state = json.loads((to / STATE).read_text())
+    tracking = state["disks"][DISK]["change_id"].rpartition("/")[0]
+    state["disks"][DISK]["change_id"] = tracking + "/999999"
+    (to / STATE).write_text(json.dumps(state))
+    guest.write(bed, libdir, tmp_path / "guest", [(3 << 19, b"q" * 10)])
+    result = run.ok(to)
+    assert result.stderr == (
+        "vddkpy sync: warning: vSphere refused changeId %s/999999 of %s "
+        "(InvalidArgument: A specified parameter was not correct: changeId):"
+        " copying it whole\n" % (tracking, DISK))
+    assert "(full copy, %d bytes read)" % (2 << 20) in result.stdout
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def test_disks_are_copied_at_most_four_at_once(vcsim, syncer, tmp_path):
+    """Each disk is read by its own nbdkit child (one NFC connection):
+    never more than four at once, however many disks the VM has."""
+    bed = started_bed(vcsim, size=1 << 20, seed=33,
+                      more_disks=[1 << 20] * 5)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    # Reads of 1 s: the copies of one wave overlap however slow starts are.
+    run.ok(to, extra="latency Read 1000000\nlatency ReadAsync 1000000\n")
+    for disk in bed.disks:
+        image = to / (disk.path.stem + ".raw")
+        assert image.read_bytes() == disk.data_path.read_bytes()
+    spans = {}
+    for call in run.calls():
+        if call["fn"] in ("ConnectEx", "Disconnect"):
+            first, last = spans.get(call["pid"], (call["t0"], call["t1"]))
+            spans[call["pid"]] = (min(first, call["t0"]),
+                                  max(last, call["t1"]))
+    assert len(spans) == 6
+    overlap = max(sum(1 for a, b in spans.values() if a <= t < b)
+                  for t, _ in spans.values())
+    assert 2 <= overlap <= 4
+
+
+def test_file_picks_one_disk(vcsim, syncer, libdir, tmp_path):
+    bed = started_bed(vcsim, size=1 << 20, seed=34, more_disks=[2 << 20])
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    second = "[datastore1] vm/vm_1.vmdk"
+    result = run.ok(to, params=bed.vm_args() + ["file=" + second])
+    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+        second, to / "vm_1.raw", 2 << 20)
+    assert sorted(p.name for p in to.iterdir()) == [
+        ".vddkpy-sync.lock", STATE, "vm_1.raw"]
+    assert (to / "vm_1.raw").read_bytes() == \
+        bed.disks[1].data_path.read_bytes()
+
+
+def test_progress_bar(vcsim, syncer, tmp_path):
+    """--progress=bar (the default on a terminal): tqdm's bar of the
+    round's bytes, the steps above it."""
+    bed = started_bed(vcsim, size=2 << 20, seed=35)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    result = run.ok(to, "--progress=bar")
+    assert "copy: 100%" in result.stderr
+    assert "2.00M/2.00M" in result.stderr
+    assert "snapshot: moref=snapshot-" in result.stderr
+    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+        DISK, to / "vm.raw", 2 << 20)
+
+
+def test_image_is_the_disk_at_the_snapshot_while_the_guest_writes(
+        vcsim, syncer, libdir, tmp_path):
+    """The guest keeps writing during a round: the image is the disk as
+    it was when the round's snapshot was taken, and the next round brings
+    those writes."""
+    size = 8 << 20
+    bed = started_bed(vcsim, size=size, seed=36)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    guest.write(bed, libdir, tmp_path / "g1",
+                guest.scattered_writes(size, 100, seed=8))
+    at_snapshot = bed.data_path.read_bytes()
+    run.reset_calls()
+    # Reads of 2 s: the round is still copying when the guest is done.
+    proc = run.start(to, extra="latency ReadAsync 2000000\n"
+                               "latency Read 2000000\n")
+    deadline = time.monotonic() + 120
+    while not [c for c in run.calls() if c["fn"] in ("Read", "ReadAsync")]:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    during = guest.scattered_writes(size, 100, seed=9)
+    guest.write(bed, libdir, tmp_path / "g2", during)
+    assert proc.poll() is None
+    out, err = proc.communicate(timeout=300)
+    # VDDK ran only in the nbdkit children, never in the process that
+    # talks to vSphere with Python's ssl.
+    readers = {c["pid"] for c in run.calls()}
+    assert readers and proc.pid not in readers
+    assert proc.returncode == 0, err
+    assert bed.data_path.read_bytes() != at_snapshot
+    assert (to / "vm.raw").read_bytes() == at_snapshot
+    run.ok(to)
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def test_one_round_at_a_time_in_a_directory(vcsim, syncer, tmp_path):
+    import fcntl
+    bed = started_bed(vcsim, size=1 << 20, seed=37)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    with open(to / ".vddkpy-sync.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = run.run(to)
+    assert busy.returncode == 1
+    assert one_line(busy.stderr) == (
+        "vddkpy sync: error: another vddkpy sync is running on %s" % to)
+    assert bed.snapshot_morefs() == []
+    run.ok(to)
+
+
+def test_a_snapshot_left_by_a_killed_round_is_named(vcsim, syncer, tmp_path):
+    bed = started_bed(vcsim, size=1 << 20, seed=38)
+    left, _ = bed.create_snapshot("vddkpy-sync-1700000000")
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    result = run.ok(to)
+    assert result.stderr == (
+        "vddkpy sync: warning: VM moref=%s has snapshot %s "
+        "(vddkpy-sync-1700000000) of a round that did not end: remove it "
+        "unless another vddkpy sync of this VM is running\n" % (bed.vm, left))
+    assert bed.snapshot_morefs() == [left]
+
+
+def test_vsphere_lost_before_the_snapshot_is_removed(vcsim, syncer, tmp_path):
+    """vSphere goes away after the copy is recorded, while the snapshot is
+    being removed: one line says which snapshot is left to remove."""
+    bed = started_bed(vcsim, size=4 << 20, seed=39)
+    bed.set_latency("RemoveSnapshot_Task", 60)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    proc = run.start(to)
+    deadline = time.monotonic() + 120
+    while not (to / STATE).exists() or not json.loads(
+            (to / STATE).read_text())["disks"][DISK]["change_id"]:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    snapshot = bed.state["snapshots"][0]["moref"]
+    port = bed.port
+    bed.stop()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    line = one_line(err)
+    assert line.startswith("vddkpy sync: error: cannot reach vSphere "
+                           "127.0.0.1:%d: " % port), line
+    assert line.endswith(" (remove snapshot %s by hand)" % snapshot), line
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+@pytest.mark.parametrize("args, status, line", [
+    (["server=h", "--format", "vmdk", "--to", "."], 2,
+     "vddkpy sync: error: --format must be raw or qcow2, not vmdk"),
+    (["server=h"], 2, "vddkpy sync: error: --to DIR is required"),
+    (["--bogus", "--to", "."], 2,
+     "vddkpy sync: error: unknown option --bogus"),
+    (["--target", "x", "--to", "."], 2,
+     "vddkpy sync: error: --target needs DISK=DEVICE or DISK=NBD-URI"),
+    (["server=h", "changed-since=*", "--to", "."], 1,
+     "vddkpy sync: error: changed-since= is not a sync parameter (a round "
+     "chooses its own snapshot and changes)"),
+    (["server=h", "user=u", "password=p", "vm=moref=1", "--to", "."], 1,
+     "vddkpy sync: error: sync needs thumbprint= (and user= with password= "
+     "or cookie=): change tracking is vSphere's"),
+    (["server=h", "user=u", "password=p", "thumbprint=AA", "vm=vm1",
+      "--to", "."], 1,
+     "vddkpy sync: error: sync needs vm=moref=ID, not vm=vm1"),
+    (["server=h", "user=u", "password=p", "thumbprint=AA", "vm=moref=1",
+      "--to", "/nonexistent"], 1,
+     "vddkpy sync: error: --to /nonexistent: No such file or directory"),
+])
+def test_command_line_errors(args, status, line):
+    from bed import ROOT
+    result = subprocess.run([sys.executable, "-m", "vddkpy.sync"] + args,
+                            capture_output=True, text=True, timeout=60,
+                            cwd=str(ROOT))
+    assert result.returncode == status
+    assert result.stderr.splitlines()[0] == line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    """A loop device over a file of 0xee bytes (skipped where loop devices
+    cannot be made), detached at the end."""
+    backing = tmp_path / "loop.img"
+    backing.write_bytes(b"\xee" * (5 << 20))
+    made = subprocess.run(["losetup", "-f", "--show", str(backing)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip("no loop device here: %s" % made.stderr.strip())
+    device = made.stdout.strip()
+    try:
+        yield device, backing
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+
+
+def test_block_device_target(vcsim, syncer, libdir, tmp_path, loop_device):
+    """--target DISK=/dev/...: the disk goes to an existing block device
+    (never resized; what the disk does not use is written as zeros)."""
+    device, backing = loop_device
+    size = 4 << 20
+    bed = started_bed(vcsim, size=size)
+    guest.write(bed, libdir, tmp_path / "g0", [(1 << 20, b"d" * 5000)])
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    result = run.ok(to, "--target", "%s=%s" % (DISK, device))
+    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+        DISK, device, GRAIN)
+    guest.write(bed, libdir, tmp_path / "g1", [(size - 100, b"e" * 100)])
+    run.ok(to, "--target", "%s=%s" % (DISK, device))
+    with open(device, "rb") as f:
+        copied = f.read()
+    assert copied[:size] == bed.data_path.read_bytes()
+    assert copied[size:] == b"\xee" * (1 << 20)
+    state = json.loads((to / STATE).read_text())
+    assert state["disks"][DISK]["format"] == "device"
+    assert state["disks"][DISK]["image"] == device
+
+
+def test_wrong_thumbprint_sends_no_credential(vcsim, syncer, tmp_path):
+    bed = started_bed(vcsim, size=1 << 20, seed=40)
+    bed.reset()
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    wrong = "AA:" * 19 + "AA"
+    params = [a for a in bed.vm_args() if not a.startswith("thumbprint=")]
+    result = run.run(to, params=params + ["thumbprint=" + wrong])
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert line.startswith("vddkpy sync: error: vSphere 127.0.0.1:%d has "
+                           "certificate thumbprint %s, not thumbprint=%s"
+                           % (bed.port, bed.thumbprint, wrong)), line
+    assert bed.calls("Login") == 0
+    assert list(to.iterdir()) == [to / ".vddkpy-sync.lock"]

@@ -1,0 +1,232 @@
+"""One disk's copy: the plugin serves the disk (as of the round's
+snapshot) from an nbdkit child, read-only; the image is served by a
+destination NBD server (nbdkit's file plugin for a raw file or a block
+device, qemu-nbd for qcow2) or is an NBD URI; libnbd moves exactly the
+areas asked for, several requests in flight on each side.  Areas that
+read as zeros are written as zeros (holes where the destination can).
+
+VDDK runs only in the nbdkit child: its OpenSSL never meets the Python
+``ssl`` of this process, which talks to vSphere."""
+
+import functools
+import os
+import select
+import time
+
+from .plan import requests
+from ..printable import printable
+
+IN_FLIGHT = 8                   # requests on each side of one disk
+REQUEST_LIMIT = 4 << 20         # bytes, when a server names no maximum
+ZERO_LIMIT = 1 << 30            # bytes of one zero request
+STALL_SECONDS = 300             # no request finished for this long: failed
+_POLL_SLICE = 0.5               # how often a waiting copy looks at cancel
+
+
+class CopyError(Exception):
+    """A disk's copy failed (the message is one line)."""
+
+
+class Cancelled(Exception):
+    """The round was interrupted, or another disk's copy failed."""
+
+
+@functools.lru_cache(maxsize=None)
+def plugin_command():
+    """How nbdkit runs the plugin: this checkout's plugin/plugin.py when
+    vddkpy runs from one, else the installed plugin under its own name
+    ``vddkpy`` (``vddk`` may be upstream's C plugin) or as ``vddk``."""
+    checkout = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))), "plugin", "plugin.py")
+    if os.path.exists(checkout):
+        return ("python", checkout)
+    from ..install.nbdkit_host import (Missing, nbdkit_path, plugin_script,
+                                       plugindir)
+    try:
+        own = plugin_script(plugindir(nbdkit_path()), "vddkpy")
+    except (Missing, OSError):
+        own = None
+    return ("vddkpy",) if own and os.access(own, os.X_OK) else ("vddk",)
+
+
+def _logged(argv, log):
+    """``argv`` with its stderr appended to ``log``."""
+    return ["/bin/sh", "-c", 'exec "$@" 2>>"$0"', log] + list(argv)
+
+
+def last_error(log):
+    """The last error line a child wrote to ``log``, made printable."""
+    try:
+        with open(log, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if "error" in line.lower()]
+    return printable((errors or lines or [""])[-1].strip())
+
+
+class Source:
+    """The disk served by the plugin in an nbdkit child (``-r``)."""
+
+    def __init__(self, plugin_args, file, snapshot, log):
+        import nbd
+        self.log = log
+        argv = ["nbdkit", "-s", "--exit-with-parent", "-r"] + \
+            list(plugin_command()) + list(plugin_args) + ["file=" + file]
+        if snapshot is not None:
+            argv.append("snapshot=" + snapshot)
+        self.handle = nbd.NBD()
+        try:
+            self.handle.connect_command(_logged(argv, log))
+        except nbd.Error as e:
+            raise CopyError("the plugin could not serve %s: %s" % (
+                printable(file), last_error(log) or printable(str(e)))) \
+                from None
+
+    @property
+    def size(self):
+        return self.handle.get_size()
+
+
+class Destination:
+    """An image served over NBD for writing."""
+
+    def __init__(self, argv=None, uri=None, activation=False, log=None,
+                 what=""):
+        import nbd
+        self.handle = nbd.NBD()
+        try:
+            if uri is not None:
+                self.handle.connect_uri(uri)
+            elif activation:
+                self.handle.connect_systemd_socket_activation(
+                    _logged(argv, log))
+            else:
+                self.handle.connect_command(_logged(argv, log))
+        except nbd.Error as e:
+            raise CopyError("cannot open %s: %s" % (printable(what), (
+                last_error(log) if log else "") or printable(str(e)))) \
+                from None
+
+    @classmethod
+    def file(cls, path, image_format, log):
+        """A raw file or block device (nbdkit file), or a qcow2 image
+        (qemu-nbd); never truncated."""
+        if image_format == "qcow2":
+            return cls(["qemu-nbd", "-f", "qcow2", "--discard=unmap",
+                        "--cache=writeback", path], activation=True,
+                       log=log, what=path)
+        return cls(["nbdkit", "-s", "--exit-with-parent", "file",
+                    "file=" + path], log=log, what=path)
+
+
+# -- moving bytes ----------------------------------------------------------
+
+def request_limit(*handles):
+    import nbd
+    limit = REQUEST_LIMIT
+    for h in handles:
+        maximum = h.get_block_size(nbd.SIZE_MAXIMUM)
+        if maximum:
+            limit = min(limit, maximum)
+    return limit
+
+
+def minimum_request(handle):
+    import nbd
+    return max(1, handle.get_block_size(nbd.SIZE_MINIMUM))
+
+
+class Transfer:
+    """Copies areas from one handle to another, ``IN_FLIGHT`` requests on
+    each side, and writes zeros over others; ``progress(n)`` is told of
+    every n bytes done; ``cancelled()`` is looked at while waiting."""
+
+    def __init__(self, source, destination, progress, cancelled):
+        import nbd
+        self.nbd = nbd
+        self.src = source
+        self.dst = destination
+        self.progress = progress
+        self.cancelled = cancelled
+        self.bytes_read = 0
+        self.limit = request_limit(source, destination)
+        self.can_zero = destination.can_zero()
+
+    def run(self, copy_areas, zero_areas):
+        """Copy ``copy_areas`` then zero ``zero_areas``; flush."""
+        pending = list(requests(copy_areas, self.limit))
+        pending.reverse()
+        # Zero requests carry no data: large ones, unless written as data.
+        zeros = list(requests(zero_areas,
+                              ZERO_LIMIT if self.can_zero else self.limit))
+        zeros.reverse()
+        reads = []              # (cookie, buffer, offset, length), in order
+        writes = []             # (cookie, length)
+        last_progress = time.monotonic()
+        while pending or zeros or reads or writes:
+            while pending and len(reads) + len(writes) < IN_FLIGHT:
+                offset, length = pending.pop()
+                buf = self.nbd.Buffer(length)
+                reads.append((self.src.aio_pread(buf, offset), buf, offset,
+                              length))
+            while not pending and zeros and len(writes) < IN_FLIGHT:
+                offset, length = zeros.pop()
+                writes.append((self._zero(offset, length), 0))
+            self._wait()
+            finished = self._retire(reads, writes)
+            now = time.monotonic()
+            if finished:
+                last_progress = now
+            elif now - last_progress > STALL_SECONDS:
+                raise CopyError("no request finished for %d s"
+                                % STALL_SECONDS)
+        if self.dst.can_flush():
+            self.dst.flush()
+
+    def _retire(self, reads, writes):
+        finished = False
+        while reads and self.src.aio_command_completed(reads[0][0]):
+            _, buf, offset, length = reads.pop(0)
+            self.bytes_read += length
+            data = buf.to_bytearray()
+            if data.count(0) == length:
+                writes.append((self._zero(offset, length), length))
+            else:
+                writes.append((self.dst.aio_pwrite(buf, offset), length))
+            finished = True
+        kept = []
+        for cookie, length in writes:
+            if self.dst.aio_command_completed(cookie):
+                self.progress(length)
+                finished = True
+            else:
+                kept.append((cookie, length))
+        writes[:] = kept
+        return finished
+
+    def _zero(self, offset, length):
+        if self.can_zero:
+            # Without NO_HOLE the server may punch a hole.
+            return self.dst.aio_zero(length, offset)
+        return self.dst.aio_pwrite(self.nbd.Buffer(length), offset)
+
+    def _wait(self):
+        """Until one of the two connections can make progress (or a
+        slice has passed, to look at cancelled())."""
+        if self.cancelled():
+            raise Cancelled()
+        readable, writable, handles = [], [], {}
+        for h in (self.src, self.dst):
+            fd = h.aio_get_fd()
+            handles[fd] = h
+            direction = h.aio_get_direction()
+            if direction & self.nbd.AIO_DIRECTION_READ:
+                readable.append(fd)
+            if direction & self.nbd.AIO_DIRECTION_WRITE:
+                writable.append(fd)
+        r, w, _ = select.select(readable, writable, [], _POLL_SLICE)
+        for fd in r:
+            handles[fd].aio_notify_read()
+        for fd in w:
+            handles[fd].aio_notify_write()
