@@ -20,6 +20,8 @@ VCSIM = VCSIM_DIR / "build" / "vcsim"
 STARTUP_TIMEOUT = 30
 DATASTORE = "datastore1"
 DISK_FILE = "[%s] vm/vm.vmdk" % DATASTORE
+# The vSphere version the server's About reports: one VDDK 8 supports.
+VERSION = "8.0.2"
 
 
 class NotBuilt(Exception):
@@ -51,12 +53,13 @@ class Vcsim:
     """One running vcsim with its VM, disk and stand-in configuration."""
 
     def __init__(self, directory, size=16 << 20, seed=None, power_on=True,
-                 user="root", password="sekret"):
+                 user="root", password="sekret", version=VERSION):
         ensure_built()
         self.dir = Path(directory)
         self.power_on = power_on
         self.user = user
         self.password = password
+        self.version = version
         self.size = size
         self.datastore = self.dir / DATASTORE
         self.disk_file = DISK_FILE
@@ -91,6 +94,7 @@ class Vcsim:
                               "capacity": self.size}]},
             "snapshots_dir": str(self.dir / "snapshots"),
             "state": str(self.state_path),
+            "version": self.version,
         }
         inventory_path = self.dir / "inventory.json"
         inventory_path.write_text(json.dumps(inventory, indent=2))

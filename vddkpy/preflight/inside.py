@@ -14,7 +14,7 @@ from ..vddk.library import default_libdir
 from ..nbdkit.native import c_string, ffi, process
 from ..params import Params
 from ..nbdkit.reexec import reexec_if_needed
-from . import library_steps, network, server_steps, tracking
+from . import library_steps, remote, server_steps
 from .report import FAIL, OK, WARN, Report, Result
 
 params = Params()
@@ -89,10 +89,14 @@ def _vddk_steps(report, vddk, version):
         report.add(risk)
     nfc_failed = False
     if params.is_remote:
-        nfc_failed = _server_steps(report, version)
+        network = _add_all(report, remote.ask(
+            remote.NETWORK, params, "network", vddk_major=version))
+        if not _matched(network):
+            return                  # no credential to an unchecked server
+        nfc_failed = any(r.step == "nfc-port" and r.status == FAIL
+                         for r in network)
         results = server_steps.login(vddk, params)
-        for result in results:
-            report.add(result)
+        _add_all(report, results)
         if any(r.status == FAIL for r in results):
             return
     unreadable = _not_to_read()
@@ -104,21 +108,19 @@ def _vddk_steps(report, vddk, version):
         if transport in ("nbd", "nbdssl") and nfc_failed:
             continue
         report.add(server_steps.read_disk(vddk, params, transport))
-    cbt = params.is_remote and tracking.change_tracking(params)
-    if cbt:
-        report.add(cbt)
+    if params.is_remote:
+        _add_all(report, remote.ask(remote.TRACKING, params, "cbt"))
 
 
-def _server_steps(report, version):
-    """The network steps; whether NFC's port is unreachable."""
-    about = None
-    if report.add(server_steps.api_port(params)).status != FAIL:
-        about = server_steps.server_about(params)
-        report.add(server_steps.certificate(params))
-        report.add(server_steps.version(about, version))
-    return report.add(server_steps.nfc_port(
-        params, about if isinstance(about, network.About)
-        else None)).status == FAIL
+def _add_all(report, results):
+    for result in results:
+        report.add(result)
+    return results
+
+
+def _matched(network):
+    """Whether the server's certificate matched thumbprint=."""
+    return any(r.step == "thumbprint" and r.status == OK for r in network)
 
 
 def _transports(vddk, risk):

@@ -17,6 +17,7 @@ type Inventory struct {
 	VM           InventoryVM       `json:"vm"`
 	SnapshotsDir string            `json:"snapshots_dir"` // frozen snapshot copies go here
 	State        string            `json:"state"`         // where to write State
+	Version      string            `json:"version"`       // the vSphere version About reports ("" keeps govmomi's)
 }
 
 type InventoryVM struct {
