@@ -7,6 +7,7 @@ remaining steps.  Exit status 0, or 1 when a step fails; ``--json``
 prints one JSON document instead of the lines.
 """
 
+import errno
 import os
 import sys
 
@@ -15,7 +16,9 @@ from .report import ENVIRONMENT, FAIL, OK, WARN, Result, handover
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "nbdkit_script.py")
-USAGE = "usage: vddkpy check [--json] KEY=VALUE ...  (the plugin's parameters)"
+USAGE = ("usage: vddkpy check [--json] [-r] KEY=VALUE ...  (the plugin's "
+         "parameters; -r: the run is read-only, as nbdkit -r)")
+_READONLY = ("-r", "--readonly", "--read-only")
 
 
 def install_step():
@@ -43,7 +46,8 @@ def _severity():
 
 def main(argv):
     as_json = "--json" in argv
-    args = [a for a in argv if a != "--json"]
+    readonly = any(a in _READONLY for a in argv)
+    args = [a for a in argv if a != "--json" and a not in _READONLY]
     if any("=" not in a or a.startswith("-") for a in args):
         print(USAGE, file=sys.stderr)
         return 2
@@ -56,4 +60,17 @@ def main(argv):
     env = dict(os.environ)
     env[ENVIRONMENT] = handover(as_json, [first])
     sys.stdout.flush()
-    os.execve(nbdkit, [nbdkit, "python", SCRIPT] + args, env)
+    command = [nbdkit] + (["-r"] if readonly else []) + ["python", SCRIPT]
+    try:
+        os.execve(nbdkit, command + args, env)
+    except OSError as e:
+        print("vddkpy check: cannot run %s: %s%s" % (
+            nbdkit, e.strerror, _too_long(args) if e.errno == errno.E2BIG
+            else ""), file=sys.stderr)
+        return 1
+
+
+def _too_long(args):
+    size = sum(len(os.fsencode(a)) + 1 for a in args)
+    return (" (the parameters take %d bytes; give long values through a "
+            "file: password=+FILE, config=FILE)" % size)
