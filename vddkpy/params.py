@@ -74,6 +74,8 @@ class Params:
     # -- config(key, value) ------------------------------------------------
 
     def set(self, key, value):
+        if key == "cookie" and self.reexeced_ is not None:
+            value = read_password(value)    # the re-exec's file (reexec)
         if key in _VERBATIM:
             setattr(self, _attribute(key), value)
         elif key in _BOOLEANS:
