@@ -22,7 +22,8 @@ def elf_problem(path):
     """Why ``path`` cannot be an x86-64 ELF shared library, or None."""
     try:
         with builtins.open(path, "rb") as f:
-            head = f.read(20)
+            head = f.read(64)
+            size = os.fstat(f.fileno()).st_size
     except OSError as e:
         return "cannot read %s: %s" % (path, e.strerror)
     if head[:4] != b"\x7fELF":
@@ -34,7 +35,22 @@ def elf_problem(path):
     if machine != X86_64:
         return "%s is built for %s, not x86-64" % (
             path, _MACHINES.get(machine, "ELF machine %d" % machine))
+    described = _described_size(head)
+    if described > size:
+        return ("%s is truncated: %d bytes, but its ELF header describes %d "
+                "(a broken or partial download?)" % (path, size, described))
     return None
+
+
+def _described_size(head):
+    """The file size an x86-64 ELF header implies: where its section
+    header table ends (the last thing a linker writes)."""
+    if len(head) < 64:
+        return 64
+    shoff = int.from_bytes(head[40:48], "little")
+    entry_size = int.from_bytes(head[58:60], "little")
+    count = int.from_bytes(head[60:62], "little")
+    return shoff + entry_size * count
 
 
 def first_present(libdir):

@@ -7,7 +7,7 @@ from ..vddk.library import (DEFAULT_LIBDIRS, Library, LoadError, MissingSymbol,
                        sonames_on_disk, too_old_message)
 from ..nbdkit.native import c_string, to_bytes
 from ..vddk import log as vddklog
-from . import layout
+from . import layout, probe
 from .report import FAIL, OK, WARN, Result
 
 FULL_DISTRIBUTION = ("libdir= must name the directory VDDK's tarball "
@@ -16,8 +16,22 @@ X86_64_VDDK = ("download VDDK for Linux x86-64 (VMware-vix-disklib-*."
                "x86_64.tar.gz) and unpack it whole")
 
 
+class Crashed(LoadError):
+    """Loading the library killed the (child) process."""
+
+    def __init__(self, libdir, signal_name):
+        present = layout.first_present(libdir)
+        super().__init__("loading the library killed the process (%s)"
+                         % signal_name, present[0] if present else libdir,
+                         signal_name)
+
+
 def load(libdir):
-    """(Library or None, LoadError or None): the plugin's own loading."""
+    """(Library or None, LoadError or None): the plugin's own loading,
+    once a child survived it."""
+    signal_name = probe.killer(lambda: Library(libdir))
+    if signal_name:
+        return None, Crashed(libdir, signal_name)
     try:
         return Library(libdir), None
     except LoadError as e:
@@ -65,6 +79,10 @@ def loading(library, problem, libdir):
     if library is not None:
         return Result(OK, "load", "loaded %s" % (library.dll()
                                                  or library.path))
+    if isinstance(problem, Crashed):
+        return Result(FAIL, "load", "loading %s killed the process (%s)"
+                      % (problem.path, problem.reason), "the file is damaged "
+                      "(a broken or partial download?): " + X86_64_VDDK)
     if isinstance(problem, MissingSymbol):
         return Result(FAIL, "load", str(problem).split(". ")[0],
                       "install VDDK 6.7 or newer")
@@ -108,10 +126,15 @@ class Messages:
 
 
 def initialise(vddk, libdir, config, messages):
-    """The ``init`` step: VixDiskLib_InitEx, the version, the transports."""
-    code = vddk.call("InitEx", "", 6, 5, messages.callback,
-                     messages.callback, messages.callback, to_bytes(libdir),
-                     ffi.NULL if config is None else to_bytes(config))
+    """The ``init`` step: VixDiskLib_InitEx, the version, the transports
+    (InitEx first in a child: VDDK may crash in it)."""
+    signal_name = probe.killer(lambda: _init_and_exit(vddk, libdir, config,
+                                                      messages))
+    if signal_name:
+        return Result(FAIL, "init", "VixDiskLib_InitEx killed the process "
+                      "(%s)" % signal_name, "unpack the whole VDDK tarball "
+                      "again; config= names VDDK's configuration file")
+    code = _init(vddk, libdir, config, messages)
     if code != 0:
         said = "; VDDK said: %s" % messages.lines[-1] if messages.lines \
             else ""
@@ -120,6 +143,17 @@ def initialise(vddk, libdir, config, messages):
     modes = c_string(vddk.call("ListTransportModes", ""))
     return Result(OK, "init", "InitEx works; VDDK %s; transport modes %s"
                   % (_full_version(vddk.library), modes))
+
+
+def _init_and_exit(vddk, libdir, config, messages):
+    if _init(vddk, libdir, config, messages) == 0:
+        vddk.call("Exit", "")
+
+
+def _init(vddk, libdir, config, messages):
+    return vddk.call("InitEx", "", 6, 5, messages.callback,
+                     messages.callback, messages.callback, to_bytes(libdir),
+                     ffi.NULL if config is None else to_bytes(config))
 
 
 def _init_fix(lines):

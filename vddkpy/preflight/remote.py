@@ -22,7 +22,7 @@ from .report import FAIL, Result
 KEYS = ("server", "port", "nfchostport", "thumbprint", "user", "password",
         "cookie", "vm", "file", "snapshot", "changed_since", "single_link")
 NETWORK, TRACKING = "network", "tracking"
-STEP_LIMIT = 30             # seconds for one step, network waits included
+STEP_LIMIT = 20             # seconds for one step, network waits included
 CHILD_LIMIT = 150           # seconds for a whole child: every step's limit
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
