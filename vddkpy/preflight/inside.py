@@ -13,6 +13,7 @@ from ..vddk.calls import Vddk
 from ..vddk.library import default_libdir
 from ..nbdkit.native import c_string, ffi, process
 from ..params import Params
+from ..nbdkit.compat import readonly_server
 from ..nbdkit.reexec import reexec_if_needed
 from . import library_steps, remote, server_steps
 from .report import FAIL, OK, WARN, Report, Result
@@ -102,14 +103,33 @@ def _vddk_steps(report, vddk, version):
     unreadable = _not_to_read()
     if unreadable:
         report.add(unreadable)
-    for transport in [] if unreadable else _transports(vddk, risk):
+    else:
+        _disk_steps(report, vddk, risk, nfc_failed)
+    if params.is_remote:
+        _add_all(report, remote.ask(remote.TRACKING, params, "cbt"))
+
+
+def _disk_steps(report, vddk, risk, nfc_failed):
+    """Read the disk over each transport that can be tried; for a
+    read-write run, open it for writing too (nothing is written)."""
+    read = []
+    for transport in _transports(vddk, risk):
         if transport == "san" and risk:
             continue
         if transport in ("nbd", "nbdssl") and nfc_failed:
             continue
-        report.add(server_steps.read_disk(vddk, params, transport))
-    if params.is_remote:
-        _add_all(report, remote.ask(remote.TRACKING, params, "cbt"))
+        read.append((transport, report.add(
+            server_steps.read_disk(vddk, params, transport))))
+    if not read and not nfc_failed:
+        report.add(Result(FAIL, "transports", "no mode of transports=%s can "
+                          "work here: san reaches the datastore's LUNs "
+                          "through this machine's SCSI disks, and it has "
+                          "none (no /sys/class/scsi_disk)"
+                          % params.transports, "transports=nbdssl:nbd"))
+        return
+    working = [t for t, result in read if result.status == OK]
+    if working and not readonly_server():
+        report.add(server_steps.write_access(vddk, params, working[0]))
 
 
 def _add_all(report, results):

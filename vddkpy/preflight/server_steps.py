@@ -11,6 +11,8 @@ from ..errors import VddkError
 from .report import FAIL, OK, WARN, Result
 
 VIX_E_AUTHENTICATION_FAIL = 35
+VIX_E_FILE_ACCESS_ERROR = 13
+VIX_E_FILE_READ_ONLY = 11
 # One request as large as virt-v2v's (blocksize filter maxdata=2M): NFC's
 # memory limit on the host fails larger ones.
 LARGE_READ = 2 * 1024 * 1024 // SECTOR_SIZE
@@ -94,3 +96,31 @@ def _read_start(connection, sectors):
     """Read the disk's first ``sectors`` sectors in one request."""
     buffer = ffi.new("uint8_t[]", sectors * SECTOR_SIZE)
     connection.vddk.check("Read", "", connection.handle, 0, sectors, buffer)
+
+
+def write_access(vddk, params, transport):
+    """The ``write`` step of a read-write run (no -r): open the disk for
+    writing as the plugin would, and close it; nothing is written."""
+    connection = Connection(vddk, params, readonly=False)
+    stage = "connect"
+    try:
+        connection.connect(transport)
+        stage = "open"
+        connection.open(params.file)
+    except VddkError as e:
+        return Result(FAIL, "write", "%s (opening it for writing, as nbdkit "
+                      "without -r does)" % e, _write_fix(e, params, stage))
+    finally:
+        connection.close()
+    return Result(OK, "write", "%s opens for writing (nothing was written)"
+                  % params.file)
+
+
+def _write_fix(error, params, stage):
+    if error.code & 0xFFFF in (VIX_E_FILE_ACCESS_ERROR, VIX_E_FILE_READ_ONLY):
+        who = "user= (on the VM's datastore)" if params.is_remote else \
+            "the user nbdkit runs as (on the file and its filesystem)"
+        return ("the disk can be read but not written: give %s write "
+                "access, or run nbdkit with -r (read-only, all a copy from "
+                "the disk needs) and check with -r" % who)
+    return _fix(error, params, stage)
