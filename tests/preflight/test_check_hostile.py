@@ -268,3 +268,34 @@ def test_stats_file_on_a_read_only_filesystem(tmp_path, libdir):
         "FAIL parameters: stats-file: %s/stats.json: cannot create files in "
         "%s: it is on a read-only filesystem; fix: correct them: the plugin "
         "refuses them the same way" % (directory, directory))
+
+
+def test_vddk_error_text_escaped_once(tmp_path, libdir):
+    """file= with an ESC and a backslash, in VDDK's error: each shows as
+    one escape (not an escaped escape)."""
+    disk = "%s/no\x1bsuch\\disk.raw" % tmp_path
+    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=%s" % disk])
+    assert_clean(result)
+    assert result.returncode == 1
+    shown = "%s/no\\x1bsuch\\\\disk.raw" % tmp_path
+    assert step(result, "disk").startswith(
+        "FAIL disk: VixDiskLib_Open: %s: " % shown), result.stdout
+    assert step(result, "parameters") == "ok   parameters: local disk %s" \
+        % shown
+    assert "\x1b" not in result.stdout
+
+
+def test_vddk_log_text_escaped_once(tmp_path):
+    """InitEx fails and VDDK's message quotes a path with an ESC: the
+    init line shows it as one escape."""
+    from bed import install_standin
+    libdir = install_standin(tmp_path / "vd\x1bdk", companion=True)
+    (libdir / "libfakevddk-companion.so").write_bytes(b"not a library")
+    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=/dev/null"])
+    assert_clean(result)
+    assert result.returncode == 1
+    line = step(result, "init")
+    assert line.startswith("FAIL init: VixDiskLib_InitEx: "), line
+    assert "VDDK said: %s/vd\\x1bdk/libfakevddk-companion.so: " % tmp_path \
+        in line, line
+    assert "\x1b" not in result.stdout

@@ -109,7 +109,8 @@ def _dependency_fix(libdir, needed):
 
 
 class Messages:
-    """VDDK's log and warning lines during the check, kept, not printed."""
+    """VDDK's log and warning lines during the check, kept as VDDK wrote
+    them (the report escapes them), not printed."""
 
     def __init__(self):
         self.lines = []
@@ -118,10 +119,10 @@ class Messages:
         @ffi.callback("VixDiskLibGenericLogFunc",
                       onerror=lambda exception, value, traceback: None)
         def keep(fmt, args):
-            text = vddklog.format_message(fmt, args)
+            text = vddklog.format_raw(fmt, args)
             if text is not None:
                 vddklog.note_thumbprint(text)
-                self.lines.append(text)
+                self.lines.append(text.rstrip("\n"))
         self.callback = keep
 
 
