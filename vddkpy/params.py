@@ -8,6 +8,7 @@ passwords is delegated to the nbdkit server's own helpers.
 import os
 
 from .vddk import abi
+from .printable import printable
 from .nbdkit.compat import (debug, exit_startup, fail_startup, parse_bool,
                             parse_size, parse_uint16, read_password,
                             readonly_server, realpath)
@@ -85,7 +86,7 @@ class Params:
         elif key in _WORDS:
             table, message = _WORDS[key]
             if value not in table:
-                fail_startup(message % value)
+                fail_startup(message % printable(value))
             setattr(self, _attribute(key), table[value])
         elif key in ("config", "libdir"):
             setattr(self, key, realpath(value))
@@ -119,7 +120,7 @@ class Params:
             return abi.HW_VERSIONS[value]
         number = parse_uint16("create-hwversion", value)
         if number is None:
-            fail_startup("unknown create-hwversion: %s" % value)
+            fail_startup("unknown create-hwversion: %s" % printable(value))
         return number
 
     @staticmethod

@@ -6,6 +6,7 @@ import time
 
 from . import areas as changed
 from ..errors import PluginError
+from ..printable import printable
 from ..nbdkit.compat import debug, debug_flags
 from ..vsphere.session import fault_text, import_pyvmomi
 
@@ -152,7 +153,8 @@ def parameter_problems(params, readonly):
                "certificate is checked against it; vddkpy-thumbprint %s "
                "prints it)" % params.server)
     if params.server is not None and vm_moref(params.vm) is None:
-        yield "changed-since needs vm=moref=ID, not vm=%s" % params.vm
+        yield "changed-since needs vm=moref=ID, not vm=%s" % printable(
+            "%s" % params.vm)
     if params.single_link:
         yield ("changed-since cannot be used with single-link=true (vSphere "
                "tracks the whole disk, not one link)")
