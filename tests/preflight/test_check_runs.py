@@ -172,3 +172,37 @@ def test_removed_snapshot(warm):
         "snapshot= names no snapshot of this VM now: one removed since (take "
         "a new snapshot and pass its reference), or not a managed object "
         "reference (snapshot-NN)" % snapshot)
+
+
+def test_every_step_ok_on_the_bed(warm):
+    """The project's bed (the simulated vCenter, VDDK 8's stand-in), set
+    up for a warm migration: every step is ok (but install, where vddkpy
+    is not nbdkit's vddk plugin)."""
+    bed, check = warm
+    bed.enable_cbt()
+    snapshot, _ = bed.create_snapshot()
+    result = check("snapshot=%s" % snapshot, "changed-since=*")
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = [line[5:].split(":")[0] for line in lines(result)]
+    assert steps == ["install", "parameters", "library", "load", "init",
+                     "api-port", "thumbprint", "version", "nfc-port",
+                     "login", "vm", "snapshot", "disk over nbd", "cbt"]
+    assert [line for line in lines(result) if not line.startswith("ok ")] \
+        == [lines(result)[0]], result.stdout
+
+
+@pytest.mark.parametrize("version, verdict", [
+    ("8.0.2", "ok   version: VMware ESXi 8.0.2 build-1; VDDK 8 supports "
+              "vSphere 6.7 to 9.0"),
+    ("6.5.0", "FAIL version: VMware ESXi 6.5.0 build-1; VDDK 8 supports "
+              "vSphere 6.7 to 9.0; it is too old (VDDK opens disks there but "
+              "fails reading them); fix: use VDDK 7.0"),
+])
+def test_version_of_the_bed(tmp_path, libdir, vcsim, version, verdict):
+    """The bed reports the vSphere version it is given: the version step
+    passes and fails against it."""
+    bed = vcsim(version=version)
+    result = run_check(tmp_path, bed.plugin_args()
+                       + ["libdir=%s" % libdir, "transports=nbd"],
+                       bed.standin_config(), options=["-r"])
+    assert step(result, "version") == verdict
