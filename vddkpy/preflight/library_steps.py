@@ -14,6 +14,8 @@ FULL_DISTRIBUTION = ("libdir= must name the directory VDDK's tarball "
                      "unpacks (vmware-vix-disklib-distrib, holding lib64/)")
 X86_64_VDDK = ("download VDDK for Linux x86-64 (VMware-vix-disklib-*."
                "x86_64.tar.gz) and unpack it whole")
+READABLE = ("let the user nbdkit runs as read VDDK: chmod -R a+rX %s (or "
+            "unpack it as that user)")
 
 
 class Crashed(LoadError):
@@ -48,6 +50,16 @@ def where(params, libdir):
     if present is None:
         return _absent(libdir)
     path, major = present
+    named = layout.link_as_text(path)
+    if named:
+        return Result(FAIL, "library", "%s is a text file saying %s: a "
+                      "symbolic link stored as a file (VDDK copied with a "
+                      "tool that does not keep links: zip, a Windows share)"
+                      % (path, named), "unpack VDDK's tarball on this "
+                      "machine with tar, which keeps the links")
+    if not os.access(path, os.R_OK):
+        return Result(FAIL, "library", "cannot read %s: Permission denied"
+                      % path, READABLE % libdir)
     problem = layout.elf_problem(path)
     if problem:
         return Result(FAIL, "library", problem, X86_64_VDDK)
@@ -59,6 +71,24 @@ def where(params, libdir):
 
 
 def _absent(libdir):
+    closed = layout.closed_directories(libdir)
+    if closed:
+        return Result(FAIL, "library", "cannot look into %s: Permission "
+                      "denied" % closed[0], READABLE % libdir)
+    dangling = layout.dangling_links(libdir)
+    if dangling:
+        return Result(FAIL, "library", "%s is a symbolic link to %s, which "
+                      "does not exist" % dangling[0], "unpack the whole VDDK "
+                      "tarball again with tar (the library the link names "
+                      "is missing)")
+    tarball = layout.tarballs(libdir)
+    if tarball:
+        return Result(FAIL, "library", "no libvixDiskLib.so.N in %s/lib64 or "
+                      "%s, but VDDK's tarball %s is there, not unpacked"
+                      % (libdir, libdir, tarball[0]), "tar xzf %s -C %s, "
+                      "then libdir=%s/vmware-vix-disklib-distrib"
+                      % (tarball[0], os.path.dirname(tarball[0]),
+                         os.path.dirname(tarball[0])))
     too_old = too_old_message(libdir)
     if too_old:
         return Result(FAIL, "library", too_old,
@@ -87,6 +117,12 @@ def loading(library, problem, libdir):
         return Result(FAIL, "load", str(problem).split(". ")[0],
                       "install VDDK 6.7 or newer")
     needed = layout.missing_dependency(problem.reason)
+    if needed is None and problem.path and layout.noexec(problem.path):
+        return Result(FAIL, "load", "%s is on a filesystem mounted noexec: "
+                      "the loader may not map it (%s)" % (
+                          problem.path, problem.reason), "put VDDK on a "
+                      "filesystem mounted without noexec (/opt, /usr/local), "
+                      "or remount this one with exec")
     if needed is None:
         return Result(FAIL, "load", problem.reason or str(problem),
                       X86_64_VDDK)
