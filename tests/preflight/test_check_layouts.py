@@ -156,3 +156,40 @@ def test_unreadable_for_the_user(closed):
             "chmod -R a+rX %s (or unpack it as that user)" % (saw, libdir))
     finally:
         shutil.rmtree(top)
+
+
+def _foreign_python(top):
+    """A Python installation like pyenv's: its own python3 and standard
+    library, without cffi."""
+    version = "python%d.%d" % sys.version_info[:2]
+    stdlib = "/usr/lib/%s" % version
+    shutil.copytree(stdlib, top / "lib" / version, symlinks=True,
+                    ignore=shutil.ignore_patterns(
+                        "dist-packages", "site-packages", "__pycache__",
+                        "test", "idlelib", "tkinter", "ensurepip"))
+    (top / "bin").mkdir()
+    shutil.copy("/usr/bin/%s" % version, top / "bin" / "python3")
+    return top
+
+
+def test_first_python3_on_path_is_another_installation(tmp_path):
+    """pyenv's python3 first on PATH: nbdkit's libpython takes its
+    modules from there, where cffi is not; the line says so instead of
+    'apt install python3-cffi' (which is installed)."""
+    if not os.path.exists("/usr/lib/python%d.%d/os.py"
+                          % sys.version_info[:2]):
+        pytest.skip("no Debian python3 standard library here")
+    foreign = _foreign_python(tmp_path / "pyenv")
+    libdir = install_standin(tmp_path / "vddk")
+    env = dict(standin_env(tmp_path),
+               PATH="%s/bin:%s" % (foreign, os.environ["PATH"]))
+    result = subprocess.run(
+        [sys.executable, "-m", "vddkpy", "check"] + local(tmp_path, libdir),
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert "it took its modules from %s, the installation of the first "\
+        "python3 on PATH (pyenv?)" % foreign in errors[0], errors[0]
+    assert "apt install" not in result.stderr
+    assert "Traceback" not in result.stderr
