@@ -18,7 +18,7 @@ from bed import BUILD, ROOT, random_file, standin_env
 from vddkpy import statsfile
 from vddkpy.vsphere.thumbprint import format_thumbprint
 
-from test_check import DISK, lines, remote, host, run_check, step  # noqa
+from test_check import DISK, host, lines, remote, run_check, step  # noqa
 
 
 def assert_clean(result):
@@ -299,3 +299,21 @@ def test_vddk_log_text_escaped_once(tmp_path):
     assert "VDDK said: %s/vd\\x1bdk/libfakevddk-companion.so: " % tmp_path \
         in line, line
     assert "\x1b" not in result.stdout
+
+
+def test_vddk_own_expat_would_break_nbdkits_python(tmp_path, libdir):
+    """A libexpat.so.1 next to libvixDiskLib (VDDK's own) would replace
+    the system's for nbdkit's libpython after the re-exec: the check
+    says so in one line instead of dying with nbdkit."""
+    shutil.copy(BUILD / "libfakevddk-companion.so", libdir / "libexpat.so.1")
+    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=/dev/null"])
+    assert_clean(result)
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = step(result, "reexec")
+    assert line.startswith(
+        "FAIL reexec: with %s first in LD_LIBRARY_PATH (as the plugin "
+        "re-executes nbdkit), VDDK's libexpat.so.1 replaces the system's for "
+        "nbdkit's Python, which then fails: " % libdir), line
+    assert line.endswith("; fix: move libexpat.so.1 out of %s: the system's "
+                         "copy serves VDDK as well" % libdir), line
+    assert lines(result)[-1] == line

@@ -35,11 +35,14 @@ def config_complete():
     report = Report()
     libdir = params.libdir or default_libdir()
     library, problem = library_steps.load(libdir)
+    broken = None
     if library is not None:
-        reexec_if_needed(library.directory, params)
+        broken = library_steps.reexec_problem(library.directory)
+        if broken is None:
+            reexec_if_needed(library.directory, params)
     report.start()
     try:
-        run(report, libdir, library, problem)
+        run(report, libdir, library, problem, broken)
     except Exception as e:          # a bug here must still end in one line
         report.add(Result(FAIL, "check", "internal error: %r" % e,
                           "please report it"))
@@ -48,7 +51,7 @@ def config_complete():
     process.exit(status)
 
 
-def run(report, libdir, library, problem):
+def run(report, libdir, library, problem, broken=None):
     problems = missing_paths + list(params.problems())
     report.add(_parameters(problems))
     if missing_paths:
@@ -57,6 +60,9 @@ def run(report, libdir, library, problem):
         return
     if report.add(library_steps.loading(library, problem,
                                         libdir)).status == FAIL:
+        return
+    if broken is not None:
+        report.add(broken)
         return
     vddk = Vddk(library, False)
     messages = library_steps.Messages()

@@ -156,3 +156,21 @@ def find_file(libdir, name):
         if name in files:
             return directory
     return None
+
+
+def shadowed(directory):
+    """Libraries in ``directory`` of which this process has loaded a copy
+    from elsewhere (/proc/self/maps)."""
+    try:
+        with builtins.open("/proc/self/maps") as maps:
+            mapped = {line.split()[-1] for line in maps if ".so" in line}
+        present = set(os.listdir(directory))
+    except OSError:
+        return []
+    elsewhere = [os.path.basename(p) for p in mapped
+                 if os.path.dirname(p) != directory]
+    # A soname names the file it links to: libexpat.so.1 -> .so.1.8.10.
+    return sorted(name for name in present
+                  if ".so" in name and not name.startswith("libvixDiskLib")
+                  and any(m == name or m.startswith(name + ".")
+                          for m in elsewhere))

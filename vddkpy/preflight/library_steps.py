@@ -221,3 +221,35 @@ def local_risk(version, transports):
     return Result(WARN, "san", "VDDK %d may crash nbdkit opening a disk on "
                   "a machine without /sys/class/scsi_disk (RHEL-54377); %s"
                   % (version, why), "transports=nbdssl:nbd (without san)")
+
+
+def reexec_problem(directory):
+    """The ``reexec`` step's failure, or None: the plugin re-executes
+    nbdkit with ``directory`` first in LD_LIBRARY_PATH, and a library
+    there that this process took from elsewhere (VDDK's own libexpat or
+    libz) then replaces it for nbdkit's Python.  Tried in a child:
+    whether nbdkit still loads its python plugin so."""
+    shadowed = layout.shadowed(directory)
+    if not shadowed:
+        return None
+    env = dict(os.environ)
+    current = env.get("LD_LIBRARY_PATH")
+    env["LD_LIBRARY_PATH"] = directory + (":" + current if current else "")
+    import subprocess
+    try:
+        done = subprocess.run(["/proc/self/exe", "python", "--dump-plugin"],
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env=env, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        said = str(e)
+    else:
+        if done.returncode == 0:
+            return None
+        said = (done.stderr.decode("utf-8", "replace").strip().splitlines()
+                or ["status %d" % done.returncode])[0]
+    return Result(FAIL, "reexec", "with %s first in LD_LIBRARY_PATH (as the "
+                  "plugin re-executes nbdkit), VDDK's %s replaces the "
+                  "system's for nbdkit's Python, which then fails: %s"
+                  % (directory, ", ".join(shadowed), said),
+                  "move %s out of %s: the system's copy serves VDDK as well"
+                  % (" and ".join(shadowed), directory))
