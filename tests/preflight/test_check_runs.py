@@ -4,7 +4,6 @@ options (-r, changed-since=, snapshot=: change tracking on at the
 snapshot, the changeId accepted); and names the cause of Error 13 over
 hotadd and of a removed snapshot."""
 
-import os
 import shutil
 import socket
 import subprocess

@@ -9,7 +9,7 @@ from ..connection import Connection
 from ..errors import VddkError
 from ..printable import printable
 
-from .report import FAIL, OK, WARN, Result
+from .report import FAIL, OK, Result
 
 VIX_E_AUTHENTICATION_FAIL = 35
 VIX_E_FILE_ACCESS_ERROR = 13
