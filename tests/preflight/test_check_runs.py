@@ -205,3 +205,13 @@ def test_version_of_the_bed(tmp_path, libdir, vcsim, version, verdict):
                        + ["libdir=%s" % libdir, "transports=nbd"],
                        bed.standin_config(), options=["-r"])
     assert step(result, "version") == verdict
+
+
+def test_changed_since_without_r_says_how_to_check(warm):
+    bed, check = warm
+    result = check("changed-since=*", options=())
+    assert result.returncode == 1
+    assert step(result, "parameters") == (
+        "FAIL parameters: changed-since serves a read-only export: run "
+        "nbdkit with -r (--readonly); fix: correct them: the plugin refuses "
+        "them the same way; a read-only run is checked with vddkpy check -r")

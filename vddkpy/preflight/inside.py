@@ -11,7 +11,7 @@ import os
 
 from ..vddk.calls import Vddk
 from ..vddk.library import default_libdir
-from ..nbdkit.native import c_string, ffi, process
+from ..nbdkit.native import c_string, ffi, not_dumpable, process
 from ..params import Params
 from ..nbdkit.compat import readonly_server
 from ..nbdkit.reexec import reexec_if_needed
@@ -32,6 +32,8 @@ def config(key, value):
 
 
 def config_complete():
+    if params.password is not None or params.cookie is not None:
+        not_dumpable()              # as the plugin: no core with a secret
     report = Report()
     libdir = params.libdir or default_libdir()
     library, problem = library_steps.load(libdir)
@@ -79,7 +81,9 @@ def run(report, libdir, library, problem, broken=None):
 def _parameters(problems):
     if problems:
         return Result(FAIL, "parameters", "; ".join(problems),
-                      "correct them: the plugin refuses them the same way")
+                      "correct them: the plugin refuses them the same way"
+                      + ("; a read-only run is checked with vddkpy check -r"
+                         if any("with -r" in p for p in problems) else ""))
     if not params.is_remote:
         return Result(OK, "parameters", "local disk %s" % params.file)
     return Result(OK, "parameters", "disk %s of vm=%s on %s, user %s, "
