@@ -23,6 +23,9 @@ KEYS = ("server", "port", "nfchostport", "thumbprint", "user", "password",
         "cookie", "vm", "file", "snapshot", "changed_since", "single_link")
 NETWORK, TRACKING = "network", "tracking"
 STEP_LIMIT = 20             # seconds for one step, network waits included
+# The cbt step pages through QueryChangedDiskAreas (about a second a call
+# on a real host) to try changed-since=CHANGEID.
+TRACKING_LIMIT = 100
 CHILD_LIMIT = 150           # seconds for a whole child: every step's limit
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))

@@ -14,7 +14,7 @@ from ..cbt import areas as changed
 from ..cbt.tracked import TrackedDisk, vm_moref
 from ..errors import PluginError
 from ..vsphere.session import VsphereSession, pyvmomi_missing_message
-from .remote import STEP_LIMIT, Overdue, deadline
+from .remote import TRACKING_LIMIT, Overdue, deadline
 from .report import FAIL, OK, WARN, Result
 
 PREFIX = "changed-since: "
@@ -27,11 +27,11 @@ def change_tracking(params):
         return None
     failing = FAIL if params.changed_since is not None else WARN
     try:
-        with deadline(STEP_LIMIT):
+        with deadline(TRACKING_LIMIT):
             return _step(params, failing)
     except Overdue:
         return Result(failing, "cbt", "vSphere %s did not answer within %d s"
-                      % (params.server, STEP_LIMIT),
+                      % (params.server, TRACKING_LIMIT),
                       "check server= and the network to it")
 
 
