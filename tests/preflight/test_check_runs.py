@@ -4,14 +4,17 @@ options (-r, changed-since=, snapshot=: change tracking on at the
 snapshot, the changeId accepted); and names the cause of Error 13 over
 hotadd and of a removed snapshot."""
 
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from bed import ROOT, random_file, standin_env
+from bed import ROOT, install_standin, random_file, standin_env
 from test_check import (DISK, NO_SCSI_DISK, digest, host, lines,  # noqa
                         plugin_errors, remote, run_check, serve_remote,
                         step)
@@ -215,3 +218,33 @@ def test_changed_since_without_r_says_how_to_check(warm):
         "FAIL parameters: changed-since serves a read-only export: run "
         "nbdkit with -r (--readonly); fix: correct them: the plugin refuses "
         "them the same way; a read-only run is checked with vddkpy check -r")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
+def test_run_as_another_user(tmp_path):
+    """-u nobody, as the run's nbdkit -u: the library is loaded as root,
+    then the steps run as nobody, who may read the disk but not write
+    it: the write step fails as the run would."""
+    top = Path(tempfile.mkdtemp(prefix="vddkpy-check-"))
+    try:
+        os.chmod(top, 0o755)
+        libdir = install_standin(top / "vddk")
+        disk = random_file(top / "disk.raw", 1 << 20)
+        os.chmod(disk, 0o644)
+        log = tmp_path / "calls.jsonl"
+        log.touch()
+        os.chmod(log, 0o666)
+        os.chmod(tmp_path, 0o755)
+        result = run_check(tmp_path, ["libdir=%s" % libdir, "file=%s" % disk],
+                           options=["-u", "nobody"])
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert step(result, "user") == (
+            "ok   user: the steps below run as uid 65534 gid 65534, as "
+            "nbdkit -u/-g serves")
+        assert step(result, "disk").startswith("ok   disk: ")
+        assert step(result, "write").startswith(
+            "FAIL write: VixDiskLib_Open: %s: You do not have access rights "
+            "to this file (opening it for writing, as nbdkit without -r "
+            "does); fix: the disk can be read but not written" % disk)
+    finally:
+        shutil.rmtree(top)

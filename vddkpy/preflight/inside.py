@@ -15,7 +15,7 @@ from ..nbdkit.native import c_string, ffi, not_dumpable, process
 from ..params import Params
 from ..nbdkit.compat import readonly_server
 from ..nbdkit.reexec import reexec_if_needed
-from . import library_steps, remote, server_steps
+from . import library_steps, remote, run_as, server_steps
 from .report import FAIL, OK, WARN, Report, Result
 
 params = Params()
@@ -66,6 +66,10 @@ def run(report, libdir, library, problem, broken=None):
     if broken is not None:
         report.add(broken)
         return
+    identity = run_as.identity()
+    if identity is not None:
+        if report.add(run_as.become(*identity)).status == FAIL:
+            return
     vddk = Vddk(library, False)
     messages = library_steps.Messages()
     if report.add(library_steps.initialise(vddk, libdir, params.config,
