@@ -93,9 +93,10 @@ def test_links_stored_as_text(tmp_path):
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare")
 def test_noexec_filesystem(tmp_path):
-    """VDDK on a filesystem mounted noexec: the loader's own error, and
-    the mount named as the cause."""
-    libdir = install_standin(tmp_path / "vmware-vix-disklib-distrib",
+    """VDDK on a filesystem mounted noexec: the loader's own error (the
+    ESC in the directory's name escaped once), and the mount named as the
+    cause."""
+    libdir = install_standin(tmp_path / "vmware\x1bvix-disklib-distrib",
                              layout="lib64")
     script = ('mount --bind "$1" "$1" && mount -o remount,bind,noexec "$1" '
               '&& shift && exec "$@"')
@@ -105,10 +106,10 @@ def test_noexec_filesystem(tmp_path):
         cwd=ROOT, capture_output=True, text=True, env=standin_env(tmp_path),
         timeout=120)
     assert_only_failure(result, "load")
-    path = libdir / "lib64/libvixDiskLib.so.8"
+    path = str(libdir / "lib64/libvixDiskLib.so.8").replace("\x1b", "\\x1b")
     assert step(result, "load").startswith(
         "FAIL load: %s is on a filesystem mounted noexec: the loader may not "
-        "map it (" % path)
+        "map it (%s: " % (path, path)), result.stdout
     assert step(result, "load").endswith(
         "); fix: put VDDK on a filesystem mounted without noexec (/opt, "
         "/usr/local), or remount this one with exec")

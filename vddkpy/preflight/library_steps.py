@@ -5,7 +5,7 @@ import os
 from ..vddk.binding import ffi
 from ..vddk.library import (DEFAULT_LIBDIRS, Library, LoadError, MissingSymbol,
                        sonames_on_disk, too_old_message)
-from ..nbdkit.native import c_string, to_bytes
+from ..nbdkit.native import RTLD_NOW, c_string, process, to_bytes
 from ..vddk import log as vddklog
 from . import layout, probe
 from .report import FAIL, OK, WARN, Result
@@ -119,16 +119,26 @@ def loading(library, problem, libdir):
     needed = layout.missing_dependency(problem.reason)
     if needed is None and problem.path and layout.noexec(problem.path):
         return Result(FAIL, "load", "%s is on a filesystem mounted noexec: "
-                      "the loader may not map it (%s)" % (
-                          problem.path, problem.reason), "put VDDK on a "
-                      "filesystem mounted without noexec (/opt, /usr/local), "
-                      "or remount this one with exec")
+                      "the loader may not map it (%s)"
+                      % (problem.path, _loader_said(problem)),
+                      "put VDDK on a filesystem mounted without noexec "
+                      "(/opt, /usr/local), or remount this one with exec")
     if needed is None:
-        return Result(FAIL, "load", problem.reason or str(problem),
-                      X86_64_VDDK)
+        return Result(FAIL, "load", _loader_said(problem), X86_64_VDDK)
     return Result(FAIL, "load", "%s needs %s, which the loader does not "
                   "find" % (problem.path, needed),
                   _dependency_fix(libdir, needed))
+
+
+def _loader_said(problem):
+    """The loader's message as it wrote it (the plugin's LoadError has it
+    escaped for its own error line; the report escapes it once)."""
+    if problem.path:
+        process.dlopen(to_bytes(problem.path), RTLD_NOW)   # fails again
+        said = c_string(process.dlerror())
+        if said:
+            return said
+    return problem.reason or str(problem)
 
 
 def _dependency_fix(libdir, needed):
