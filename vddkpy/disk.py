@@ -24,12 +24,13 @@ import time
 from .vddk import abi, log as vddklog
 from .cbt import areas as changed
 from . import extents, hints
+from .connection import Connection
 from .vddk.abi import SECTOR_SIZE, VIX_ASYNC, VIX_OK
 from .vddk.binding import ffi
 from .errors import PluginError, VddkError
 from .nbdkit.compat import debug, debug_flags, error
 from .nbdkit.threadstate import KeptStates
-from .nbdkit.native import c_string, to_bytes
+from .nbdkit.native import c_string
 from .printable import printable
 from .vddk.log import silenced_errors
 
@@ -75,10 +76,6 @@ def _completion(cb_data, result):
     ffi.from_handle(cb_data).complete(result)
 
 
-def _c_or_null(text):
-    return ffi.NULL if text is None else ffi.new("char[]", to_bytes(text))
-
-
 def params_delta(params):
     """changed-since=CHANGEID (not "*"): unchanged areas read as zeros."""
     return params.changed_since not in (None, changed.ALL)
@@ -87,26 +84,6 @@ def params_delta(params):
 def _or_null(text):
     """Text from VDDK (or None) as a log line shows it."""
     return "NULL" if text is None else printable(text)
-
-
-def fill_remote_params(cp, p, c_string_of):
-    """Fill VixDiskLibConnectParams ``cp`` from the parameters ``p``;
-    ``c_string_of`` makes a C string that stays alive with the connection."""
-    cp.vmxSpec = c_string_of(p.vm)
-    cp.serverName = c_string_of(p.server)
-    if p.cookie is None:
-        cp.credType = abi.CRED_UID
-        cp.creds.uid.userName = c_string_of(p.user)
-        cp.creds.uid.password = c_string_of(p.password)
-    else:
-        cp.credType = abi.CRED_SESSIONID
-        cp.creds.sessionId.cookie = c_string_of(p.cookie)
-        cp.creds.sessionId.userName = c_string_of(p.user)
-        cp.creds.sessionId.key = c_string_of(p.password)
-    cp.thumbPrint = c_string_of(p.thumbprint)
-    cp.port = p.port
-    cp.nfcHostPort = p.nfchostport
-    cp.specType = abi.SPEC_VMX
 
 
 class Disk:
@@ -131,8 +108,8 @@ class Disk:
         self.delta = params_delta(self.params)
         self.lock = _thread.allocate_lock()
         self.commands = itertools.count()   # upstream's command ids
-        self._keep = []                     # C strings VDDK may point to
-        self.connect_params = self.connection = self.handle = None
+        self.vddk_connection = Connection(self.vddk, self.params, readonly)
+        self.connection = self.handle = None
         self.synchronous = False            # Read/Write, not the async ones
         self.size = self.logical_sector = self.physical_sector = 0
         self.can_extents = False            # the probe's answer
@@ -143,20 +120,23 @@ class Disk:
     # -- open / close (the caller holds the session's open/close lock) ----
 
     def open(self):
-        self._allocate_params()
+        opened = self.vddk_connection
         try:
-            self._connect()
+            opened.connect(self.params.transports)
+        except VddkError as e:
+            raise self._hinted(e, "connect") from None
+        try:
+            self.connection = opened.connection
+            self.session.create_if_pending(self)
             try:
-                self.session.create_if_pending(self)
-                self._open_handle()
-            except BaseException:
-                self.vddk.call("Disconnect", "connection", self.connection)
-                raise
+                transport = opened.open(self.filename)
+            except VddkError as e:
+                raise self._hinted(e, "open") from None
         except BaseException:
-            self._free_params()
+            opened.close()
+            self.connection = None
             raise
-        transport = c_string(self.vddk.call("GetTransportMode", "handle",
-                                            self.handle))
+        self.handle = opened.handle
         debug("transport mode: %s" % _or_null(transport))
         # The file transport does its I/O before returning anyway.
         self.synchronous = transport == "file"
@@ -181,47 +161,8 @@ class Disk:
             code = self.vddk.call("Wait", "handle", self.handle)
             if code != VIX_OK:
                 error(str(self.vddk.error("VixDiskLib_Wait", code)))
-            self.vddk.call("Close", "handle", self.handle)
-            self.vddk.call("Disconnect", "connection", self.connection)
-            self.handle = None
-            self._free_params()
-
-    def _allocate_params(self):
-        if self.vddk.has("AllocateConnectParams"):
-            self.connect_params = self.vddk.call("AllocateConnectParams", "")
-            if self.connect_params == ffi.NULL:
-                raise PluginError("allocate VixDiskLibConnectParams: "
-                                  "Cannot allocate memory", errno.ENOMEM)
-        else:
-            self.connect_params = ffi.new("VixDiskLibConnectParams *")
-
-    def _free_params(self):
-        if self.vddk.has("AllocateConnectParams"):
-            self.vddk.call("FreeConnectParams", "params",
-                           self.connect_params)
-        self.connect_params = None
-
-    def _c(self, text):
-        cdata = _c_or_null(text)
-        self._keep.append(cdata)
-        return cdata
-
-    def _connect(self):
-        p = self.params
-        if p.is_remote:
-            fill_remote_params(self.connect_params, p, self._c)
-        connection = ffi.new("VixDiskLibConnection *")
-        try:
-            self.vddk.check(
-                "ConnectEx", "h->params, %d, %s, %s, &connection"
-                % (self.readonly, _or_null(p.snapshot),
-                   _or_null(p.transports)),
-                self.connect_params, b"\1" if self.readonly else b"\0",
-                self._c(p.snapshot),
-                self._c(p.transports), connection)
-        except VddkError as e:
-            raise self._hinted(e, "connect") from None
-        self.connection = connection[0]
+            self.vddk_connection.close()
+            self.handle = self.connection = None
 
     def _hinted(self, e, where):
         """What to raise for VddkError ``e``: itself, or, where ``hints``
@@ -245,31 +186,14 @@ class Disk:
         shown = printable(p.file)
         self.vddk.check(
             "Create", "h->connection, %s, &cparams, NULL, NULL" % shown,
-            self.connection, self._c(p.file), create_params, ffi.NULL,
+            self.connection, self.vddk_connection.c_string(p.file),
+            create_params, ffi.NULL,
             ffi.NULL, prefix="VixDiskLib_Create: %s" % shown)
-
-    def _open_handle(self):
-        flags = self.params.open_flags(self.readonly)
-        handle = ffi.new("VixDiskLibHandle *")
-        shown = printable(self.filename)     # the client's, maybe
-        try:
-            self.vddk.check(
-                "Open", "connection, %s, %d, &handle" % (shown, flags),
-                self.connection, self._c(self.filename), flags, handle,
-                prefix="VixDiskLib_Open: %s" % shown)
-        except VddkError as e:
-            raise self._hinted(e, "open") from None
-        self.handle = handle[0]
 
     # -- facts about the disk ---------------------------------------------
 
     def _read_info(self):
-        info = ffi.new("VixDiskLibInfo **")
-        self.vddk.check("GetInfo", "handle, info", self.handle, info)
-        try:
-            self._use_info(info[0])
-        finally:
-            self.vddk.call("FreeInfo", "info", info[0])
+        self.vddk_connection.info(self._use_info)
 
     def _use_info(self, info):
         self.size = info.capacity * SECTOR_SIZE

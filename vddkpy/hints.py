@@ -27,13 +27,24 @@ RUNNING_VM = ("hint: Error 13 opening the disk of a running VM: create a "
               "Forklift do for warm migrations), or power the VM off")
 NO_TRANSPORT = ("hint: Error 13 also means that no mode of transports= "
                 "worked (HotAdd: no free SCSI slot): try transports=nbdssl:nbd")
+# Error 13 when transports= lists only modes that need this machine's
+# place in the vSphere installation (whatever the VM's power state).
+PLACED_MODES = {
+    "hotadd": "hotadd works only where nbdkit runs in a VM (a backup proxy) "
+              "on an ESXi host that sees the disk's datastore",
+    "san": "san works only where this machine reaches the datastore's LUNs "
+           "over Fibre Channel or iSCSI",
+    "file": "file opens local files, not a VM's disk on a server",
+}
 NFC_MEMORY = ("hint: the ESXi host's NFC server could not allocate memory for "
               "a request this large: add --filter=blocksize maxdata=2M (less "
               "if it still fails) and use fewer connections to the host")
 VM_NOT_FOUND = ("hint: vm=moref= takes the VM's managed object reference "
                 "(vm-NN on vCenter, a number on ESXi), not its name")
-SNAPSHOT_NOT_FOUND = ("hint: snapshot= takes the snapshot's managed object "
-                      "reference (snapshot-NN) of this VM")
+SNAPSHOT_NOT_FOUND = ("hint: snapshot= names no snapshot of this VM now: "
+                      "one removed since (take a new snapshot and pass its "
+                      "reference), or not a managed object reference "
+                      "(snapshot-NN)")
 
 
 def thumbprint_hint(actual, given):
@@ -54,8 +65,21 @@ def _open_hints(full_code, params, actual_thumbprint):
                                          params.thumbprint))
         return lines
     if error_code(full_code) == VIX_E_FILE_ACCESS_ERROR:
+        placed = _placed_modes_only(params.transports)
+        if placed:
+            return [placed]
         return [RUNNING_VM if params.snapshot is None else NO_TRANSPORT]
     return []
+
+
+def _placed_modes_only(transports):
+    """The hint when transports= lists only hotadd, san or file, else
+    None (nbd and nbdssl work from anywhere)."""
+    modes = [m for m in (transports or "").split(":") if m]
+    if not modes or any(m not in PLACED_MODES for m in modes):
+        return None
+    return ("hint: Error 13 with transports=%s: %s; try transports=nbdssl:nbd"
+            % (":".join(modes), "; ".join(PLACED_MODES[m] for m in modes)))
 
 
 _CONNECT_HINTS = {

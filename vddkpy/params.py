@@ -13,6 +13,7 @@ import os
 from collections import namedtuple
 
 from .vddk import abi
+from .printable import printable
 from .nbdkit.compat import (debug, exit_startup, fail_startup, parse_bool,
                             parse_size, parse_uint16, read_password,
                             readonly_server, realpath)
@@ -43,7 +44,7 @@ def _word(table, what):
     """A value that must be one of ``table``'s names."""
     def parse(key, value):
         if value not in table:
-            fail_startup("unknown %s: %s" % (what, value))
+            fail_startup("unknown %s: %s" % (what, printable(value)))
         return table[value]
     return parse
 
@@ -72,7 +73,7 @@ def _hwversion(key, value):
         return abi.HW_VERSIONS[value]
     number = parse_uint16(key, value)
     if number is None:
-        fail_startup("unknown create-hwversion: %s" % value)
+        fail_startup("unknown create-hwversion: %s" % printable(value))
     return number
 
 
@@ -91,7 +92,6 @@ def _seconds(key, value):
     except ValueError:
         seconds = 0
     if not 0 < seconds < 1e6:
-        from .printable import printable
         fail_startup("%s: expected a number of seconds greater than 0, not "
                      "%s" % (key, printable(value)))
     return seconds
@@ -100,7 +100,6 @@ def _seconds(key, value):
 def _bytes(key, value):
     """A number of bytes, written out (as stats-file= records it)."""
     if not (value.isascii() and value.isdigit()):
-        from .printable import printable
         fail_startup("%s: expected a number of bytes, not %s"
                      % (key, printable(value)))
     return int(value)
@@ -241,7 +240,9 @@ class Params:
     def set(self, key, value):
         parameter = _BY_KEY.get(key)
         if parameter is None:
-            fail_startup("unknown parameter '%s'" % key)
+            fail_startup("unknown parameter '%s'" % printable(key))
+        if key == "cookie" and self.reexeced_ is not None:
+            value = read_password(value)    # the re-exec's file (reexec)
         setattr(self, parameter.attribute, parameter.parse(key, value))
 
     # -- config_complete ---------------------------------------------------

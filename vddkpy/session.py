@@ -25,6 +25,13 @@ RHEL_54377_HINT = (
     "workarounds: https://issues.redhat.com/browse/RHEL-54377")
 
 
+def _shown_wildcard(wildcard):
+    """export= in quotes: as typed (upstream's text; its backslashes are
+    the wildcard's own), escaped when it holds what could forge a line or
+    drive a terminal."""
+    return '"%s"' % wildcard if wildcard.isprintable() else quoted(wildcard)
+
+
 def _climbs(name):
     """Whether a file name ("[datastore] dir/file.vmdk" or a local path)
     has a ".." component."""
@@ -189,6 +196,6 @@ class Session:
             return name
         if r == FNM_NOMATCH:
             raise PluginError('access denied: client requested %s which '
-                              'does not match export="%s"'
-                              % (quoted(name), wildcard))
+                              'does not match export=%s'
+                              % (quoted(name), _shown_wildcard(wildcard)))
         raise PluginError("fnmatch returned error code %d" % r)

@@ -60,6 +60,9 @@ def _directory_problem(directory):
     except OSError as e:
         return "%s: %s" % (printable(directory), e.strerror)
     if not os.access(directory, os.W_OK | os.X_OK):
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return "cannot create files in %s: it is on a read-only " \
+                "filesystem" % printable(directory)
         return "cannot create files in %s: Permission denied" % \
             printable(directory)
     return None
@@ -97,6 +100,9 @@ def _is_stats_document(path):
     be read)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
                  | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):     # swapped since lstat
+        os.close(fd)
+        raise OSError(0, "is not a regular file")
     with os.fdopen(fd, "rb") as f:
         data = f.read(_MAX_DOCUMENT + 1)
     try:

@@ -21,6 +21,8 @@ VCSIM = VCSIM_DIR / "build" / "vcsim"
 STARTUP_TIMEOUT = 30
 DATASTORE = "datastore1"
 DISK_FILE = "[%s] vm/vm.vmdk" % DATASTORE
+# The vSphere version the server's About reports: one VDDK 8 supports.
+VERSION = "8.0.2"
 
 
 class Disk:
@@ -63,16 +65,18 @@ class Vcsim:
 
     def __init__(self, directory, size=16 << 20, seed=None, power_on=True,
                  user="root", password="sekret", more_disks=(),
-                 lock_running_disks=False):
+                 lock_running_disks=False, version=VERSION):
         """``more_disks``: sizes of further disks (vm/vm_1.vmdk, ...);
         ``lock_running_disks``: the stand-in refuses to open a disk of the
         powered-on VM without a snapshot, as ESXi does (the guest's own
-        writes then go through ``guest_config()``)."""
+        writes then go through ``guest_config()``); ``version``: the
+        vSphere version the simulated vCenter reports."""
         ensure_built()
         self.dir = Path(directory)
         self.power_on = power_on
         self.user = user
         self.password = password
+        self.version = version
         self.size = size
         self.lock_running_disks = lock_running_disks
         self.datastore = self.dir / DATASTORE
@@ -120,6 +124,7 @@ class Vcsim:
             "snapshots_dir": str(self.snapshots_dir),
             "state": str(self.state_path),
             "power_file": str(self.power_file),
+            "version": self.version,
         }
         inventory_path = self.dir / "inventory.json"
         inventory_path.write_text(json.dumps(inventory, indent=2))

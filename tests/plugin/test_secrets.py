@@ -169,3 +169,79 @@ def test_readonly_does_not_create(tmp_path, libdir):
              (tmp_path / "calls.jsonl").read_text().splitlines()]
     assert "Create" not in calls and not target.exists()
     assert_no_traceback(result.stderr)
+
+
+COOKIE = "52e1a7b9-cookie-d1f0"
+
+
+def test_cookie_leaves_the_command_line(tmp_path, nbdkit, store):
+    """cookie= is moved off the re-executed server's command line (to an
+    unlinked file, as password=), so ps does not show it and nbdkit's -v
+    echoes it only in the process the user started."""
+    libdir = install_standin(tmp_path / "vddk-companion", companion=True)
+    password, _ = password_argument(tmp_path, "file")
+    args = ["server=esxi.example.com", "user=root", "cookie=" + COOKIE,
+            password, "vm=moref=2", "thumbprint=%s" % THUMB, "file=" + REMOTE_DISK]
+    server = nbdkit(*args, libdir=libdir, config=server_config(store)
+                    + "  cookie %s root\n" % COOKIE)
+    h = server.connect()
+    assert len(h.pread(512, 0)) == 512
+    with open("/proc/%d/cmdline" % server.proc.pid, "rb") as f:
+        assert COOKIE.encode() not in f.read()
+    h.shutdown()
+    server.stop()
+    assert server.calls("ConnectEx")[0]["cookie"] == COOKIE
+    assert server.stderr.count(COOKIE) == server.stderr.count(
+        "config key=cookie, value=%s" % COOKIE) == 1, server.stderr
+    assert_no_traceback(server.stderr)
+
+
+def _core_dumped(tmp_path, libdir, args, config):
+    """Whether the serving nbdkit, killed by SIGABRT while serving, leaves
+    a core file (core_pattern "core": in its working directory)."""
+    import resource
+    import signal
+    import subprocess
+    import time
+    from bed import PLUGIN, standin_env
+    directory = tmp_path / ("cwd%d" % len(list(tmp_path.glob("cwd*"))))
+    directory.mkdir()
+    sock = directory / "nbd.sock"
+    proc = subprocess.Popen(
+        ["nbdkit", "-f", "-U", str(sock), "python", str(PLUGIN),
+         "libdir=%s" % libdir] + args, cwd=directory,
+        env=standin_env(tmp_path, config), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, preexec_fn=lambda: resource.setrlimit(
+            resource.RLIMIT_CORE, (resource.RLIM_INFINITY,
+                                   resource.RLIM_INFINITY)))
+    try:
+        h = nbd.NBD()
+        for _ in range(1000):
+            if sock.exists():
+                break
+            assert proc.poll() is None
+            time.sleep(0.02)
+        h.connect_unix(str(sock))
+        assert len(h.pread(512, 0)) == 512     # serving, secret in memory
+        proc.send_signal(signal.SIGABRT)
+        assert proc.wait(60) == -signal.SIGABRT
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    cores = list(directory.glob("core*"))
+    for core in cores:
+        core.unlink()
+    return bool(cores)
+
+
+@pytest.mark.skipif(open("/proc/sys/kernel/core_pattern").read().strip()
+                    != "core", reason="core files are not written to the "
+                    "process's directory here (kernel.core_pattern)")
+def test_process_holding_a_password_leaves_no_core(tmp_path, libdir, store):
+    """A server holding a password or cookie is not dumpable: killed, it
+    leaves no core file; one serving a local file (no secret) does."""
+    disk = random_file(tmp_path / "disk.raw", 1024 * 1024)
+    assert _core_dumped(tmp_path, libdir, ["file=%s" % disk], None)
+    assert not _core_dumped(tmp_path, libdir, remote_args(
+        "password=" + SECRET), secret_config(store))

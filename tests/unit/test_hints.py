@@ -14,13 +14,14 @@ HIGH_BITS = 0x1234 << 32        # VDDK's extra information above the code
 
 def remote(thumbprint="AA:BB", snapshot=None):
     return SimpleNamespace(is_remote=True, thumbprint=thumbprint,
-                           snapshot=snapshot)
+                           snapshot=snapshot, transports=None)
 
 
 @pytest.mark.parametrize("where", ["connect", "open", "data"])
 @pytest.mark.parametrize("code", [1, 2, 13, 4000, 13003, 14009])
 def test_local_disks_get_no_hint(code, where):
-    local = SimpleNamespace(is_remote=False, thumbprint=None, snapshot=None)
+    local = SimpleNamespace(is_remote=False, thumbprint=None, snapshot=None,
+                            transports=None)
     assert hints.for_error(code, local, where, "AA:BB") == []
 
 

@@ -11,6 +11,7 @@ loader (for the loader's own error texts), ``vsnprintf`` for VDDK's
 from ..vddk.binding import ffi
 
 RTLD_NOW = 2
+PR_SET_DUMPABLE = 4
 FNM_NOMATCH = 1
 # LC_CTYPE_MASK | LC_COLLATE_MASK (the same bits in glibc and musl).
 _MATCHING_CATEGORIES = (1 << 0) | (1 << 3)
@@ -35,6 +36,13 @@ def has_symbol(name):
     except (AttributeError, ffi.error):
         return False
     return True
+
+
+def not_dumpable():
+    """No core dump of this process, and no ptrace or /proc/PID/mem by
+    other processes of its user: it holds a password or cookie.  (exec
+    makes a process dumpable again.)"""
+    process.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def to_bytes(text):

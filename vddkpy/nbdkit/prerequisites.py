@@ -28,6 +28,37 @@ def virtual_environment_message(prefix):
             % prefix)
 
 
+def foreign_prefix_message(library, prefix):
+    """cffi is missing because nbdkit's libpython took its standard
+    library from another Python installation: the first python3 on PATH
+    (pyenv, a hand-built Python) when its version matches."""
+    return ("vddkpy needs python3-cffi, which the Python nbdkit embeds (%s) "
+            "does not see: it took its modules from %s, the installation of "
+            "the first python3 on PATH (pyenv?): start nbdkit with a PATH "
+            "whose first python3 is %s/bin/python3, or with PYTHONHOME=%s"
+            % (library, sys.prefix, _library_prefix(library),
+               _library_prefix(library)))
+
+
+def embedding_library():
+    """The libpython nbdkit loaded, when it lies outside sys.base_prefix
+    (else None)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps
+                     if "/libpython3" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        if not path.startswith(sys.base_prefix.rstrip("/") + "/"):
+            return path
+    return None
+
+
+def _library_prefix(library):
+    return library.split("/lib/")[0] or "/"
+
+
 def running_version():
     return "%d.%d" % sys.version_info[:2]
 
@@ -59,4 +90,7 @@ def require_cffi(parser):
     if cffi_missing(parser):
         if sys.prefix != sys.base_prefix:
             fail(virtual_environment_message(sys.prefix))
+        library = embedding_library()
+        if library:
+            fail(foreign_prefix_message(library, sys.prefix))
         fail(cffi_missing_message(running_version()))

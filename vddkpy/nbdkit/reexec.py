@@ -4,8 +4,11 @@ VDDK ships its own libssl, libcrypto and libstdc++; the dynamic loader
 reads LD_LIBRARY_PATH only at process start, so once the library's
 directory is known nbdkit is executed again with it prepended.  The new
 process gets ``reexeced_=ORIGINAL`` so it can give ``--run`` commands the
-original value back, and the password travels through an inherited,
-already-unlinked file instead of the command line.
+original value back, and the secrets (password=, cookie=) travel through
+inherited, already-unlinked files instead of the command line, where
+``ps`` would show them for the server's life and nbdkit's ``-v`` would
+print them once more.  A process holding a secret is made non-dumpable:
+no core dump, no ptrace by other processes of the user.
 
 The process that re-executes pays for every module it imported, for
 nothing: get_ready and --dump-plugin decide the re-exec with only the
@@ -19,12 +22,16 @@ import sys
 from .cmdline import read_cmdline
 from ..vddk.library import Library, LoadError, libdir_of
 from .compat import debug, fail_startup
-from .native import ffi, process
+from .native import ffi, not_dumpable, process
+
+SECRETS = ("password", "cookie")
 
 
 def load_library(params):
     """get_ready's VDDK, in a process whose LD_LIBRARY_PATH has its
     directory; exits with upstream's message if no library loads."""
+    if params.password is not None or params.cookie is not None:
+        not_dumpable()
     try:
         library = Library(libdir_of(params))
     except LoadError as e:
@@ -41,8 +48,8 @@ def _needed(directory, params):
 
 
 def _password_fd(password):
-    """An unlinked 0600 file holding the password, inherited by exec."""
-    import tempfile     # only with password=: it costs start-up time
+    """An unlinked 0600 file holding a secret, inherited by exec."""
+    import tempfile     # only with secrets: it costs start-up time
     try:
         fd, path = tempfile.mkstemp(prefix="", dir="/tmp")
         os.unlink(path)
@@ -71,12 +78,17 @@ def reexec_if_needed(directory, params):
     debug("original command line occupies %d bytes"
           % sum(len(a.encode("utf-8", "surrogateescape")) + 1 for a in argv))
 
-    new_argv = [a for a in argv if not a.startswith("password=")]
+    new_argv = [a for a in argv
+                if not a.startswith(tuple(s + "=" for s in SECRETS))]
     if len(new_argv) != len(argv) and params.password is not None:
         new_argv.append("password=-%d" % _password_fd(params.password))
     original = os.environ.get("LD_LIBRARY_PATH", "")
     debug("adding reexeced_=%s" % original)
     new_argv.append("reexeced_=%s" % original)
+    # After reexeced_=, which tells the parser that this cookie= names a
+    # file descriptor (a cookie itself may begin with "-").
+    if params.cookie is not None:
+        new_argv.append("cookie=-%d" % _password_fd(params.cookie))
     library_path = "%s:%s" % (directory, original) if original else directory
     os.environ["LD_LIBRARY_PATH"] = library_path
     debug("re-executing with updated LD_LIBRARY_PATH=%s" % library_path)

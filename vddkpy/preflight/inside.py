@@ -11,10 +11,11 @@ import os
 
 from ..vddk.calls import Vddk
 from ..vddk.library import default_libdir
-from ..nbdkit.native import c_string, ffi, process
+from ..nbdkit.native import c_string, ffi, not_dumpable, process
 from ..params import Params
+from ..nbdkit.compat import readonly_server
 from ..nbdkit.reexec import reexec_if_needed
-from . import library_steps, network, server_steps, tracking
+from . import library_steps, remote, run_as, server_steps
 from .report import FAIL, OK, WARN, Report, Result
 
 params = Params()
@@ -31,14 +32,19 @@ def config(key, value):
 
 
 def config_complete():
+    if params.password is not None or params.cookie is not None:
+        not_dumpable()              # as the plugin: no core with a secret
     report = Report()
     libdir = params.libdir or default_libdir()
     library, problem = library_steps.load(libdir)
+    broken = None
     if library is not None:
-        reexec_if_needed(library.directory, params)
+        broken = library_steps.reexec_problem(library.directory)
+        if broken is None:
+            reexec_if_needed(library.directory, params)
     report.start()
     try:
-        run(report, libdir, library, problem)
+        run(report, libdir, library, problem, broken)
     except Exception as e:          # a bug here must still end in one line
         report.add(Result(FAIL, "check", "internal error: %r" % e,
                           "please report it"))
@@ -47,7 +53,7 @@ def config_complete():
     process.exit(status)
 
 
-def run(report, libdir, library, problem):
+def run(report, libdir, library, problem, broken=None):
     problems = missing_paths + list(params.problems())
     report.add(_parameters(problems))
     if missing_paths:
@@ -57,6 +63,13 @@ def run(report, libdir, library, problem):
     if report.add(library_steps.loading(library, problem,
                                         libdir)).status == FAIL:
         return
+    if broken is not None:
+        report.add(broken)
+        return
+    identity = run_as.identity()
+    if identity is not None:
+        if report.add(run_as.become(*identity)).status == FAIL:
+            return
     vddk = Vddk(library, False)
     messages = library_steps.Messages()
     if report.add(library_steps.initialise(vddk, libdir, params.config,
@@ -72,7 +85,9 @@ def run(report, libdir, library, problem):
 def _parameters(problems):
     if problems:
         return Result(FAIL, "parameters", "; ".join(problems),
-                      "correct them: the plugin refuses them the same way")
+                      "correct them: the plugin refuses them the same way"
+                      + ("; a read-only run is checked with vddkpy check -r"
+                         if any("with -r" in p for p in problems) else ""))
     if not params.is_remote:
         return Result(OK, "parameters", "local disk %s" % params.file)
     return Result(OK, "parameters", "disk %s of vm=%s on %s, user %s, "
@@ -89,36 +104,57 @@ def _vddk_steps(report, vddk, version):
         report.add(risk)
     nfc_failed = False
     if params.is_remote:
-        nfc_failed = _server_steps(report, version)
+        network = _add_all(report, remote.ask(
+            remote.NETWORK, params, "network", vddk_major=version))
+        if not _matched(network):
+            return                  # no credential to an unchecked server
+        nfc_failed = any(r.step == "nfc-port" and r.status == FAIL
+                         for r in network)
         results = server_steps.login(vddk, params)
-        for result in results:
-            report.add(result)
+        _add_all(report, results)
         if any(r.status == FAIL for r in results):
             return
     unreadable = _not_to_read()
     if unreadable:
         report.add(unreadable)
-    for transport in [] if unreadable else _transports(vddk, risk):
+    else:
+        _disk_steps(report, vddk, risk, nfc_failed)
+    if params.is_remote:
+        _add_all(report, remote.ask(remote.TRACKING, params, "cbt"))
+
+
+def _disk_steps(report, vddk, risk, nfc_failed):
+    """Read the disk over each transport that can be tried; for a
+    read-write run, open it for writing too (nothing is written)."""
+    read = []
+    for transport in _transports(vddk, risk):
         if transport == "san" and risk:
             continue
         if transport in ("nbd", "nbdssl") and nfc_failed:
             continue
-        report.add(server_steps.read_disk(vddk, params, transport))
-    cbt = params.is_remote and tracking.change_tracking(params)
-    if cbt:
-        report.add(cbt)
+        read.append((transport, report.add(
+            server_steps.read_disk(vddk, params, transport))))
+    if not read and not nfc_failed:
+        report.add(Result(FAIL, "transports", "no mode of transports=%s can "
+                          "work here: san reaches the datastore's LUNs "
+                          "through this machine's SCSI disks, and it has "
+                          "none (no /sys/class/scsi_disk)"
+                          % params.transports, "transports=nbdssl:nbd"))
+        return
+    working = [t for t, result in read if result.status == OK]
+    if working and not readonly_server():
+        report.add(server_steps.write_access(vddk, params, working[0]))
 
 
-def _server_steps(report, version):
-    """The network steps; whether NFC's port is unreachable."""
-    about = None
-    if report.add(server_steps.api_port(params)).status != FAIL:
-        about = server_steps.server_about(params)
-        report.add(server_steps.certificate(params))
-        report.add(server_steps.version(about, version))
-    return report.add(server_steps.nfc_port(
-        params, about if isinstance(about, network.About)
-        else None)).status == FAIL
+def _add_all(report, results):
+    for result in results:
+        report.add(result)
+    return results
+
+
+def _matched(network):
+    """Whether the server's certificate matched thumbprint=."""
+    return any(r.step == "thumbprint" and r.status == OK for r in network)
 
 
 def _transports(vddk, risk):

@@ -1,8 +1,11 @@
 """The library directory as the plugin searches it (``library``), and the
 near misses users make: VDDK unpacked one level too deep (``lib64/lib64``,
 ``vmware-vix-disklib-distrib/vmware-vix-disklib-distrib``), libdir= naming
-a sibling (``bin64``), a file built for another machine or not a library
-at all, a dependency the loader cannot find."""
+a sibling (``bin64``), the tarball not unpacked, a link whose library is
+missing, links stored as text files (copied through a tool that does not
+keep them), a directory the user cannot look into, a file built for
+another machine or not a library at all, a dependency the loader cannot
+find."""
 
 import builtins
 import os
@@ -22,7 +25,8 @@ def elf_problem(path):
     """Why ``path`` cannot be an x86-64 ELF shared library, or None."""
     try:
         with builtins.open(path, "rb") as f:
-            head = f.read(20)
+            head = f.read(64)
+            size = os.fstat(f.fileno()).st_size
     except OSError as e:
         return "cannot read %s: %s" % (path, e.strerror)
     if head[:4] != b"\x7fELF":
@@ -34,7 +38,73 @@ def elf_problem(path):
     if machine != X86_64:
         return "%s is built for %s, not x86-64" % (
             path, _MACHINES.get(machine, "ELF machine %d" % machine))
+    described = _described_size(head)
+    if described > size:
+        return ("%s is truncated: %d bytes, but its ELF header describes %d "
+                "(a broken or partial download?)" % (path, size, described))
     return None
+
+
+def _described_size(head):
+    """The file size an x86-64 ELF header implies: where its section
+    header table ends (the last thing a linker writes)."""
+    if len(head) < 64:
+        return 64
+    shoff = int.from_bytes(head[40:48], "little")
+    entry_size = int.from_bytes(head[58:60], "little")
+    count = int.from_bytes(head[60:62], "little")
+    return shoff + entry_size * count
+
+
+def link_as_text(path):
+    """The library name a small text file at ``path`` holds (a symbolic
+    link copied as a file), or None."""
+    try:
+        if os.path.islink(path) or os.path.getsize(path) > 255:
+            return None
+        with builtins.open(path, "rb") as f:
+            text = f.read().decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if re.fullmatch(r"libvixDiskLib\.so[.0-9]*", text) else None
+
+
+def dangling_links(libdir):
+    """(link, what it names) of libvixDiskLib.so.N links whose target is
+    missing."""
+    found = []
+    for path, _ in candidates(libdir):
+        if os.path.islink(path) and not os.path.exists(path):
+            found.append((path, os.readlink(path)))
+    return found
+
+
+def closed_directories(libdir):
+    """The directories of the search this user cannot look into."""
+    return [d for d in (libdir, os.path.join(libdir, "lib64"))
+            if os.path.isdir(d) and not os.access(d, os.R_OK | os.X_OK)]
+
+
+def tarballs(libdir):
+    """VDDK tarballs lying in ``libdir`` (or its parent), not unpacked."""
+    found = []
+    for directory in (libdir, os.path.dirname(libdir)):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        found += [os.path.join(directory, n) for n in sorted(names)
+                  if n.startswith("VMware-vix-disklib")
+                  and n.endswith((".tar.gz", ".tgz", ".tar"))]
+    return found
+
+
+def noexec(path):
+    """Whether the filesystem holding ``path`` is mounted noexec."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_NOEXEC)
+    except OSError:
+        return False
 
 
 def first_present(libdir):
@@ -86,3 +156,21 @@ def find_file(libdir, name):
         if name in files:
             return directory
     return None
+
+
+def shadowed(directory):
+    """Libraries in ``directory`` of which this process has loaded a copy
+    from elsewhere (/proc/self/maps)."""
+    try:
+        with builtins.open("/proc/self/maps") as maps:
+            mapped = {line.split()[-1] for line in maps if ".so" in line}
+        present = set(os.listdir(directory))
+    except OSError:
+        return []
+    elsewhere = [os.path.basename(p) for p in mapped
+                 if os.path.dirname(p) != directory]
+    # A soname names the file it links to: libexpat.so.1 -> .so.1.8.10.
+    return sorted(name for name in present
+                  if ".so" in name and not name.startswith("libvixDiskLib")
+                  and any(m == name or m.startswith(name + ".")
+                          for m in elsewhere))

@@ -11,6 +11,8 @@ import xml.etree.ElementTree as ElementTree
 
 TIMEOUT = 10.0
 API_PORT = 443
+# ServiceContent is a few KiB; a larger answer is not vSphere's.
+MAX_ANSWER = 1 << 20
 NFC_PORT = 902
 
 _ABOUT_REQUEST = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -31,6 +33,10 @@ def tcp_problem(host, port):
         return "cannot connect to %s:%d: %s" % (host, port,
                                                 e.strerror or e)
     return None
+
+
+class Timeout(ValueError):
+    """The server did not answer completely in time."""
 
 
 class About:
@@ -66,12 +72,15 @@ def about(host, port):
             "Content-Type": "text/xml; charset=utf-8",
             "SOAPAction": "urn:vim25"})
         response = connection.getresponse()
-        body = response.read()
+        body = _capped_body(response)
     except http.client.HTTPException as e:    # not HTTP at all
         raise ValueError("POST /sdk: %s" % (e or type(e).__name__)) \
             from None
     finally:
         connection.close()
+    if body is None:
+        raise ValueError("POST /sdk answered more than %d KiB: not vSphere's "
+                         "ServiceContent" % (MAX_ANSWER // 1024))
     if response.status != 200:
         raise ValueError("POST /sdk answered HTTP %d" % response.status)
     try:
@@ -81,3 +90,19 @@ def about(host, port):
     if element is None:
         raise ValueError("POST /sdk answered no ServiceContent.about")
     return About(element)
+
+
+def _capped_body(response):
+    """The body, read in pieces; None when it is longer than MAX_ANSWER
+    (whatever Content-Length says: it may be absent or a lie)."""
+    if response.length is not None and response.length > MAX_ANSWER:
+        return None
+    pieces, size = [], 0
+    while True:
+        piece = response.read1(64 * 1024)
+        if not piece:
+            return b"".join(pieces)
+        size += len(piece)
+        if size > MAX_ANSWER:
+            return None
+        pieces.append(piece)

@@ -2,164 +2,30 @@
 through VDDK, the login, the VM and snapshot, and the disk."""
 
 from .. import hints
-from ..vsphere import thumbprint
 from ..vddk import log as vddklog
 from ..vddk.abi import (SECTOR_SIZE, VIX_E_AUTHENTICATION_FAIL,
+                        VIX_E_FILE_ACCESS_ERROR, VIX_E_FILE_READ_ONLY,
                         VIX_E_SNAPSHOT_NOTFOUND, VIX_E_VM_NOT_FOUND,
                         error_code)
 from ..vddk.binding import ffi
-from ..disk import fill_remote_params
+from ..connection import Connection
 from ..errors import VddkError
-from ..nbdkit.native import c_string, to_bytes
-from . import compatibility, network
-from .report import FAIL, OK, WARN, Result
+from ..printable import printable
+
+from .report import FAIL, OK, Result
 
 # One request as large as virt-v2v's (blocksize filter maxdata=2M): NFC's
 # memory limit on the host fails larger ones.
 LARGE_READ = 2 * 1024 * 1024 // SECTOR_SIZE
 
 
-def api_port(params):
-    port = params.port or network.API_PORT
-    problem = network.tcp_problem(params.server, port)
-    if problem:
-        return Result(FAIL, "api-port", problem, "check server= and port= "
-                      "(vSphere's HTTPS port, 443), and the firewall")
-    return Result(OK, "api-port", "%s:%d answers" % (params.server, port))
-
-
-def nfc_port(params, about):
-    port = params.nfchostport or network.NFC_PORT
-    if about is not None and about.is_vcenter:
-        return Result(WARN, "nfc-port", "server= is a vCenter (%s): NBD and "
-                      "NBDSSL connect to the ESXi host running the VM, not "
-                      "to it" % about.full_name, "make sure that host's TCP "
-                      "port %d is reachable from here" % port)
-    problem = network.tcp_problem(params.server, port)
-    if problem:
-        return Result(FAIL, "nfc-port", problem, "open TCP port %d (NFC, "
-                      "nfchostport=) from this machine to the ESXi host: "
-                      "the nbd and nbdssl transports need it" % port)
-    return Result(OK, "nfc-port", "%s:%d answers" % (params.server, port))
-
-
-def certificate(params):
-    port = params.port or network.API_PORT
-    try:
-        actual = thumbprint.thumbprint(params.server, port)
-    except thumbprint.ThumbprintError as e:
-        return Result(FAIL, "thumbprint", str(e), "check server= and port=")
-    given = params.thumbprint
-    if given is None:
-        return Result(FAIL, "thumbprint", "no thumbprint= given; the "
-                      "server's certificate has %s" % actual,
-                      "thumbprint=%s" % actual)
-    if given.upper() != actual:
-        return Result(FAIL, "thumbprint", "the server's certificate has %s, "
-                      "thumbprint= says %s" % (actual, given),
-                      "thumbprint=%s" % actual)
-    return Result(OK, "thumbprint", "%s matches the server's certificate"
-                  % actual)
-
-
-def server_about(params):
-    """The server's About, or the exception saying why it has none."""
-    try:
-        return network.about(params.server, params.port or network.API_PORT)
-    except (OSError, ValueError) as e:
-        return e
-
-
-def version(about, vddk_major):
-    if not isinstance(about, network.About):
-        return _unknown_version(about)
-    if about.release() is None:
-        return _unknown_version("it says %r" % about.version)
-    oldest, newest = compatibility.supported(vddk_major)
-    verdict = compatibility.verdict(vddk_major, about.release())
-    saw = "%s; VDDK %d supports vSphere %s to %s" % (
-        about.full_name or about.version, vddk_major,
-        compatibility.text(oldest), compatibility.text(newest))
-    if verdict == compatibility.OK:
-        return Result(OK, "version", saw)
-    if verdict == compatibility.NEXT:
-        return Result(OK, "version", saw + " (the next release: except new "
-                      "features)")
-    if verdict == compatibility.TOO_OLD:
-        suggested = compatibility.vddk_for(about.release())
-        return Result(FAIL, "version", saw + "; it is too old (VDDK opens "
-                      "disks there but fails reading them)",
-                      "use VDDK %s" % compatibility.text(suggested)
-                      if suggested else
-                      "no VDDK this plugin loads (>= 6.7) supports it")
-    return Result(WARN, "version", saw + "; it is newer than VDDK %d "
-                  "supports" % vddk_major, "use VDDK %s" % compatibility.text(
-                      compatibility.release(*about.release())))
-
-
-def _unknown_version(why):
-    return Result(WARN, "version", "could not read the server's vSphere "
-                  "version: %s" % why, "check that server= is a vCenter or "
-                  "ESXi host")
-
-
-class Connection:
-    """One VDDK connection and read-only disk handle, as the plugin makes
-    them (same connect parameters, same open flags)."""
-
-    def __init__(self, vddk, params):
-        self.vddk = vddk
-        self.params = params
-        self._keep = []
-        self.allocated = vddk.has("AllocateConnectParams")
-        self.cp = vddk.call("AllocateConnectParams", "") if self.allocated \
-            else ffi.new("VixDiskLibConnectParams *")
-        self.connection = self.handle = None
-
-    def _c(self, text):
-        cdata = ffi.NULL if text is None else ffi.new("char[]",
-                                                      to_bytes(text))
-        self._keep.append(cdata)
-        return cdata
-
-    def connect(self, transports):
-        if self.params.is_remote:
-            fill_remote_params(self.cp, self.params, self._c)
-        connection = ffi.new("VixDiskLibConnection *")
-        self.vddk.check("ConnectEx", "", self.cp, b"\1",
-                        self._c(self.params.snapshot), self._c(transports),
-                        connection)
-        self.connection = connection[0]
-
-    def open(self, filename):
-        handle = ffi.new("VixDiskLibHandle *")
-        self.vddk.check("Open", "", self.connection, self._c(filename),
-                        self.params.open_flags(True), handle,
-                        prefix="VixDiskLib_Open: %s" % filename)
-        self.handle = handle[0]
-        return c_string(self.vddk.call("GetTransportMode", "", self.handle))
-
-    def read(self, sectors):
-        """Read the first ``sectors`` sectors (one request)."""
-        buffer = ffi.new("uint8_t[]", sectors * SECTOR_SIZE)
-        self.vddk.check("Read", "", self.handle, 0, sectors, buffer)
-
-    def capacity(self):
-        info = ffi.new("VixDiskLibInfo **")
-        self.vddk.check("GetInfo", "", self.handle, info)
-        try:
-            return info[0].capacity
-        finally:
-            self.vddk.call("FreeInfo", "", info[0])
-
-    def close(self):
-        if self.handle is not None:
-            self.vddk.call("Close", "", self.handle)
-        if self.connection is not None:
-            self.vddk.call("Disconnect", "", self.connection)
-        if self.allocated:
-            self.vddk.call("FreeConnectParams", "", self.cp)
-        self.handle = self.connection = self.cp = None
+def said(error, params):
+    """The VddkError's message with file= as given: the report escapes the
+    whole line once (the error's own prefix has it escaped already)."""
+    shown = "VixDiskLib_Open: %s" % printable(params.file or "")
+    if error.prefix == shown:
+        return "VixDiskLib_Open: %s: %s" % (params.file, error.text)
+    return str(error)
 
 
 def _fix(error, params, where):
@@ -172,7 +38,7 @@ def _fix(error, params, where):
 
 def login(vddk, params):
     """The ``login``, ``vm`` and ``snapshot`` steps, from one ConnectEx."""
-    connection = Connection(vddk, params)
+    connection = Connection(vddk, params, readonly=True)
     try:
         connection.connect(params.transports)
     except VddkError as e:
@@ -208,7 +74,7 @@ def read_disk(vddk, params, transport):
     """The ``disk`` step over one transport (None: VDDK's choice): open
     read-only, read sector 0, then one request as large as virt-v2v's."""
     step = "disk" if transport is None else "disk over %s" % transport
-    connection = Connection(vddk, params)
+    connection = Connection(vddk, params, readonly=True)
     try:
         return _read(connection, params, step, transport)
     finally:
@@ -222,15 +88,50 @@ def _read(connection, params, step, transport):
         stage = "open"
         used = connection.open(params.file)
         stage = "data"
-        connection.read(1)
-        large = min(connection.capacity(), LARGE_READ)
+        _read_start(connection, 1)
+        large = min(connection.info(lambda info: info.capacity), LARGE_READ)
     except VddkError as e:
-        return Result(FAIL, step, str(e), _fix(e, params, stage))
+        return Result(FAIL, step, said(e, params), _fix(e, params, stage))
     saw = "read sector 0 of %s read-only, %%s %d KiB at once (transport " \
         "used: %s)" % (params.file, large * SECTOR_SIZE // 1024, used)
     try:
-        connection.read(large)
+        _read_start(connection, large)
     except VddkError as e:
-        return Result(FAIL, step, saw % "but not" + ": %s" % e,
+        return Result(FAIL, step, saw % "but not" + ": %s" % said(e, params),
                       _fix(e, params, "data"))
     return Result(OK, step, saw % "and")
+
+
+def _read_start(connection, sectors):
+    """Read the disk's first ``sectors`` sectors in one request."""
+    buffer = ffi.new("uint8_t[]", sectors * SECTOR_SIZE)
+    connection.vddk.check("Read", "", connection.handle, 0, sectors, buffer)
+
+
+def write_access(vddk, params, transport):
+    """The ``write`` step of a read-write run (no -r): open the disk for
+    writing as the plugin would, and close it; nothing is written."""
+    connection = Connection(vddk, params, readonly=False)
+    stage = "connect"
+    try:
+        connection.connect(transport)
+        stage = "open"
+        connection.open(params.file)
+    except VddkError as e:
+        return Result(FAIL, "write", "%s (opening it for writing, as nbdkit "
+                      "without -r does)" % said(e, params),
+                      _write_fix(e, params, stage))
+    finally:
+        connection.close()
+    return Result(OK, "write", "%s opens for writing (nothing was written)"
+                  % params.file)
+
+
+def _write_fix(error, params, stage):
+    if error_code(error.code) in (VIX_E_FILE_ACCESS_ERROR, VIX_E_FILE_READ_ONLY):
+        who = "user= (on the VM's datastore)" if params.is_remote else \
+            "the user nbdkit runs as (on the file and its filesystem)"
+        return ("the disk can be read but not written: give %s write "
+                "access, or run nbdkit with -r (read-only, all a copy from "
+                "the disk needs) and check with -r" % who)
+    return _fix(error, params, stage)

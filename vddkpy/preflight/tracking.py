@@ -1,75 +1,89 @@
-"""The ``cbt`` step: whether vSphere tracks the disk's changed blocks, read
-through the vSphere API with pyvmomi (python3-pyvmomi) when it is
-installed: ``config.changeTrackingEnabled`` of the VM and the disk's
-``backing.changeId``.  Warm migrations (virt-v2v, CDI, Forklift) copy
-only what changed since a changeId, so they need it on."""
+"""The ``cbt`` step: whether vSphere tracks the disk's changed blocks, as
+the plugin's changed-since= reads them: through the plugin's own vSphere
+session (``VsphereSession``: TLS pinned to thumbprint= in every
+handshake, so no credential reaches a server whose certificate does not
+match) and its ``TrackedDisk``, as of snapshot= when it is given.  Warm
+migrations (virt-v2v, CDI, Forklift) copy only what changed since a
+changeId, so they need it on at the snapshot they copy from; with
+changed-since= the step also asks vSphere about that changeId.
 
-import socket
-import ssl
+Runs in the child process of ``remote``, only once the thumbprint step
+has matched."""
 
-from .network import API_PORT, TIMEOUT
-from .report import OK, WARN, Result
+from ..cbt import areas as changed
+from ..cbt.tracked import TrackedDisk, vm_moref
+from ..errors import PluginError
+from ..vsphere.session import VsphereSession, pyvmomi_missing_message
+from .remote import TRACKING_LIMIT, Overdue, deadline
+from .report import FAIL, OK, WARN, Result
 
-
-def _pyvmomi():
-    try:
-        from pyVim import connect
-        from pyVmomi import vim
-    except ImportError:
-        return None
-    return connect, vim
-
-
-def _session(connect, params):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE     # pinned by the thumbprint
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(TIMEOUT)
-    try:
-        return connect.SmartConnect(
-            host=params.server, port=params.port or API_PORT,
-            user=params.user, pwd=params.password, sslContext=context,
-            thumbprint=params.thumbprint)
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _disk(vim, vm, filename):
-    for device in vm.config.hardware.device:
-        if isinstance(device, vim.vm.device.VirtualDisk) and \
-                getattr(device.backing, "fileName", None) == filename:
-            return device
-    return None
+PREFIX = "changed-since: "
 
 
 def change_tracking(params):
-    """The step's result, or None without pyvmomi or a moref to look at."""
-    modules = _pyvmomi()
-    if modules is None or params.cookie is not None or \
-            params.file is None or not params.vm.startswith("moref="):
+    """The step's result, or None when there is nothing to look at (no
+    file=, no vm=moref=, or no pyvmomi and no changed-since=)."""
+    if params.file is None or vm_moref(params.vm) is None:
         return None
-    connect, vim = modules
+    failing = FAIL if params.changed_since is not None else WARN
     try:
-        si = _session(connect, params)
-    except Exception as e:          # pyvmomi's faults, sockets, parsing
-        return Result(WARN, "cbt", "could not ask the vSphere API with "
-                      "pyvmomi: %s" % (str(e).strip().splitlines()
-                                       or [type(e).__name__])[0])
+        with deadline(TRACKING_LIMIT):
+            return _step(params, failing)
+    except Overdue:
+        return Result(failing, "cbt", "vSphere %s did not answer within %d s"
+                      % (params.server, TRACKING_LIMIT),
+                      "check server= and the network to it")
+
+
+def _step(params, failing):
     try:
-        vm = vim.VirtualMachine(params.vm[len("moref="):], si._stub)
-        enabled = vm.config.changeTrackingEnabled
-        disk = _disk(vim, vm, params.file)
-    finally:
-        connect.Disconnect(si)
-    if disk is None:
-        return Result(WARN, "cbt", "the VM's configuration has no disk "
-                      "named %s" % params.file, "file= names the disk as "
-                      "the VM's configuration does")
-    if not enabled:
-        return Result(WARN, "cbt", "changed block tracking is off for vm=%s: "
-                      "each warm-migration pass copies the whole disk"
-                      % params.vm, "enable changeTrackingEnabled on the VM "
-                      "(ReconfigVM), then take a new snapshot")
-    return Result(OK, "cbt", "changed block tracking is on; the disk's "
-                  "changeId is %s" % disk.backing.changeId)
+        session = VsphereSession(params)
+    except PluginError:
+        if params.changed_since is None:
+            return None
+        return Result(FAIL, "cbt", pyvmomi_missing_message())
+    disk = TrackedDisk(session, params, params.file)
+    try:
+        disk.look_up()
+        if params.changed_since not in (None, changed.ALL):
+            disk.areas(params.changed_since)
+    except PluginError as e:
+        return _failed(str(e), failing)
+    except Exception as e:          # pyvmomi's faults, a server not vSphere
+        return Result(failing, "cbt", "could not ask the vSphere API: %s"
+                      % _first_line(e), "check that server= is a vCenter or "
+                      "ESXi host")
+    where = "" if params.snapshot is None else \
+        " at snapshot=%s" % params.snapshot
+    saw = "changed block tracking is on%s; the disk's changeId is %s" % (
+        where, disk.next_change_id)
+    if params.changed_since not in (None, changed.ALL):
+        saw += "; vSphere accepts changed-since=%s" % params.changed_since
+    return Result(OK, "cbt", saw)
+
+
+def _failed(message, failing):
+    """The plugin's message as the step's line: what it saw, its fix."""
+    text = message[len(PREFIX):] if message.startswith(PREFIX) else message
+    saw, _, fix = text.partition(": enable it")
+    if fix:
+        return Result(failing, "cbt", saw + ": each warm-migration pass "
+                      "would copy the whole disk", "enable it" + fix)
+    return Result(failing, "cbt", text, _fix_for(text))
+
+
+def _fix_for(text):
+    if "refused" in text:
+        return None             # the plugin's message carries its fix
+    if "has no disk whose backing file" in text:
+        return "file= names the disk as the VM's configuration does"
+    if "has no VM " in text:
+        return ("vm=moref= and snapshot= must name objects that exist (a "
+                "removed snapshot is gone: take a new one)")
+    return "check server=, user= and the password (or cookie=)"
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return "%s: %s" % (type(error).__name__, lines[0]) if lines \
+        else type(error).__name__

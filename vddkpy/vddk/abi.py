@@ -120,6 +120,8 @@ void *uselocale(void *newloc);
 void exit(int status);
 int fflush(void *stream);
 void free(void *ptr);
+int prctl(int option, unsigned long arg2, unsigned long arg3,
+          unsigned long arg4, unsigned long arg5);
 int __cxa_thread_atexit_impl(void (*func)(void *), void *obj,
                              void *dso_symbol);
 

@@ -34,11 +34,18 @@ class _Seen:
 seen = _Seen()
 
 
-def format_message(fmt, args):
+def format_raw(fmt, args):
+    """VDDK's message as it wrote it (None if it cannot be formatted)."""
     buffer = ffi.new("char[]", _BUFFER_SIZE)
     if process.vsnprintf(buffer, _BUFFER_SIZE, fmt, args) < 0:
         return None
-    text = ffi.string(buffer).decode("utf-8", "surrogateescape")
+    return ffi.string(buffer).decode("utf-8", "surrogateescape")
+
+
+def format_message(fmt, args):
+    text = format_raw(fmt, args)
+    if text is None:
+        return None
     if text.endswith("\n"):
         text = text[:-1]                # nbdkit adds one, as upstream
     # VDDK's messages name files, which export= lets clients choose, and

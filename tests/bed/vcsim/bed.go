@@ -54,6 +54,9 @@ func startBed(inv *Inventory) (*Bed, error) {
 	model := simulator.ESX()
 	model.Datastore = 0
 	model.Machine = 0
+	if inv.Version != "" {
+		reportVersion(&model.ServiceContent.About, inv.Version)
+	}
 	if err := model.Create(); err != nil {
 		return nil, err
 	}
@@ -75,6 +78,13 @@ func startBed(inv *Inventory) (*Bed, error) {
 	}
 	b.control(&controlRequest{Reset: true}) // tests count their own calls
 	return b, b.publish()
+}
+
+// reportVersion makes About say vSphere version (e.g. "8.0.2"): the
+// version step of vddkpy check reads it anonymously from /sdk.
+func reportVersion(about *types.AboutInfo, version string) {
+	about.Version = version
+	about.FullName = "VMware ESXi " + version + " build-1"
 }
 
 func (b *Bed) close() {

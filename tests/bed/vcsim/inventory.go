@@ -19,6 +19,7 @@ type Inventory struct {
 	State        string            `json:"state"`         // where to write State
 	// Exists while the VM is powered on (the stand-in's "running_while").
 	PowerFile string `json:"power_file"`
+	Version   string `json:"version"` // the vSphere version About reports ("" keeps govmomi's)
 }
 
 type InventoryVM struct {

@@ -1,0 +1,330 @@
+"""``vddkpy check`` against what crashes, hangs or floods it: a damaged
+library, VDDK's own copies of system libraries, a hostile vSphere API
+port, a command line near the system's limit, a stats-file= swapped
+for a FIFO, a read-only filesystem.  Each ends in one line, within a
+bounded time, never a traceback."""
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from bed import BUILD, ROOT, random_file, standin_env
+from vddkpy import statsfile
+from vddkpy.vsphere.thumbprint import format_thumbprint
+
+from test_check import DISK, host, lines, remote, run_check, step  # noqa
+
+
+def assert_clean(result):
+    assert "Traceback" not in result.stdout + result.stderr, \
+        result.stdout + result.stderr
+
+
+# -- the library ----------------------------------------------------------
+
+def _truncated_copy(libdir, size, forget_sections=False):
+    libdir.mkdir()
+    path = libdir / "libvixDiskLib.so.8"
+    data = bytearray((BUILD / "libvixDiskLib.so").read_bytes()[:size])
+    if forget_sections:                 # e_shoff, e_shnum: 0
+        data[40:48] = bytes(8)
+        data[60:62] = bytes(2)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_truncated_library(tmp_path):
+    """A partial download: the library step says so; nothing is loaded."""
+    path = _truncated_copy(tmp_path / "vddk", 65536)
+    size = (BUILD / "libvixDiskLib.so").stat().st_size
+    result = run_check(tmp_path, ["libdir=%s" % path.parent,
+                                  "file=/dev/null"])
+    assert result.returncode == 1
+    assert step(result, "library") == (
+        "FAIL library: %s is truncated: 65536 bytes, but its ELF header "
+        "describes %d (a broken or partial download?); fix: download VDDK "
+        "for Linux x86-64 (VMware-vix-disklib-*.x86_64.tar.gz) and unpack "
+        "it whole" % (path, size))
+    assert_clean(result)
+
+
+def test_library_that_kills_the_loader(tmp_path):
+    """A damaged file the loader dies on (SIGBUS) is loaded first in a
+    child process: the load step says so in one line."""
+    path = _truncated_copy(tmp_path / "vddk", 65536, forget_sections=True)
+    result = run_check(tmp_path, ["libdir=%s" % path.parent,
+                                  "file=/dev/null"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert step(result, "load") == (
+        "FAIL load: loading %s killed the process (SIGBUS); fix: the file "
+        "is damaged (a broken or partial download?): download VDDK for "
+        "Linux x86-64 (VMware-vix-disklib-*.x86_64.tar.gz) and unpack it "
+        "whole" % path)
+    assert_clean(result)
+
+
+def test_vddk_own_ssl_libraries(tmp_path, remote):
+    """VDDK ships libssl and libcrypto next to libvixDiskLib; the re-exec
+    puts them first for nbdkit, where Python's ssl cannot use them: the
+    check's network steps still work (they run with nbdkit's original
+    environment)."""
+    args, config, data, before, h = remote(args=["transports=nbd"])
+    libdir = [a for a in args if a.startswith("libdir=")][0][len("libdir="):]
+    for name in ("libssl.so.3", "libcrypto.so.3"):
+        shutil.copy(BUILD / "libfakevddk-companion.so",
+                    os.path.join(libdir, name))
+    result = run_check(tmp_path, args, config)
+    assert_clean(result)
+    assert step(result, "thumbprint") == (
+        "ok   thumbprint: %s matches the server's certificate" % h.thumbprint)
+    assert step(result, "disk over nbd").startswith("ok   disk over nbd: ")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- a hostile API port ---------------------------------------------------
+
+class HostileApi:
+    """TLS on 127.0.0.1 answering every request with ``answer(tls)``."""
+
+    def __init__(self, directory, answer):
+        key, cert = directory / "api-key.pem", directory / "api-cert.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                        "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert)],
+                       check=True, capture_output=True)
+        self.thumbprint = format_thumbprint(
+            ssl.PEM_cert_to_DER_cert(cert.read_text()))
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.answer = answer
+        self.stopped = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,),
+                             daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(5)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    piece = tls.recv(4096)
+                    if not piece:
+                        return      # the thumbprint step's handshake only
+                    request += piece
+                self.answer(tls, self.stopped)
+        except (OSError, ssl.SSLError):
+            pass
+
+    def close(self):
+        self.stopped.set()
+        self.listener.close()
+
+
+def _trickle(tls, stopped):
+    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+    while not stopped.wait(0.5):
+        tls.sendall(b"<")
+
+
+def _endless(tls, stopped):
+    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n\r\n")
+    while not stopped.is_set():
+        tls.sendall(b"<x>" * 4096)
+
+
+def _huge_length(tls, stopped):
+    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n"
+                b"<x>")
+    stopped.wait(30)
+
+
+def _large_body(tls, stopped):
+    body = b"<x>" * (200 * 1024 * 1024 // 3)
+    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+    tls.sendall(body)
+
+
+@pytest.mark.parametrize("answer, saw", [
+    (_trickle, "no complete answer from 127.0.0.1 within 20 s"),
+    (_endless, "POST /sdk answered more than 1024 KiB: not vSphere's "
+               "ServiceContent"),
+    (_huge_length, "POST /sdk answered more than 1024 KiB: not vSphere's "
+                   "ServiceContent"),
+    (_large_body, "POST /sdk answered more than 1024 KiB: not vSphere's "
+                  "ServiceContent"),
+], ids=["trickle", "endless", "content-length-1e12", "200MB"])
+def test_hostile_api_answer(tmp_path, libdir, answer, saw):
+    """The version step ends in one line however /sdk answers, and the
+    steps after it still run."""
+    api = HostileApi(tmp_path, answer)
+    try:
+        result = run_check(tmp_path, [
+            "libdir=%s" % libdir, "server=127.0.0.1", "port=%d" % api.port,
+            "user=root", "password=sekret", "vm=moref=2", "file=" + DISK,
+            "thumbprint=%s" % api.thumbprint, "nfchostport=1"])
+    finally:
+        api.close()
+    assert_clean(result)
+    assert step(result, "version") == (
+        "warn version: could not read the server's vSphere version: %s; "
+        "fix: check that server= is a vCenter or ESXi host" % saw)
+    assert step(result, "nfc-port").startswith("FAIL nfc-port: ")
+    assert result.returncode == 1
+
+
+# -- the command line -----------------------------------------------------
+
+def _fits(command, env):
+    """Whether exec takes ``command`` (run as /bin/true)."""
+    try:
+        subprocess.run(command, executable="/bin/true", env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return False
+    return True
+
+
+def test_arguments_near_the_system_limit(tmp_path, libdir):
+    """Parameters that fit the check's own command line but not nbdkit's
+    (which adds its program and script): one line, status 1."""
+    env = standin_env(tmp_path)
+    base = ["libdir=%s" % libdir, "file=/dev/null"]
+    low, high = 0, os.sysconf("SC_ARG_MAX")
+    while high - low > 16:
+        middle = (low + high) // 2
+        padding = ["config=" + "x" * 100000] * (middle // 100008) + [
+            "config=" + "x" * (middle % 100008)]
+        if _fits([sys.executable, "-m", "vddkpy", "check"] + base + padding,
+                 env):
+            low = middle
+        else:
+            high = middle
+    low -= 64           # (exec also copies the program's path)
+    padding = ["config=" + "x" * 100000] * (low // 100008) + [
+        "config=" + "x" * (low % 100008)]
+    result = subprocess.run(
+        [sys.executable, "-m", "vddkpy", "check"] + base + padding,
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert_clean(result)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1, result.stderr
+    assert message[0].startswith("vddkpy check: cannot run ")
+    assert ": Argument list too long (the parameters take " in message[0]
+
+
+# -- stats-file= ----------------------------------------------------------
+
+def test_stats_file_swapped_for_a_fifo(tmp_path, monkeypatch):
+    """A FIFO put where a regular file was looked at (a race between the
+    look and the open) is refused in words, not a TypeError."""
+    regular = random_file(tmp_path / "regular", 512)
+    fifo = tmp_path / "stats.json"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)    # a writer exists
+    looked = os.lstat(regular)
+    monkeypatch.setattr(statsfile.os, "lstat", lambda path: looked)
+    try:
+        assert statsfile.problem(str(fifo)) == (
+            "stats-file: %s: is not a regular file" % fifo)
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare")
+def test_stats_file_on_a_read_only_filesystem(tmp_path, libdir):
+    """The parameters step names the read-only filesystem, not a
+    permission."""
+    directory = tmp_path / "readonly"
+    directory.mkdir()
+    disk = random_file(tmp_path / "disk.raw", 1 << 20)
+    script = ('mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && '
+              'shift && exec "$@"')
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, "sh", str(directory),
+         sys.executable, "-m", "vddkpy", "check", "libdir=%s" % libdir,
+         "file=%s" % disk, "stats-file=%s/stats.json" % directory],
+        cwd=ROOT, capture_output=True, text=True, env=standin_env(tmp_path),
+        timeout=120)
+    assert_clean(result)
+    assert result.returncode == 1
+    assert step(result, "parameters") == (
+        "FAIL parameters: stats-file: %s/stats.json: cannot create files in "
+        "%s: it is on a read-only filesystem; fix: correct them: the plugin "
+        "refuses them the same way" % (directory, directory))
+
+
+def test_vddk_error_text_escaped_once(tmp_path, libdir):
+    """file= with an ESC and a backslash, in VDDK's error: each shows as
+    one escape (not an escaped escape)."""
+    disk = "%s/no\x1bsuch\\disk.raw" % tmp_path
+    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=%s" % disk])
+    assert_clean(result)
+    assert result.returncode == 1
+    shown = "%s/no\\x1bsuch\\\\disk.raw" % tmp_path
+    assert step(result, "disk").startswith(
+        "FAIL disk: VixDiskLib_Open: %s: " % shown), result.stdout
+    assert step(result, "parameters") == "ok   parameters: local disk %s" \
+        % shown
+    assert "\x1b" not in result.stdout
+
+
+def test_vddk_log_text_escaped_once(tmp_path):
+    """InitEx fails and VDDK's message quotes a path with an ESC: the
+    init line shows it as one escape."""
+    from bed import install_standin
+    libdir = install_standin(tmp_path / "vd\x1bdk", companion=True)
+    (libdir / "libfakevddk-companion.so").write_bytes(b"not a library")
+    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=/dev/null"])
+    assert_clean(result)
+    assert result.returncode == 1
+    line = step(result, "init")
+    assert line.startswith("FAIL init: VixDiskLib_InitEx: "), line
+    assert "VDDK said: %s/vd\\x1bdk/libfakevddk-companion.so: " % tmp_path \
+        in line, line
+    assert "\x1b" not in result.stdout
+
+
+def _python_plugin_needs(soname):
+    config = subprocess.run(["nbdkit", "--dump-config"], capture_output=True,
+                            text=True).stdout
+    plugindir = config.split("plugindir=", 1)[1].splitlines()[0]
+    needed = subprocess.run(["ldd", plugindir + "/nbdkit-python-plugin.so"],
+                            capture_output=True, text=True).stdout
+    return soname + " =>" in needed
+
+
+@pytest.mark.skipif(not _python_plugin_needs("libexpat.so.1"),
+                    reason="nbdkit's libpython does not link libexpat here")
+def test_vddk_own_expat_would_break_nbdkits_python(tmp_path, libdir):
+    """A libexpat.so.1 next to libvixDiskLib (VDDK's own) would replace
+    the system's for nbdkit's libpython after the re-exec: the check
+    says so in one line instead of dying with nbdkit."""
+    shutil.copy(BUILD / "libfakevddk-companion.so", libdir / "libexpat.so.1")
+    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=/dev/null"])
+    assert_clean(result)
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = step(result, "reexec")
+    assert line.startswith(
+        "FAIL reexec: with %s first in LD_LIBRARY_PATH (as the plugin "
+        "re-executes nbdkit), VDDK's libexpat.so.1 replaces the system's for "
+        "nbdkit's Python, which then fails: " % libdir), line
+    assert line.endswith("; fix: move libexpat.so.1 out of %s: the system's "
+                         "copy serves VDDK as well" % libdir), line
+    assert lines(result)[-1] == line
