@@ -14,7 +14,6 @@ from xml.sax.saxutils import escape
 from . import areas as changed
 from .answer import AnswerReader
 from ..errors import PluginError
-from ..printable import printable
 from ..nbdkit.compat import debug, debug_flags
 from ..printable import printable
 from ..vsphere.session import (SessionEnded, UnexpectedStatus,
