@@ -20,7 +20,8 @@ from .report import FAIL, Result
 
 # What the child needs of the parameters.
 KEYS = ("server", "port", "nfchostport", "thumbprint", "user", "password",
-        "cookie", "vm", "file", "snapshot", "changed_since", "single_link")
+        "cookie", "vm", "file", "snapshot", "changed_since",
+        "changed_since_capacity", "single_link")
 NETWORK, TRACKING = "network", "tracking"
 STEP_LIMIT = 20             # seconds for one step, network waits included
 # The cbt step pages through QueryChangedDiskAreas (about a second a call
