@@ -361,6 +361,36 @@ def test_change_id_vsphere_refuses_is_a_full_copy_with_a_warning(
     assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
 
 
+def test_file_fault_after_a_reset_is_a_full_copy_with_a_warning(
+        vcsim, syncer, libdir, tmp_path):
+    """ESXi answers a changeId from before a change-tracking reset with a
+    FileFault: not an empty delta, not a failed round, but the disk copied
+    whole with one warning line."""
+    bed = started_bed(vcsim, size=2 << 20, seed=34)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    since = json.loads((to / STATE).read_text())["disks"][DISK]["change_id"]
+    guest.write(bed, libdir, tmp_path / "guest", [(3 << 19, b"f" * 10)])
+    bed.set_hostile("raw", calls=1, status=500, body=(
+        '<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="http://'
+        'schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/'
+        '2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>'
+        'ServerFaultCode</faultcode><faultstring>Error caused by file '
+        '/vmfs/volumes/ds/vm/vm.vmdk</faultstring><detail><FileFaultFault '
+        'xmlns="urn:vim25" xsi:type="FileFault"><file>/vmfs/volumes/ds/vm/'
+        'vm.vmdk</file></FileFaultFault></detail></soapenv:Fault>'
+        '</soapenv:Body></soapenv:Envelope>'))
+    result = run.ok(to)
+    assert result.stderr == (
+        "vddkpy sync: warning: vSphere refused changeId %s of %s "
+        "(FileFault: Error caused by file /vmfs/volumes/ds/vm/vm.vmdk): "
+        "copying it whole\n" % (since, DISK))
+    assert "(full copy, %d bytes read)" % (2 << 20) in result.stdout
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
 def test_disks_are_copied_at_most_four_at_once(vcsim, syncer, tmp_path):
     """Each disk is read by its own nbdkit child (one NFC connection):
     never more than four at once, however many disks the VM has."""

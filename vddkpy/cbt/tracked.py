@@ -14,7 +14,6 @@ from xml.sax.saxutils import escape
 from . import areas as changed
 from .answer import AnswerReader
 from ..errors import PluginError
-from ..printable import printable
 from ..nbdkit.compat import debug, debug_flags
 from ..printable import printable
 from ..vsphere.session import (SessionEnded, UnexpectedStatus,
@@ -44,6 +43,19 @@ _REQUEST = (
     '<deviceKey>%(key)d</deviceKey><startOffset>%(offset)d</startOffset>'
     '<changeId>%(change_id)s</changeId></QueryChangedDiskAreas>'
     '</soapenv:Body></soapenv:Envelope>')
+
+
+class FullCopyNeeded(PluginError):
+    """vSphere cannot give the changes since ``change_id``: it refused the
+    changeId (not one of the disk's, or expired), or answered it with a
+    FileFault (ESXi's answer once change tracking was reset).  Only a full
+    copy is right, never an empty delta; ``fault`` is vSphere's answer
+    (``answer.Fault``)."""
+
+    def __init__(self, message, change_id, fault):
+        super().__init__(message)
+        self.change_id = change_id
+        self.fault = fault
 
 
 def vm_moref(vm):
@@ -190,8 +202,13 @@ class TrackedDisk:
         if fault.name == "ManagedObjectNotFound":
             raise PluginError("changed-since: vSphere %s has no %s"
                               % (self.vsphere.address, self._where))
+        if fault.name == "InvalidArgument" and change_id == changed.ALL:
+            raise PluginError("changed-since=*: vSphere refused %s for %s "
+                              "(%s)" % (CALL, self.shown,
+                                        printable(fault.text())))
         if fault.name == "InvalidArgument":
-            raise PluginError(self._refused(change_id, fault))
+            raise FullCopyNeeded(self._refused(change_id, fault), change_id,
+                                 fault)
         if fault.name == "FileFault" and NOT_TRACKED_KEY in fault.keys:
             raise PluginError(self._not_enabled())
         message = "changed-since: vSphere %s: %s: %s" % (
@@ -199,15 +216,13 @@ class TrackedDisk:
         if fault.name == "FileFault" and self.params.snapshot is None:
             message += NO_SNAPSHOT_HINT
         elif fault.name == "FileFault" and change_id != changed.ALL:
-            message += (" (change tracking may have been reset since "
-                        "changeId %s): %s" % (printable(change_id),
-                                              FULL_COPY))
+            raise FullCopyNeeded(
+                message + " (change tracking may have been reset since "
+                "changeId %s): %s" % (printable(change_id), FULL_COPY),
+                change_id, fault)
         raise PluginError(message)
 
     def _refused(self, change_id, fault):
-        if change_id == changed.ALL:
-            return ("changed-since=*: vSphere refused %s for %s (%s)"
-                    % (CALL, self.shown, printable(fault.text())))
         return ("changed-since=%s: vSphere refused this changeId for %s (%s): "
                 "it is not one of this disk's or has expired (change "
                 "tracking was reset): %s"

@@ -329,8 +329,11 @@ class Round:
     def _areas(self, disk, p, target):
         """(areas to copy, areas to zero) of one disk."""
         since = p.since
+        capacity_at_since = p.capacity if p.grown_from is None \
+            else p.grown_from
         try:
-            areas = self.vm.changed_areas(disk.file, since, self.snapshot)
+            areas = self.vm.changed_areas(disk.file, since, self.snapshot,
+                                          capacity_at_since)
         except ChangeIdRefused as e:
             self._warn("%s: copying it whole" % e)
             since = p.since = plan.FULL

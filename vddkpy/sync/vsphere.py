@@ -8,11 +8,10 @@ snapshot must not start before it ends)."""
 import copy
 import time
 
-from ..cbt import areas as changed
-from ..cbt.tracked import TrackedDisk, vm_moref
+from ..cbt.tracked import FullCopyNeeded, TrackedDisk, vm_moref
 from ..errors import PluginError
 from ..printable import printable
-from ..vsphere.session import VsphereSession, fault_text
+from ..vsphere.session import VsphereSession
 
 TASK_POLL_SECONDS = (0.05, 1.0)     # first and longest pause between polls
 
@@ -35,17 +34,12 @@ class DiskInfo:
         self.change_id = change_id
 
 
-class _SyncTrackedDisk(TrackedDisk):
-    """The plugin's change tracking, with a refused changeId told apart
-    from other failures (a reset: the round then copies the disk whole)."""
-
-    def _refused(self, change_id, fault):
-        if change_id != changed.ALL:
-            raise ChangeIdRefused("vSphere refused changeId %s of %s (%s)"
-                                  % (printable(change_id),
-                                     printable(self.filename),
-                                     printable(fault_text(fault))))
-        return super()._refused(change_id, fault)
+def _fault_text(fault):
+    """A pyvmomi fault as ``Name: message`` (like the streamed call's
+    ``answer.Fault.text()``), not yet escaped."""
+    message = getattr(fault, "msg", None) or ""
+    name = type(fault).__name__.rpartition(".")[2]
+    return "%s: %s" % (name, message) if message else name
 
 
 class Vm:
@@ -68,7 +62,7 @@ class Vm:
             raise VsphereError(str(e)) from None
         except self.session.vmodl.MethodFault as e:
             raise VsphereError("vSphere %s: %s" % (
-                self.session.address, printable(fault_text(e)))) from None
+                self.session.address, printable(_fault_text(e)))) from None
 
     def _vm(self, stub):
         return self.vim.VirtualMachine(self.moref, stub)
@@ -114,16 +108,24 @@ class Vm:
             return found
         return self._call(read)
 
-    def changed_areas(self, file, since, snapshot):
+    def changed_areas(self, file, since, snapshot, capacity_at_since=None):
         """[(start, length)] of ``file`` changed since changeId ``since``
         (FULL: every area in use), as of ``snapshot``, through the
-        plugin's own paging and checks of QueryChangedDiskAreas."""
+        plugin's own paging and checks of QueryChangedDiskAreas
+        (``capacity_at_since``: the disk's capacity at ``since``, if
+        known).  ChangeIdRefused when only a full copy is right."""
         params = copy.copy(self.params)
         params.snapshot = snapshot
-        disk = _SyncTrackedDisk(self.session, params, file)
+        params.changed_since = since
+        params.changed_since_capacity = capacity_at_since
+        disk = TrackedDisk(self.session, params, file)
         try:
             disk.look_up()
-            return disk.areas(since)
+            return disk.areas(since).merged()
+        except FullCopyNeeded as e:
+            raise ChangeIdRefused("vSphere refused changeId %s of %s (%s)"
+                                  % (printable(e.change_id), printable(file),
+                                     printable(e.fault.text()))) from None
         except PluginError as e:
             raise VsphereError(str(e)) from None
 
@@ -163,7 +165,7 @@ class Vm:
                 raise VsphereError("vSphere %s: %s failed: %s" % (
                     self.session.address, what, printable(
                         getattr(info.error, "localizedMessage", None)
-                        or fault_text(info.error.fault))))
+                        or _fault_text(info.error.fault))))
             if time.monotonic() > deadline:
                 raise VsphereError("vSphere %s: %s did not end within %d s"
                                    % (self.session.address, what,
