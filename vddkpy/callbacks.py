@@ -15,6 +15,7 @@ from .nbdkit.prerequisites import require_cffi
 require_cffi(parser=False)
 
 from .nbdkit import native  # noqa: E402
+from .nbdkit.compat import ServingProcess  # noqa: E402
 from .params import Params  # noqa: E402
 from .nbdkit.reexec import load_library  # noqa: E402
 
@@ -32,6 +33,9 @@ params = Params()
 # once nbdkit is past its re-exec, so the re-executing process and
 # --dump-plugin skip them.
 session = None
+# VDDK's InitEx and Exit, at whichever callbacks this server has (nbdkit
+# 1.24 calls neither after_fork nor cleanup).
+serving = None
 
 
 def thread_model():
@@ -52,22 +56,24 @@ def config_complete():
 
 
 def get_ready():
-    global session
+    global session, serving
     library = load_library(params)
     from .session import Session
     session = Session(params, library)
+    serving = ServingProcess(session.initialize, session.shutdown)
 
 
 def after_fork():
-    session.initialize()
+    serving.after_fork()
 
 
 def cleanup():
-    if session is not None:     # also after --dump-plugin
-        session.shutdown()
+    if serving is not None:     # also after --dump-plugin
+        serving.stop()
 
 
 def open(readonly):
+    serving.before_open()
     # Only export= lets the client choose; otherwise its name is ignored.
     export_name = native.export_name() if params.export is not None \
         else None
