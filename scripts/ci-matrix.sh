@@ -7,9 +7,13 @@
 #   debian13   the README's two commands (scripts/demo.sh, scripts/test.sh)
 #              on a clone of this checkout's committed state, in a fresh
 #              Debian 13 (trixie) chroot made by scripts/chroot.sh (as root)
+#   debian11   the same in a fresh Debian 11 (bullseye) chroot: nbdkit
+#              1.24 (no after_fork, cleanup or block_size callbacks),
+#              Python 3.9, libnbd 1.6 (Ubuntu 22.04 has the same nbdkit)
 #   debian12_fresh   the same in a fresh Debian 12 (bookworm) chroot
-#   deb_bookworm, deb_trixie   the Debian package (scripts/build-deb.sh)
-#              checked by scripts/check-deb.sh in fresh chroots
+#   deb_bookworm, deb_trixie, deb_bullseye   the Debian package
+#              (scripts/build-deb.sh) checked by scripts/check-deb.sh in
+#              fresh chroots
 #
 # A new stage is a function stage_NAME plus its name in all_stages.  Each
 # stage is stopped after $VDDKPY_STAGE_LIMIT (default 20m): tests end by
@@ -18,7 +22,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 limit=${VDDKPY_STAGE_LIMIT:-20m}
 
-all_stages=(debian12 debian13 debian12_fresh deb_bookworm deb_trixie)
+all_stages=(debian12 debian13 debian11 debian12_fresh deb_bookworm deb_trixie
+            deb_bullseye)
 
 stage_debian12() {
     timeout "$limit" "$here/scripts/test.sh"
@@ -50,6 +55,10 @@ stage_debian13() {
     readme_commands_in trixie
 }
 
+stage_debian11() {
+    readme_commands_in bullseye
+}
+
 # What setup.sh installs is complete on a fresh Debian 12 too.
 stage_debian12_fresh() {
     readme_commands_in bookworm
@@ -72,6 +81,7 @@ deb_check_in() {       # deb_check_in SUITE
 
 stage_deb_bookworm() { deb_check_in bookworm; }
 stage_deb_trixie() { deb_check_in trixie; }
+stage_deb_bullseye() { deb_check_in bullseye; }
 
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=("${all_stages[@]}")
