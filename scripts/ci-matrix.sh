@@ -67,7 +67,8 @@ stage_debian12_fresh() {
 # The Debian package is built here once, then installed and checked in a
 # fresh system of each suite with the stand-in as VDDK.
 deb=""
-deb_check_in() {       # deb_check_in SUITE
+deb_check_in() {       # deb_check_in SUITE [STANDIN]
+    local standin=${2:-$here/tests/bed/standin/build/libvixDiskLib.so}
     if [ -z "$deb" ]; then
         "$here/scripts/build-deb.sh" && make -s -C "$here/tests/bed/standin" || return 1
         deb=$(ls -t "$here"/build/nbdkit-plugin-vddkpy_*.deb | head -1)
@@ -75,13 +76,34 @@ deb_check_in() {       # deb_check_in SUITE
     timeout "$limit" "$here/scripts/chroot.sh" "$1" \
         --copy "$here/scripts/check-deb.sh" /root/check/check-deb.sh \
         --copy "$deb" "/root/check/${deb##*/}" \
-        --copy "$here/tests/bed/standin/build/libvixDiskLib.so" /root/check/libvixDiskLib.so -- \
+        --copy "$standin" /root/check/libvixDiskLib.so -- \
         /root/check/check-deb.sh "/root/check/${deb##*/}" /root/check/libvixDiskLib.so
+}
+
+# The stand-in built in a fresh system of SUITE, for a suite whose C
+# library is older than this machine's (a library built here needs
+# GLIBC_2.33 symbols that Debian 11's glibc 2.31 lacks, as real VDDK
+# is built for the oldest glibc it supports).  Prints its path.
+standin_built_in() {   # standin_built_in SUITE
+    local out=$here/build/standin-$1
+    mkdir -p "$out"
+    timeout "$limit" "$here/scripts/chroot.sh" "$1" \
+        --copy "$here/tests/bed/standin" /root/standin -- sh -c '
+            export DEBIAN_FRONTEND=noninteractive
+            { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+                  gcc libc6-dev make zlib1g-dev &&
+              rm -rf /root/standin/build && make -s -C /root/standin; } >&2 &&
+            cat /root/standin/build/libvixDiskLib.so' > "$out/libvixDiskLib.so.new" \
+        && mv "$out/libvixDiskLib.so.new" "$out/libvixDiskLib.so" \
+        && echo "$out/libvixDiskLib.so"
 }
 
 stage_deb_bookworm() { deb_check_in bookworm; }
 stage_deb_trixie() { deb_check_in trixie; }
-stage_deb_bullseye() { deb_check_in bullseye; }
+stage_deb_bullseye() {
+    local standin
+    standin=$(standin_built_in bullseye) && deb_check_in bullseye "$standin"
+}
 
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=("${all_stages[@]}")

@@ -176,7 +176,7 @@ def nbdinfo_map(uri):
     out = subprocess.run(["nbdinfo", "--map", uri], capture_output=True,
                          text=True, check=True).stdout
     return [tuple(int(field) for field in line.split()[:3])
-            for line in out.splitlines()]
+            for line in out.splitlines() if line]    # (1.6 ends with one)
 
 
 SPARSE_MAP = [(0, MiB, 0), (MiB, 2 * MiB, 3), (3 * MiB, MiB // 2, 0),
