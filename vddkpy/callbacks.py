@@ -125,4 +125,7 @@ def flush(disk, flags):
 
 def extents(disk, count, offset, flags):
     disk.thread_states.keep_current()
+    # nbdkit 1.24's python plugin passes the request's uint32 count as a
+    # signed int: 2 GiB or more arrives negative.
+    count &= 0xFFFFFFFF
     return disk.extents(offset, count, flags & nbdkit.FLAG_REQ_ONE)

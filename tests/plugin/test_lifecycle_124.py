@@ -124,12 +124,37 @@ class Server:
         wait_until_gone(pid)
         assert_server_survived(self.stderr)
 
+    def kill(self):
+        """After a failed test: no server left behind."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            os.kill(int(self.pidfile.read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
     @property
     def stderr(self):
         return self.stderr_path.read_text(errors="replace")
 
     def calls(self, fn=None):
         return read_calls(self.log_path, fn)
+
+
+@pytest.fixture
+def make_server(tmp_path, libdir):
+    """Factory: make_server(callbacks, args, **kw) -> a Server (not
+    started); any left running at the end is killed."""
+    made = []
+
+    def make(callbacks, args, **kw):
+        made.append(Server(tmp_path, libdir, callbacks, args, **kw))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.kill()
 
 
 def wait_until_gone(pid):
@@ -185,13 +210,13 @@ SPARSE_MAP = [(0, MiB, 0), (MiB, 2 * MiB, 3), (3 * MiB, MiB // 2, 0),
 
 @pytest.mark.parametrize("callbacks", CALLBACKS)
 @pytest.mark.parametrize("mode", ["-f", "forking"])
-def test_copy_out_map_write_in_and_readonly(tmp_path, libdir, callbacks,
-                                            mode):
+def test_copy_out_map_write_in_and_readonly(tmp_path, make_server,
+                                            callbacks, mode):
     """Copy out, map and write in through a writable server, then copy out
     and refused writes through a -r one: bytes exact, the map exact."""
     disk = sparse_disk(tmp_path / "disk.raw")
     original = disk.read_bytes()
-    server = Server(tmp_path, libdir, callbacks, ["file=%s" % disk],
+    server = make_server(callbacks, ["file=%s" % disk],
                     mode=mode).start()
     out = tmp_path / "out.raw"
     subprocess.run(["nbdcopy", server.uri, str(out)], check=True,
@@ -205,7 +230,7 @@ def test_copy_out_map_write_in_and_readonly(tmp_path, libdir, callbacks,
     assert disk.read_bytes() == source.read_bytes()
     assert_vddk_started_once_and_quiet_at_exit(server)
 
-    server = Server(tmp_path, libdir, callbacks, ["file=%s" % disk],
+    server = make_server(callbacks, ["file=%s" % disk],
                     mode=mode, readonly=True).start()
     out.unlink()
     subprocess.run(["nbdcopy", server.uri, str(out)], check=True,
@@ -225,13 +250,13 @@ def test_copy_out_map_write_in_and_readonly(tmp_path, libdir, callbacks,
 
 
 @pytest.mark.parametrize("callbacks", CALLBACKS)
-def test_concurrent_first_opens_start_vddk_once(tmp_path, libdir,
+def test_concurrent_first_opens_start_vddk_once(tmp_path, make_server,
                                                 callbacks):
     """Several clients connecting at once to a fresh server: one InitEx,
     in the serving process, before any of their opens; each client reads
     the disk exactly.  (InitEx takes 300 ms, so the opens overlap it.)"""
     disk = random_file(tmp_path / "disk.raw", 2 * MiB, seed=3)
-    server = Server(tmp_path, libdir, callbacks, ["file=%s" % disk],
+    server = make_server(callbacks, ["file=%s" % disk],
                     config="latency InitEx 300000\n").start()
     outs = [tmp_path / ("out%d.raw" % i) for i in range(4)]
     clients = [subprocess.Popen(["nbdcopy", server.uri, str(out)])
@@ -250,12 +275,12 @@ def test_concurrent_first_opens_start_vddk_once(tmp_path, libdir,
 
 @pytest.mark.parametrize("callbacks", CALLBACKS)
 @pytest.mark.parametrize("mode", ["-f", "forking"])
-def test_captive_server_exits_with_vddk_quiet(tmp_path, libdir, callbacks,
-                                             mode):
+def test_captive_server_exits_with_vddk_quiet(tmp_path, make_server,
+                                             callbacks, mode):
     """nbdkit --run (the server a forked child, with and without -f): the
     copy exact, then VDDK stopped before Python is finalised."""
     disk = random_file(tmp_path / "disk.raw", 2 * MiB, seed=4)
-    server = Server(tmp_path, libdir, callbacks, ["file=%s" % disk],
+    server = make_server(callbacks, ["file=%s" % disk],
                     mode=mode, run='nbdcopy "$uri" out.raw')
     status = server.run()
     assert status == 0, server.stderr
@@ -265,11 +290,11 @@ def test_captive_server_exits_with_vddk_quiet(tmp_path, libdir, callbacks,
 
 
 @pytest.mark.parametrize("callbacks", CALLBACKS)
-def test_stats_reported_once_at_exit(tmp_path, libdir, callbacks):
+def test_stats_reported_once_at_exit(tmp_path, make_server, callbacks):
     """-D vddk.stats=1: the table once, when the server exits, with or
     without a cleanup callback."""
     disk = random_file(tmp_path / "disk.raw", MiB, seed=5)
-    server = Server(tmp_path, libdir, callbacks, ["file=%s" % disk],
+    server = make_server(callbacks, ["file=%s" % disk],
                     options=["-D", "vddk.stats=1"]).start()
     subprocess.run(["nbdcopy", server.uri, str(tmp_path / "out.raw")],
                    check=True, timeout=TIMEOUT)
