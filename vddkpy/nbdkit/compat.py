@@ -127,7 +127,9 @@ class ServingProcess:
     def __init__(self, start, stop):
         self._start = start
         self._stop = stop
-        self._lock = _thread.allocate_lock()
+        # Reentrant: a start that fails ends the process, and where that
+        # finalises Python, stop runs on the same thread.
+        self._lock = _thread.RLock()
         self._started = False
         self._stopped = False
         atexit.register(self.stop)
