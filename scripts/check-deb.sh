@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Acceptance check of the Debian package, run as root INSIDE a fresh Debian
-# 12 or 13 system that has never seen this repository (e.g. a debootstrap
+# 11, 12 or 13 system that has never seen this repository (e.g. a debootstrap
 # chroot, see scripts/chroot.sh):
 #
 #   check-deb.sh nbdkit-plugin-vddkpy_VERSION_amd64.deb libvixDiskLib.so

@@ -3,7 +3,7 @@
 #
 #   scripts/chroot.sh [--refresh] SUITE [--clone REPO DEST] [--copy SRC DEST]... -- COMMAND...
 #
-# SUITE is a Debian suite (bookworm, trixie).  --clone puts a `git clone` of
+# SUITE is a Debian suite (bullseye, bookworm, trixie).  --clone puts a `git clone` of
 # REPO (what is committed there, as a fresh clone would have it) at DEST in
 # the chroot; --copy copies a host file or directory to DEST.  The exit status
 # is COMMAND's.
@@ -144,8 +144,13 @@ mount_in_root /dev --bind /dev
 mount_in_root /dev/pts --bind /dev/pts
 mount_in_root /dev/shm -t tmpfs -o mode=1777 tmpfs
 
-# What any installed Debian machine has: name resolution and localhost.
+# What any installed Debian machine has: name resolution, localhost, and
+# the suite's point-release updates and security fixes next to the
+# release (debootstrap writes the release alone; the archive serves all
+# three for bullseye as oldoldstable, bookworm and trixie alike).
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s-security %s-security main\n' \
+    "$mirror" "$suite" "$mirror" "$suite" "$mirror" "$suite" > "$root/etc/apt/sources.list"
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 # No daemons started by package installs inside the chroot.
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"

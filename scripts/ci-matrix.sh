@@ -7,9 +7,13 @@
 #   debian13   the README's two commands (scripts/demo.sh, scripts/test.sh)
 #              on a clone of this checkout's committed state, in a fresh
 #              Debian 13 (trixie) chroot made by scripts/chroot.sh (as root)
+#   debian11   the same in a fresh Debian 11 (bullseye) chroot: nbdkit
+#              1.24 (no after_fork, cleanup or block_size callbacks),
+#              Python 3.9, libnbd 1.6 (Ubuntu 22.04 has the same nbdkit)
 #   debian12_fresh   the same in a fresh Debian 12 (bookworm) chroot
-#   deb_bookworm, deb_trixie   the Debian package (scripts/build-deb.sh)
-#              checked by scripts/check-deb.sh in fresh chroots
+#   deb_bookworm, deb_trixie, deb_bullseye   the Debian package
+#              (scripts/build-deb.sh) checked by scripts/check-deb.sh in
+#              fresh chroots
 #
 # A new stage is a function stage_NAME plus its name in all_stages.  Each
 # stage is stopped after $VDDKPY_STAGE_LIMIT (default 20m): tests end by
@@ -18,7 +22,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 limit=${VDDKPY_STAGE_LIMIT:-20m}
 
-all_stages=(debian12 debian13 debian12_fresh deb_bookworm deb_trixie)
+all_stages=(debian12 debian13 debian11 debian12_fresh deb_bookworm deb_trixie
+            deb_bullseye)
 
 stage_debian12() {
     timeout "$limit" "$here/scripts/test.sh"
@@ -50,6 +55,10 @@ stage_debian13() {
     readme_commands_in trixie
 }
 
+stage_debian11() {
+    readme_commands_in bullseye
+}
+
 # What setup.sh installs is complete on a fresh Debian 12 too.
 stage_debian12_fresh() {
     readme_commands_in bookworm
@@ -58,7 +67,8 @@ stage_debian12_fresh() {
 # The Debian package is built here once, then installed and checked in a
 # fresh system of each suite with the stand-in as VDDK.
 deb=""
-deb_check_in() {       # deb_check_in SUITE
+deb_check_in() {       # deb_check_in SUITE [STANDIN]
+    local standin=${2:-$here/tests/bed/standin/build/libvixDiskLib.so}
     if [ -z "$deb" ]; then
         "$here/scripts/build-deb.sh" && make -s -C "$here/tests/bed/standin" || return 1
         deb=$(ls -t "$here"/build/nbdkit-plugin-vddkpy_*.deb | head -1)
@@ -66,12 +76,34 @@ deb_check_in() {       # deb_check_in SUITE
     timeout "$limit" "$here/scripts/chroot.sh" "$1" \
         --copy "$here/scripts/check-deb.sh" /root/check/check-deb.sh \
         --copy "$deb" "/root/check/${deb##*/}" \
-        --copy "$here/tests/bed/standin/build/libvixDiskLib.so" /root/check/libvixDiskLib.so -- \
+        --copy "$standin" /root/check/libvixDiskLib.so -- \
         /root/check/check-deb.sh "/root/check/${deb##*/}" /root/check/libvixDiskLib.so
+}
+
+# The stand-in built in a fresh system of SUITE, for a suite whose C
+# library is older than this machine's (a library built here needs
+# GLIBC_2.33 symbols that Debian 11's glibc 2.31 lacks, as real VDDK
+# is built for the oldest glibc it supports).  Prints its path.
+standin_built_in() {   # standin_built_in SUITE
+    local out=$here/build/standin-$1
+    mkdir -p "$out"
+    timeout "$limit" "$here/scripts/chroot.sh" "$1" \
+        --copy "$here/tests/bed/standin" /root/standin -- sh -c '
+            export DEBIAN_FRONTEND=noninteractive
+            { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+                  gcc libc6-dev make zlib1g-dev &&
+              rm -rf /root/standin/build && make -s -C /root/standin; } >&2 &&
+            cat /root/standin/build/libvixDiskLib.so' > "$out/libvixDiskLib.so.new" \
+        && mv "$out/libvixDiskLib.so.new" "$out/libvixDiskLib.so" \
+        && echo "$out/libvixDiskLib.so"
 }
 
 stage_deb_bookworm() { deb_check_in bookworm; }
 stage_deb_trixie() { deb_check_in trixie; }
+stage_deb_bullseye() {
+    local standin
+    standin=$(standin_built_in bullseye) && deb_check_in bullseye "$standin"
+}
 
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=("${all_stages[@]}")

@@ -10,8 +10,9 @@ import pytest
 from bed import Nbdkit, ROOT, STANDIN, install_standin
 
 if int(pytest.__version__.split(".")[0]) < 7:
-    # pytest 6 (Debian 11) does not read pyproject's pythonpath setting.
-    sys.path.insert(0, str(ROOT))
+    # pytest 6 (Debian 11) does not read pyproject's pythonpath setting
+    # (tests/, this file's directory, pytest puts on the path itself).
+    sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 
 UNIT = ROOT / "tests" / "unit"

@@ -17,6 +17,7 @@ from .nbdkit.prerequisites import require_cffi
 require_cffi(parser=False)
 
 from .nbdkit import native  # noqa: E402
+from .nbdkit.compat import ServingProcess  # noqa: E402
 from .params import Params  # noqa: E402
 from .nbdkit.reexec import load_library  # noqa: E402
 
@@ -34,6 +35,9 @@ params = Params()
 # once nbdkit is past its re-exec, so the re-executing process and
 # --dump-plugin skip them.
 session = None
+# VDDK's InitEx and Exit, at whichever callbacks this server has (nbdkit
+# 1.24 calls neither after_fork nor cleanup).
+serving = None
 
 
 def _reporting(callback):
@@ -73,25 +77,27 @@ def config_complete():
 
 @_reporting
 def get_ready():
-    global session
+    global session, serving
     library = load_library(params)
     from .session import Session
     session = Session(params, library)
+    serving = ServingProcess(session.initialize, session.shutdown)
 
 
 @_reporting
 def after_fork():
-    session.initialize()
+    serving.after_fork()
 
 
 @_reporting
 def cleanup():
-    if session is not None:     # also after --dump-plugin
-        session.shutdown()
+    if serving is not None:     # also after --dump-plugin
+        serving.stop()
 
 
 @_reporting
 def open(readonly):
+    serving.before_open()
     # Only export= lets the client choose; otherwise its name is ignored.
     export_name = native.export_name() if params.export is not None \
         else None
@@ -151,4 +157,7 @@ def flush(disk, flags):
 @_reporting
 def extents(disk, count, offset, flags):
     disk.thread_states.keep_current()
+    # nbdkit 1.24's python plugin passes the request's uint32 count as a
+    # signed int: 2 GiB or more arrives negative.
+    count &= 0xFFFFFFFF
     return disk.extents(offset, count, flags & nbdkit.FLAG_REQ_ONE)

@@ -2,10 +2,10 @@
 
 Made by get_ready once the library is loaded and nbdkit re-executed if
 needed (``reexec.load_library``), so a process that re-executes never
-imports this module and the data path behind it.  after_fork calls InitEx
-in the serving process (VDDK starts threads there, which a fork would
-lose), cleanup quiets VDDK and prints statistics before Python is
-finalised.
+imports this module and the data path behind it.  InitEx runs in the
+serving process (VDDK starts threads there, which a fork would lose), and
+Exit, with the statistics, before Python is finalised, at whichever
+callbacks the server has (``nbdkit.compat.ServingProcess``).
 """
 
 import errno
@@ -73,7 +73,7 @@ class Session:
     # -- lifecycle ----------------------------------------------------------
 
     def initialize(self):
-        """after_fork: VixDiskLib_InitEx in the serving process."""
+        """VixDiskLib_InitEx, in the serving process."""
         config = self.params.config
         code = self.vddk.call(
             "InitEx", "6, 5, &debug_fn, &error_fn, &error_fn, %s, %s"
@@ -85,7 +85,8 @@ class Session:
         self.initialized = True
 
     def shutdown(self):
-        """cleanup: no VDDK thread may call into Python after this.
+        """At cleanup or exit: no VDDK thread may call into Python after
+        this.
 
         nbdkit may run cleanup with connections whose close callback never
         ran: it skips close when it quits on SIGTERM (after their threads

@@ -71,6 +71,49 @@ def has_filter(name):
         == 0
 
 
+# The python plugin's callbacks that came after nbdkit 1.24 (Debian 11,
+# Ubuntu 22.04), with the version that first calls each.  (The plugin
+# itself never asks the version: it notices which callbacks arrive.)
+_CALLBACK_SINCE = {"after_fork": (1, 26, 0), "preconnect": (1, 26, 0),
+                   "cleanup": (1, 28, 0), "block_size": (1, 30, 0)}
+
+
+def server_calls(callback):
+    """Whether the nbdkit under test calls the python plugin's
+    ``callback`` (one of _CALLBACK_SINCE)."""
+    return server_version() >= _CALLBACK_SINCE[callback]
+
+
+@functools.lru_cache(maxsize=None)
+def client_takes(tool, option):
+    """Whether libnbd's ``tool`` (nbdinfo, nbdcopy) accepts ``option``,
+    written with its argument ("--can=flush"): options are parsed before
+    --version acts, so an unknown one fails."""
+    return subprocess.run([tool, option, "--version"],
+                          capture_output=True).returncode == 0
+
+
+def requires_client_option(tool, option):
+    """A mark skipping the test, with the reason, where ``tool`` lacks
+    ``option`` (libnbd 1.6's, Debian 11's, lack several)."""
+    return pytest.mark.skipif(
+        not client_takes(tool, option),
+        reason="this %s has no %s option (libnbd 1.6's lacks it)"
+        % (tool, option.split("=")[0]))
+
+
+def requires_bench_tools(*tools):
+    """A mark skipping a benchmark test, with the reason, where a tool it
+    drives is missing: Debian 11 has no hyperfine package, and its fio
+    (3.25) no nbd engine."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if "fio" in tools and not missing and subprocess.run(
+            ["fio", "--enghelp=nbd"], capture_output=True).returncode != 0:
+        missing.append("fio's nbd engine")
+    return pytest.mark.skipif(bool(missing), reason="%s not installed"
+                              % " and ".join(missing))
+
+
 # What a dying server leaves on stderr even when --run hides its status.
 _CRASH_MARKS = ("Fatal Python error", "Segmentation fault", "core dumped",
                 "was killed by signal", "Assertion `", "Assertion '",

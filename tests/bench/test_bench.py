@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bed import ROOT
+from bed import ROOT, requires_bench_tools
 
 from benchmark import fio, hyperfine, report, rounds, servers, verdict  # noqa: E402,E501
 from benchmark.results import Case, Goal  # noqa: E402
@@ -40,8 +40,9 @@ def tool_dir(tmp_path, tools):
 @pytest.mark.parametrize("present, line", [
     (("nbdkit", "nbdcopy", "nbdinfo"),
      "bench: fio, hyperfine not found: apt install fio hyperfine"),
-    (("nbdkit", "nbdcopy", "nbdinfo", "hyperfine"),
-     "bench: fio not found: apt install fio"),
+    pytest.param(("nbdkit", "nbdcopy", "nbdinfo", "hyperfine"),
+                 "bench: fio not found: apt install fio",
+                 marks=requires_bench_tools("hyperfine")),
 ])
 def test_missing_tools_are_named_with_their_package(tmp_path, present, line):
     env = dict(os.environ, PATH=str(tool_dir(tmp_path, present)))
@@ -60,6 +61,7 @@ def file_server(tmp_path):
         yield server
 
 
+@requires_bench_tools("fio")
 def test_fio_figures_come_from_its_json(file_server, tmp_path):
     iops, extra = fio.run_fio(file_server, tmp_path, 0.5)
     text = (tmp_path / "fio-file.json").read_text()
@@ -81,6 +83,7 @@ def test_fio_json_after_the_nbd_engines_message():
                                    "p99_us": 0.0}
 
 
+@requires_bench_tools("hyperfine")
 def test_hyperfine_times_every_run(tmp_path):
     out = tmp_path / "hf.json"
     value, extra = hyperfine.run_hyperfine(["sleep", "0.05"], out, runs=3,
@@ -92,6 +95,7 @@ def test_hyperfine_times_every_run(tmp_path):
         "sleep 0.05"
 
 
+@requires_bench_tools("hyperfine")
 def test_hyperfine_reports_a_failing_command(tmp_path):
     with pytest.raises(servers.BenchError,
                        match=r"^hyperfine exited 1 on sh -c 'exit 3':"):
@@ -180,6 +184,7 @@ def test_ranking_gives_each_goal_met_or_not():
     assert "| 0.75 |" in row and "vddkpy 20.0 µs CPU/request" in row
 
 
+@requires_bench_tools("fio", "hyperfine")
 def test_bench_runs_fio_and_hyperfine_cases(tmp_path):
     out = tmp_path / "bench.json"
     p = subprocess.run([sys.executable, str(BENCH), "--quick", "--only",

@@ -5,11 +5,12 @@ import json
 import subprocess
 import sys
 
-from bed import ROOT
+from bed import ROOT, requires_bench_tools
 
 BENCH = ROOT / "scripts" / "bench.py"
 
 
+@requires_bench_tools("hyperfine")
 def test_cbt_map_case_counts_the_calls(tmp_path):
     out = tmp_path / "bench.json"
     p = subprocess.run([sys.executable, str(BENCH), "--quick", "--only",

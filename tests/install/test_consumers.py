@@ -183,7 +183,9 @@ def test_cloudstack_settings(tmp_path, installed, vcenter_disk):
     (["retry"], []),
     (["cow"], []),
     (["rate"], ["rate=1G"]),
-    (["multi-conn"], ["multi-conn-mode=disable"]),
+    pytest.param(["multi-conn"], ["multi-conn-mode=disable"],
+                 marks=pytest.mark.skipif(not has_filter("multi-conn"),
+                                          reason="server has no multi-conn")),
 ])
 def test_filters(tmp_path, installed, filters, args):
     libdir = install_standin(tmp_path / "vddk")

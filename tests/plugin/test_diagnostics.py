@@ -10,7 +10,8 @@ import pytest
 from bed import (PLUGIN, REMOTE, REMOTE_DISK_ARGS, THUMB,
                       assert_no_traceback, assert_server_survived,
                       install_standin, random_file, random_vmdk, read_calls,
-                      remote_disk, run_nbdkit, server_config, standin_env)
+                      remote_disk, run_nbdkit, server_calls, server_config,
+                      standin_env)
 
 FUNCTIONS = [
     "InitEx", "Exit", "ListTransportModes", "GetErrorText", "FreeErrorText",
@@ -102,12 +103,15 @@ def test_datapath_lines_by_default(tmp_path, libdir):
 def test_datapath_lines_of_asynchronous_requests(tmp_path, libdir):
     config, _ = remote_disk(tmp_path, 65536)
     messages = datapath_messages(tmp_path, libdir, REMOTE_DISK_ARGS, config)
+    # As upstream's, the ids count every callback, block_size too (which
+    # nbdkit 1.24 never calls).
+    write = 3 if server_calls("block_size") else 2
     assert ("VDDK call: VixDiskLib_WriteAsync (handle, 1 sectors, 2 sectors, "
-            "buffer, callback, 3)") in messages
-    assert "command 3 (write) completed" in messages
+            "buffer, callback, %d)" % write) in messages
+    assert "command %d (write) completed" % write in messages
     assert ("VDDK call: VixDiskLib_ReadAsync (handle, 1 sectors, 2 sectors, "
-            "buffer, callback, 4)") in messages
-    assert "command 4 (read) completed" in messages
+            "buffer, callback, %d)" % (write + 1)) in messages
+    assert "command %d (read) completed" % (write + 1) in messages
 
 
 def test_stats_file_json(tmp_path, libdir):
@@ -207,10 +211,13 @@ def test_reexec_restores_library_path(tmp_path):
 def test_without_reexec_companion_is_missing(tmp_path):
     libdir = install_standin(tmp_path / "vddk", companion=True)
     disk = random_file(tmp_path / "disk.raw", 65536)
-    # (No --run: a server that fails in InitEx leaves a --run command
-    # waiting, with upstream's plugin too.)
+    # (No --run where the server calls after_fork: a server that fails in
+    # InitEx there leaves a --run command waiting, with upstream's plugin
+    # too.  Without after_fork (nbdkit 1.24) InitEx runs at the first
+    # open: a client makes it fail.)
+    run = None if server_calls("after_fork") else 'nbdinfo --size "$uri"'
     result = run_nbdkit(tmp_path, libdir, ["file=%s" % disk,
-                                           "noreexec=true"])
+                                           "noreexec=true"], run=run)
     assert result.returncode == 1
     assert_no_traceback(result.stderr)
     assert "libfakevddk-companion.so" in result.stderr

@@ -13,8 +13,9 @@ import pytest
 
 from bed import tally
 from bed import (REMOTE_DISK, REMOTE_DISK_ARGS, assert_no_traceback,
-                      random_file, remote_disk as make_remote_disk,
-                      server_config, some_disk)
+                      client_takes, random_file,
+                      remote_disk as make_remote_disk,
+                      requires_client_option, server_config, some_disk)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -212,8 +213,12 @@ def test_nfc_out_of_memory(tmp_path, nbdkit, remote_disk):
     server = remote(nbdkit, remote_disk, "  nfc_max_request 65536\n",
                     filters=["--filter=blocksize"], args=["maxdata=64k"])
     copy = tmp_path / "copy.raw"
-    subprocess.run(["nbdcopy", "--request-size=262144", server.uri,
-                    str(copy)], check=True)
+    # (libnbd 1.6's nbdcopy has no --request-size: it asks for the whole
+    # 4 MiB at once, also more than the host's limit.)
+    request_size = [option for option in ["--request-size=262144"]
+                    if client_takes("nbdcopy", option)]
+    subprocess.run(["nbdcopy"] + request_size + [server.uri, str(copy)],
+                   check=True)
     assert copy.read_bytes() == data
 
 
@@ -268,6 +273,9 @@ def test_outage_breaks_open_handles_until_reopened(tmp_path, nbdkit,
 
 @pytest.mark.parametrize("direction,outage", [
     ("read", "calls=3"), ("write", "seconds=2")])
+# (Its default 256 KiB requests: libnbd 1.6's nbdcopy, without the option,
+# copies the 4 MiB in one request, over before the outage begins.)
+@requires_client_option("nbdcopy", "--request-size=262144")
 def test_retry_filter_survives_outage_mid_copy(tmp_path, nbdkit, remote_disk,
                                                direction, outage):
     server = remote(nbdkit, remote_disk,

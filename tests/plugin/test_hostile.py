@@ -22,7 +22,10 @@ from bed import (REMOTE, THUMB, assert_no_traceback, random_file,
 KiB = 1024
 # The same examples every run, and no example database left behind.
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+                # (Hypothesis 5.43, Debian 11's, has no such check.)
+                suppress_health_check=[
+                    check for check in HealthCheck
+                    if check.name == "function_scoped_fixture"])
 
 
 def error_count(stderr):
@@ -159,13 +162,24 @@ from bed.handshake import NBD_OPT_GO, NBD_REP_ACK, NBD_REP_INFO, negotiate_expor
 
 
 _libc = ctypes.CDLL(None)
+_libc.newlocale.restype = ctypes.c_void_p
+_libc.uselocale.restype = ctypes.c_void_p
+_libc.uselocale.argtypes = [ctypes.c_void_p]
+# The C locale's character type and collation, as the plugin matches in
+# (Python runs in the environment's, where glibc 2.31 refuses a name that
+# is not valid UTF-8 with -1).
+_C_LOCALE = _libc.newlocale((1 << 0) | (1 << 3), b"C", None)
 
 
 def wildcard_matches(wildcard, name):
     """glibc's fnmatch without FNM_PATHNAME, as vddkpy and nbdkit 1.46 (
     "*" matches "/"; the plugin also refuses names with a ".." component,
     such as "F/../Other.vmdk", which this oracle would admit)."""
-    return _libc.fnmatch(wildcard, name, 0) == 0
+    previous = _libc.uselocale(_C_LOCALE)
+    try:
+        return _libc.fnmatch(wildcard, name, 0) == 0
+    finally:
+        _libc.uselocale(previous)
 
 
 WILDCARD = rb"\[datastore1\] Fedora/F*.vmdk"

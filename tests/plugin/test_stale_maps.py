@@ -19,7 +19,7 @@ def nbdinfo_map(uri):
     out = subprocess.run(["nbdinfo", "--map", uri], capture_output=True,
                          text=True, check=True, timeout=60).stdout
     return [tuple(int(n) for n in line.split()[:3])
-            for line in out.splitlines()]
+            for line in out.splitlines() if line]   # (1.6 ends with one)
 
 
 def data_at(rows, offset):

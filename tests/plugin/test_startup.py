@@ -43,7 +43,8 @@ def test_reexecuting_process_skips_the_data_path(tmp_path, libdir):
                         env={"PYTHONPROFILEIMPORTTIME": "1"},
                         run='nbdinfo --size "$uri"', verbose=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "%d\n" % (1024 * 1024)
+    # (libnbd 1.6's nbdinfo adds a blank line.)
+    assert result.stdout.rstrip("\n") == "%d" % (1024 * 1024)
     first, serving = imports_per_process(result.stderr)
     assert {"vddkpy.nbdkit.reexec", "vddkpy.vddk.binding", "_cffi_backend"} <= first
     assert first & DATA_PATH == set()

@@ -6,9 +6,13 @@
 * ``nbdkit_error`` / ``nbdkit_debug`` and the server's parsers, called
   through cffi so messages are exactly the server's.
 * Failing at start-up the way nbdkit does: one error line, exit status 1.
+* The callbacks older servers never call (``ServingProcess``): nbdkit 1.24
+  has no ``after_fork``, ``cleanup``, ``preconnect`` or ``block_size``.
 """
 
+import atexit
 import sys
+import _thread
 
 from . import cmdline
 from .native import ffi, has_symbol, process, to_bytes
@@ -100,6 +104,56 @@ def exit_startup():
 def fail_startup(message):
     error(message)
     exit_startup()
+
+
+class ServingProcess:
+    """Work that must run in the process that serves (``start``: it may
+    start threads, which nbdkit's fork after get_ready would lose) and its
+    undoing before Python is finalised (``stop``: no thread of a library
+    may call into Python then), run once each, whichever callbacks the
+    server has.
+
+    nbdkit calls ``after_fork`` in the serving process from 1.26 and
+    ``cleanup`` before it finalises Python from 1.28; 1.24 calls neither.
+    So ``start`` runs at after_fork or, on a server that never called it,
+    at the first open (always in the serving process), under a lock so
+    that concurrent first opens start once.  ``stop`` runs at cleanup or,
+    on a server without it, from an atexit handler: the python plugin's
+    unload finalises Python, which runs atexit handlers before it tears
+    down threads (and only the serving process unloads: the process that
+    forked exits without it).
+    """
+
+    def __init__(self, start, stop):
+        self._start = start
+        self._stop = stop
+        # Reentrant: a start that fails ends the process, and where that
+        # finalises Python, stop runs on the same thread.
+        self._lock = _thread.RLock()
+        self._started = False
+        self._stopped = False
+        atexit.register(self.stop)
+
+    def after_fork(self):
+        self._start_once("after_fork")
+
+    def before_open(self):
+        if not self._started:           # (read without the lock: cheap)
+            self._start_once("the first open, the server has no after_fork")
+
+    def _start_once(self, when):
+        with self._lock:
+            if not self._started:
+                debug("starting in the serving process at %s" % when)
+                self._start()
+                self._started = True
+
+    def stop(self):
+        """At cleanup and at exit: only the first call does the work."""
+        with self._lock:
+            if not self._stopped:
+                self._stopped = True
+                self._stop()
 
 
 # The server's parsers.  Each prints its own error; the caller exits.

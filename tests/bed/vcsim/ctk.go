@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"io/ioutil" // not os.WriteFile: Debian 11 has Go 1.15
 	"os"
 	"strconv"
 	"strings"
@@ -161,7 +162,7 @@ func createCtk(disk string, capacity int64) error {
 		binary.LittleEndian.PutUint64(grains[8*g:], seq)
 	}
 	tmp := ctkPath(disk) + ".new"
-	if err := os.WriteFile(tmp, append(header, grains...), 0o644); err != nil {
+	if err := ioutil.WriteFile(tmp, append(header, grains...), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, ctkPath(disk))
