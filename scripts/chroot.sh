@@ -168,8 +168,9 @@ for ((i = 0; i < ${#copies[@]}; i += 2)); do
 done
 
 # In the background so that a signal (ctrl-C, timeout) interrupts `wait`
-# and cleans up at once.
-chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
+# and cleans up at once; SIGINT and SIGQUIT at their defaults, as for a
+# command typed at a terminal (bash ignores both in a background command).
+chroot "$root" /usr/bin/env -i --default-signal=INT,QUIT HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     ${http_proxy:+http_proxy=$http_proxy} ${https_proxy:+https_proxy=$https_proxy} \
     ${no_proxy:+no_proxy=$no_proxy} \

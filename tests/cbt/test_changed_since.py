@@ -288,17 +288,55 @@ def localize(command, bed, libdir, snapshots):
 def run_documented(command, bed, libdir, snapshots, directory,
                    config=None, status=0):
     """The recipe as a user pastes it into a shell (no ``set -e``); the
-    exit status must be ``status`` (None: any)."""
+    exit status must be ``status`` (None: any), and no process it started
+    may outlive it (a server left running would hold the copy open).  Its
+    output goes to files: a process left behind cannot hold the run open
+    through a pipe."""
+    import tempfile
     from bed import standin_env
-    result = subprocess.run(
-        ["bash", "-c", localize(command, bed, libdir, snapshots)],
-        cwd=directory,
-        env=standin_env(directory, config or bed.standin_config()),
-        capture_output=True, text=True, timeout=600)
+    argv = ["bash", "-c", localize(command, bed, libdir, snapshots)]
+    with tempfile.TemporaryFile("w+") as out, \
+            tempfile.TemporaryFile("w+") as err:
+        returncode = subprocess.run(
+            argv, cwd=directory, stdout=out, stderr=err, timeout=600,
+            env=standin_env(directory, config or bed.standin_config()),
+        ).returncode
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(argv, returncode, out.read(),
+                                             err.read())
+    assert not processes_left_in(directory), result.stderr
     if status is not None:
         assert result.returncode == status, result.stderr
     assert_no_traceback(result.stderr)
     return result
+
+
+def processes_left_in(directory, grace=30):
+    """The command lines of processes still working in ``directory`` once
+    those already told to exit had ``grace`` seconds to do so (then
+    killed, so that a failing test leaves nothing behind)."""
+    import signal
+    import time
+    deadline = time.monotonic() + grace
+    while True:
+        left = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if os.readlink("/proc/%s/cwd" % pid) == str(directory):
+                    with open("/proc/%s/cmdline" % pid, "rb") as f:
+                        left[int(pid)] = f.read().replace(b"\0", b" ")
+            except OSError:
+                pass        # gone meanwhile, or not ours to read
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return sorted(left.values())
 
 
 def migration_writes(rng, size, before):

@@ -499,3 +499,42 @@ def test_sidecar_format_as_documented(nbdkit, tmp_path):
     grains = struct.unpack_from("<4Q", data, 4096)
     assert grains == (7, 0, 6, 6)
     assert len(data) == 4096 + 4 * 8        # nothing past the last grain
+
+
+def fetch(bed, moref, prop):
+    """A raw SOAP Fetch (what pyvmomi 8 reads every property with) in the
+    fixture's session: the HTTP status and the body."""
+    import urllib.error
+    import urllib.request
+    from bed.vcenter import _unverified_tls
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+        'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+        '<soapenv:Body><Fetch xmlns="urn:vim25">'
+        '<_this type="VirtualMachine">%s</_this><prop>%s</prop></Fetch>'
+        '</soapenv:Body></soapenv:Envelope>' % (moref, prop))
+    request = urllib.request.Request(
+        "https://%s:%d/sdk" % (bed.host, bed.port), data=body.encode(),
+        headers={"Content-Type": "text/xml; charset=utf-8",
+                 "SOAPAction": "urn:vim25/8.0.0.0",
+                 "Cookie": bed.si._stub.cookie})
+    try:
+        with urllib.request.urlopen(request, context=_unverified_tls(),
+                                    timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_fetch_of_an_unset_property_answers_with_no_value(vcsim):
+    """Fetch of a VM's snapshot before it has one is answered, with no
+    value (the simulator alone closes the connection); a set property
+    still comes back."""
+    bed = vcsim()
+    status, answer = fetch(bed, bed.vm, "snapshot")
+    assert status == 200, answer
+    assert re.search(r"<FetchResponse[^>]*>\s*</FetchResponse>", answer), \
+        answer
+    status, answer = fetch(bed, bed.vm, "name")
+    assert status == 200, answer
+    assert re.search(r"<returnval[^>]*>vm</returnval>", answer), answer

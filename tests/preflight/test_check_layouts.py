@@ -116,11 +116,17 @@ def test_noexec_filesystem(tmp_path):
 
 
 def _as_nobody(tmp_path, args):
-    """The check run as user nobody (in a directory nobody can use)."""
+    """The check run as user nobody, from a copy of the checkout's code
+    that nobody can read (the checkout may lie where nobody cannot go:
+    under /root, mode 0700, in a fresh Debian system)."""
+    code = tmp_path / "code"
+    for part in ("vddkpy", "plugin"):
+        shutil.copytree(ROOT / part, code / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     return subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
          sys.executable, "-m", "vddkpy", "check"] + args,
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=code, capture_output=True, text=True,
         env=dict(standin_env(tmp_path), HOME=str(tmp_path)), timeout=120)
 
 

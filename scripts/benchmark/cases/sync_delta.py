@@ -130,7 +130,7 @@ def measure(how):
                 ["nbdkit", "-r", "-U", "-", "python", str(PLUGIN)] + params
                 + ["file=" + bed.disk_file, "changed-since=" + change_id,
                    "--run", 'nbdcopy --destination-is-zero -S 0 --flush -- '
-                   '"$uri" [ nbdkit file %s ]' % shlex.quote(
+                   '"$uri" [ nbdkit --exit-with-parent file %s ]' % shlex.quote(
                        str(copy / "vm.raw"))])
         else:
             command = "cp %s %s && exec %s" % (

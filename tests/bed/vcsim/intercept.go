@@ -85,6 +85,8 @@ func (b *Bed) dispatch(w http.ResponseWriter, r *http.Request, call *soapCall) {
 		b.removeSnapshot(w, r, keepDiskFiles(b.vm, call.This))
 	case "RemoveAllSnapshots_Task":
 		b.removeSnapshot(w, r, keepDiskFiles(b.vm, ""))
+	case "Fetch":
+		b.fetch(w, r)
 	case "PowerOnVM_Task", "PowerOffVM_Task":
 		b.powerTask(w, r)
 	case "ReconfigVM_Task":
