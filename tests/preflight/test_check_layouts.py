@@ -116,11 +116,17 @@ def test_noexec_filesystem(tmp_path):
 
 
 def _as_nobody(tmp_path, args):
-    """The check run as user nobody (in a directory nobody can use)."""
+    """The check run as user nobody (in a directory nobody can use), from
+    a copy of the package: the checkout may be where nobody cannot read
+    (a clone in /root)."""
+    checkout = tmp_path / "checkout"
+    for part in ("vddkpy", "plugin"):
+        shutil.copytree(ROOT / part, checkout / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     return subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
          sys.executable, "-m", "vddkpy", "check"] + args,
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=checkout, capture_output=True, text=True,
         env=dict(standin_env(tmp_path), HOME=str(tmp_path)), timeout=120)
 
 
