@@ -7,11 +7,12 @@ import json
 import subprocess
 import sys
 
-from bed import ROOT
+from bed import ROOT, requires_bench_tools
 
 BENCH = ROOT / "scripts" / "bench.py"
 
 
+@requires_bench_tools("hyperfine")
 def test_sync_delta_cases_count_bytes_read(tmp_path):
     out = tmp_path / "bench.json"
     p = subprocess.run([sys.executable, str(BENCH), "--quick", "--only",

@@ -30,7 +30,8 @@ def test_pyvmomi_is_imported_by_the_serving_process_only(vcsim, libdir,
                         env={"PYTHONPROFILEIMPORTTIME": "1"},
                         run='nbdinfo --size "$uri"', verbose=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "%d\n" % (4 << 20)
+    # (libnbd 1.6's nbdinfo adds a blank line.)
+    assert result.stdout.rstrip("\n") == "%d" % (4 << 20)
     first, serving = imports_per_process(result.stderr)
     assert "vddkpy.nbdkit.reexec" in first
     assert "pyVmomi" not in first

@@ -117,9 +117,10 @@ def test_a_failed_read_hands_out_no_change_id(vcsim, nbdkit, tmp_path):
 def test_the_recipe_survives_a_round_that_fails(vcsim, nbdkit, libdir,
                                                 tmp_path):
     """Full copy; writes; a delta round during which the ESXi host goes
-    down mid-copy (nbdcopy fails, nbdkit exits non-zero): changeid stays,
-    stats-file says incomplete; the same round again repairs the copy and
-    only then moves changeid."""
+    down mid-copy (nbdcopy fails, nbdkit exits non-zero; libnbd 1.6's
+    nbdcopy exits 0 and the recipe's python3 line refuses the stats):
+    changeid stays, stats-file says incomplete; the same round again
+    repairs the copy and only then moves changeid."""
     import random
     rng = random.Random(24)
     size = 64 * MiB

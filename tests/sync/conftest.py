@@ -2,6 +2,7 @@
 runs (as ESXi does), and ``vddkpy sync`` run against it as a user would,
 the plugin's nbdkit children reading through the stand-in."""
 
+import signal
 import subprocess
 import sys
 
@@ -52,7 +53,8 @@ class SyncRunner:
         return subprocess.Popen(self.argv(to, *options),
                                 env=self.env(extra), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True,
-                                cwd=str(self.dir))
+                                cwd=str(self.dir),
+                                preexec_fn=_interruptible_as_at_a_terminal)
 
     def calls(self, fn=None):
         return read_calls(self.log, fn)
@@ -60,6 +62,13 @@ class SyncRunner:
     def reset_calls(self):
         if self.log.exists():
             self.log.unlink()
+
+
+def _interruptible_as_at_a_terminal():
+    # A suite started in the background of a non-interactive shell (as CI
+    # may be) inherits SIGINT ignored; Python then never raises
+    # KeyboardInterrupt: give the command a terminal job's disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture

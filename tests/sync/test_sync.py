@@ -338,6 +338,34 @@ def test_nbd_target_gets_the_disk_and_its_changes(
         server.wait()
 
 
+def test_nbd_target_without_zero_support_gets_zeros_written(
+        vcsim, syncer, libdir, tmp_path):
+    """An NBD target that cannot zero (nbdkit's nozero filter): the areas
+    of a full copy the disk does not use are written as zero bytes."""
+    size = 4 << 20
+    bed = started_bed(vcsim, size=size)
+    guest.write(bed, libdir, tmp_path / "guest0", [(70000, b"x" * 9000)])
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    target = tmp_path / "target.raw"
+    target.write_bytes(b"\xee" * size)
+    sock = tmp_path / "target.sock"
+    server = subprocess.Popen(["nbdkit", "-f", "-U", str(sock),
+                               "--filter=nozero", "file", str(target)])
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.02)
+        uri = "nbd+unix:///?socket=%s" % sock
+        run.ok(to, "--target", "%s=%s" % (DISK, uri))
+        assert target.read_bytes() == bed.data_path.read_bytes()
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def test_change_id_vsphere_refuses_is_a_full_copy_with_a_warning(
         vcsim, syncer, libdir, tmp_path):
     """A changeId vSphere no longer accepts (same tracking id, a sequence

@@ -209,7 +209,9 @@ class Transfer:
         if self.can_zero:
             # Without NO_HOLE the server may punch a hole.
             return self.dst.aio_zero(length, offset)
-        return self.dst.aio_pwrite(self.nbd.Buffer(length), offset)
+        # nbd.Buffer(n) is uninitialised memory (libnbd 1.6 sends it as is).
+        return self.dst.aio_pwrite(
+            self.nbd.Buffer.from_bytearray(bytearray(length)), offset)
 
     def _wait(self):
         """Until one of the two connections can make progress (or a
