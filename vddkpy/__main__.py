@@ -96,6 +96,10 @@ def run(name, argv):
             sys.exit(incomplete(missing, "vddkpy"))     # a partial copy
         sys.exit("vddkpy: error: vddkpy %s needs the Python module %s, "
                  "which is not installed" % (name, module_name))
+    except ImportError as broken:   # e.g. a module built for another Python
+        from .printable import printable
+        sys.exit("vddkpy: error: vddkpy %s cannot start: %s"
+                 % (name, printable(str(broken))))
     return getattr(module, subcommand.function)(argv)
 
 

@@ -111,6 +111,24 @@ def test_subcommand_needing_a_missing_module(tmp_path):
         "vddkpy_test_absent_module, which is not installed\n")
 
 
+def test_subcommand_whose_import_fails_otherwise(tmp_path):
+    """A subcommand whose module cannot be imported for another reason (a
+    name missing from an installed module, a library built for another
+    Python): one line with the reason, not a traceback."""
+    shutil.copytree(ROOT / "vddkpy", tmp_path / "vddkpy",
+                    ignore=shutil.ignore_patterns("__pycache__", "sync"))
+    (tmp_path / "vddkpy" / "sync").mkdir()
+    (tmp_path / "vddkpy" / "sync" / "__init__.py").write_text("")
+    (tmp_path / "vddkpy" / "sync" / "command.py").write_text(
+        "from os import no_such_name\n")
+    result = run([PYTHON, "-m", "vddkpy", "sync"], cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(
+        "vddkpy: error: vddkpy sync cannot start: cannot import name "
+        "'no_such_name' from 'os'")
+    assert result.stderr.count("\n") == 1
+
+
 # -- the old spellings ------------------------------------------------------
 
 def test_check_option_is_status_then_a_note():
