@@ -120,16 +120,16 @@ def test_running_server_hides_password(tmp_path, nbdkit, store):
     assert_secret_hidden(server.stderr, "literal")
 
 
-def test_reexec_password_file_is_private_and_unlinked():
-    try:
-        from vddkpy.nbdkit.reexec import _password_fd
-    finally:
-        sys.path.remove(str(ROOT))
+def test_reexec_secret_is_private_anonymous_memory():
+    """The re-exec hands a secret on in a 0600 descriptor that names no
+    file: memfd_create's anonymous memory here, never a disk."""
+    from vddkpy.nbdkit.reexec import _password_fd
     fd = _password_fd(SECRET)
     try:
         info = os.fstat(fd)
         assert stat.S_IMODE(info.st_mode) == 0o600
         assert info.st_nlink == 0
+        assert os.readlink("/proc/self/fd/%d" % fd).startswith("/memfd:")
         assert os.read(fd, 100) == SECRET.encode()
     finally:
         os.close(fd)

@@ -48,19 +48,30 @@ def _needed(directory, params):
 
 
 def _password_fd(password):
-    """An unlinked 0600 file holding a secret, inherited by exec."""
-    import tempfile     # only with secrets: it costs start-up time
+    """A secret in an inherited 0600 descriptor: an anonymous memory file
+    (never on a disk), or an unlinked file in /tmp where the kernel has
+    no memfd_create."""
     try:
-        fd, path = tempfile.mkstemp(prefix="", dir="/tmp")
-        os.unlink(path)
+        fd = _anonymous_file()
+        os.fchmod(fd, 0o600)
         data = password.encode("utf-8", "surrogateescape")
         if os.write(fd, data) != len(data):
             fail_startup("write: short write")
         os.lseek(fd, 0, os.SEEK_SET)
         os.set_inheritable(fd, True)
     except OSError as e:
-        fail_startup("mkstemp: %s" % e.strerror)
+        fail_startup("%s: %s" % (e.filename or "write", e.strerror))
     return fd
+
+
+def _anonymous_file():
+    try:
+        return os.memfd_create("vddkpy-secret")
+    except (AttributeError, OSError):
+        import tempfile     # only then: it costs start-up time
+        fd, path = tempfile.mkstemp(prefix="", dir="/tmp")
+        os.unlink(path)
+        return fd
 
 
 def reexec_if_needed(directory, params):
