@@ -5,14 +5,12 @@ import errno
 import json
 import os
 import stat
-import sys
 
 import nbd
 import pytest
 
-from bed import (ROOT, assert_no_traceback, install_standin,
-                      REMOTE_DISK, THUMB, random_file, random_vmdk,
-                      run_nbdkit, server_config)
+from bed import (REMOTE_DISK, THUMB, assert_no_traceback, install_standin,
+                 random_file, random_vmdk, run_nbdkit, server_config)
 
 SECRET = "Pw-8xQ2-s3cr3t"
 EVERY_DEBUG_FLAG = ["-D", "vddk.diskinfo=1", "-D", "vddk.stats=1",
