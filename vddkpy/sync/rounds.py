@@ -325,18 +325,17 @@ class Round:
     def _register_new(self, state, jobs):
         """New images are made and recorded beside the state (which only
         a complete round changes) before a byte is copied, so that a
-        round that fails is repaired by the next, never refused."""
+        round that fails is repaired by the next, never refused (each
+        recorded as soon as it exists)."""
         new = [(d, p, t) for d, p, t in jobs if d.file not in state["disks"]]
-        if not new:
-            return
         for disk, p, target in new:
             identity = target.create(disk.capacity)
             self.new_images[disk.file] = state["disks"][disk.file] = {
                 "image": target.name, "format": target.kind,
                 "capacity": disk.capacity, "change_id": None,
                 "identity": identity}
-        record = dict(state, disks=self.new_images)
-        plan.write_state(self.to, record, plan.NEW_IMAGES_NAME)
+            plan.write_state(self.to, dict(state, disks=self.new_images),
+                             plan.NEW_IMAGES_NAME)
 
     def _warn(self, message):
         """A warning line on stderr (and a step for orchestrators)."""
