@@ -115,7 +115,7 @@ class Round:
         self.vm = None
         self.private = None
         self.lock_fd = None
-        self.new_images = {}        # images the state file has not yet
+        self.new_images = {}        # made, not in the state file yet
 
     # -- the round -------------------------------------------------------
 
@@ -215,7 +215,7 @@ class Round:
         return state
 
     def _adopt_new_images(self, state):
-        """Images that a round which did not finish made (recorded beside
+        """Images made by a round that did not finish (recorded beside
         the state) are this directory's: the state takes them in memory,
         with no changeId (copied whole)."""
         record = plan.read_state(self.to, plan.NEW_IMAGES_NAME)
