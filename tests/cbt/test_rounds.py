@@ -163,3 +163,35 @@ def test_the_recipe_survives_a_round_that_fails(vcsim, nbdkit, libdir,
     run_documented(delta, bed, libdir, [first, second], work)
     assert cmp(work / "previous.raw", expected).returncode == 0
     assert (work / "changeid").read_text().strip() == change_b
+
+
+@pytest.mark.parametrize("stats, changeid", [
+    (None, None), ("", None), ('{"next_change_ids": {"', None),
+    ("[]", None), ('{"complete": false}', None),
+    ('{"next_change_ids": {}}', None),
+    ('{"next_change_ids": ["52 x/2"]}', None),
+    ('{"next_change_ids": {"%s": "52 new/9"}}' % DISK, "52 new/9"),
+])
+def test_the_recipe_moves_changeid_only_from_a_stats_file_naming_it(
+        tmp_path, stats, changeid):
+    """The recipe's changeId step, as the manual writes it, once nbdkit
+    exited 0: a stats file that is missing (nbdkit failed before writing
+    it), empty, malformed or without a next changeId gives one line and a
+    non-zero status, and changeid stays as it was."""
+    import subprocess
+    for command, name in zip(documented_commands(),
+                             ("full.json", "delta.json")):
+        step = command[command.index("python3 -c"):]
+        (tmp_path / "changeid").write_text("52 old/7\n")
+        if stats is not None:
+            (tmp_path / name).write_text(stats)
+        result = subprocess.run(["bash", "-c", step], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        if changeid is None:
+            assert result.returncode == 1
+            assert result.stderr == \
+                "%s: incomplete copy: changeid kept\n" % name
+        else:
+            assert (result.returncode, result.stderr) == (0, "")
+        assert (tmp_path / "changeid").read_text() == \
+            (changeid or "52 old/7") + "\n"

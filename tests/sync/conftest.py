@@ -5,6 +5,7 @@ the plugin's nbdkit children reading through the stand-in."""
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,11 +24,12 @@ class SyncRunner:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = directory / "calls.jsonl"
 
-    def env(self, extra="", config=None):
+    def env(self, extra="", config=None, more=None):
         """The stand-in's config: the bed's with ``extra`` directives, or
-        ``config``."""
+        ``config``; ``more`` variables."""
         env = standin_env(self.dir, config or self.bed.standin_config(extra))
         env["PYTHONPATH"] = str(ROOT)
+        env.update(more or {})
         return env
 
     def argv(self, to, *options, params=None):
@@ -49,15 +51,28 @@ class SyncRunner:
         assert "Traceback" not in result.stderr, result.stderr
         return result
 
-    def start(self, to, *options, extra=""):
+    def start(self, to, *options, extra="", env=None):
         return subprocess.Popen(self.argv(to, *options),
-                                env=self.env(extra), stdout=subprocess.PIPE,
+                                env=self.env(extra, more=env),
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True,
                                 cwd=str(self.dir),
                                 preexec_fn=_interruptible_as_at_a_terminal)
 
     def calls(self, fn=None):
         return read_calls(self.log, fn)
+
+    def wait_for_call(self, proc, fns=("Read", "ReadAsync")):
+        """The first call to one of ``fns`` that returned, while ``proc``
+        (a started round) still runs."""
+        deadline = time.monotonic() + 120
+        while True:
+            found = [c for c in self.calls() if c["fn"] in fns]
+            if found:
+                return found[0]
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
 
     def reset_calls(self):
         if self.log.exists():

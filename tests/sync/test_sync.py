@@ -151,11 +151,7 @@ def test_interrupted_round_changes_nothing_and_rerun_repairs(
     # Reads of 0.5 s: the signal comes while the disk is being copied.
     proc = run.start(to, extra="latency ReadAsync 500000\n"
                                "latency Read 500000\n")
-    deadline = time.monotonic() + 120
-    while not [c for c in run.calls() if c["fn"] in ("Read", "ReadAsync")]:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    run.wait_for_call(proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum
@@ -167,6 +163,116 @@ def test_interrupted_round_changes_nothing_and_rerun_repairs(
     assert bed.snapshot_morefs() == []
     run.ok(to)
     assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def test_a_plugin_server_that_dies_after_the_copy_fails_the_round(
+        vcsim, syncer, libdir, tmp_path):
+    """The plugin's nbdkit of the disk is killed after the last read,
+    while VDDK closes the disk: every byte arrived, yet the round fails in
+    one line naming it, the state stays, the snapshot goes; the next round
+    brings the changes."""
+    size = 4 << 20
+    bed = started_bed(vcsim, size=size, seed=41)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to)
+    guest.write(bed, libdir, tmp_path / "guest",
+                guest.scattered_writes(size, 50, seed=11))
+    state_before = (to / STATE).read_bytes()
+    run.reset_calls()
+    # VixDiskLib_Wait comes just before Close, which then takes 60 s.
+    proc = run.start(to, extra="latency Close 60000000\n")
+    os.kill(run.wait_for_call(proc, ("Wait",))["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert one_line(err) == ("vddkpy sync: error: the plugin's nbdkit for %s "
+                             "was killed by signal 9" % DISK)
+    assert (to / STATE).read_bytes() == state_before
+    assert bed.snapshot_morefs() == []
+    run.ok(to)
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+def descendants(pid):
+    """The processes below ``pid``, now."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                parent = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if entry.isdigit():
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def test_a_killed_round_leaves_its_password_nowhere(
+        vcsim, syncer, tmp_path):
+    """password= reaches each plugin nbdkit through a pipe it inherits: a
+    round killed outright (no clean-up runs) leaves no file holding the
+    password in its temporary area, and no child had it on its command
+    line."""
+    secret = "pw-" + os.urandom(8).hex()
+    bed = started_bed(vcsim, size=4 << 20, seed=42, password=secret)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    proc = run.start(to, extra="latency ReadAsync 500000\n"
+                               "latency Read 500000\n",
+                     env={"TMPDIR": str(temporary)})
+    run.wait_for_call(proc)
+    command_lines = []
+    for pid in descendants(proc.pid):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                command_lines.append(f.read())
+        except OSError:
+            pass
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert any(b"nbdkit" in line for line in command_lines), command_lines
+    assert [line for line in command_lines if secret.encode() in line] == []
+    files = [p for p in temporary.rglob("*") if p.is_file()]
+    assert files, "the round's logs are in its temporary area"
+    assert [p for p in files if secret.encode() in p.read_bytes()] == []
+
+
+def test_a_failed_first_round_leaves_no_state_and_rerun_repairs(
+        vcsim, syncer, tmp_path):
+    """The first round fails mid-copy (ESXi's data path down): there is
+    still no state file; the image it made stays, and the next round
+    takes it and copies the disk whole onto it."""
+    size = 16 << 20
+    bed = started_bed(vcsim, size=size, seed=43)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    # Down after ConnectEx, Open, GetInfo and the first reads.
+    outage = bed.standin_config().replace(
+        "  port ", "  down_for calls=100000 after=5\n  port ", 1)
+    failed = run.run(to, config=outage)
+    assert failed.returncode == 1, failed.stderr
+    line = one_line(failed.stderr)
+    assert line.startswith("vddkpy sync: error: copying %s: " % DISK), line
+    assert "The host is shutting down" in line
+    assert not (to / STATE).exists()
+    assert bed.snapshot_morefs() == []
+    result = run.ok(to)
+    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
+        DISK, to / "vm.raw", size)
+    assert subprocess.run(["cmp", str(to / "vm.raw"),
+                           str(bed.data_path)]).returncode == 0
+    assert sorted(p.name for p in to.iterdir()) == [
+        ".vddkpy-sync.lock", STATE, "vm.raw"]
 
 
 @pytest.mark.parametrize("image_format", ["raw", "qcow2"])
@@ -492,11 +598,7 @@ def test_image_is_the_disk_at_the_snapshot_while_the_guest_writes(
     # Reads of 2 s: the round is still copying when the guest is done.
     proc = run.start(to, extra="latency ReadAsync 2000000\n"
                                "latency Read 2000000\n")
-    deadline = time.monotonic() + 120
-    while not [c for c in run.calls() if c["fn"] in ("Read", "ReadAsync")]:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    run.wait_for_call(proc)
     during = guest.scattered_writes(size, 100, seed=9)
     guest.write(bed, libdir, tmp_path / "g2", during)
     assert proc.poll() is None

@@ -11,6 +11,8 @@ VDDK runs only in the nbdkit child: its OpenSSL never meets the Python
 import functools
 import os
 import select
+import socket
+import subprocess
 import time
 
 from .plan import requests
@@ -21,6 +23,7 @@ REQUEST_LIMIT = 4 << 20         # bytes, when a server names no maximum
 ZERO_LIMIT = 1 << 30            # bytes of one zero request
 STALL_SECONDS = 300             # no request finished for this long: failed
 _POLL_SLICE = 0.5               # how often a waiting copy looks at cancel
+EXIT_SECONDS = 300              # a server ends after VDDK's Close and Exit
 
 
 class CopyError(Exception):
@@ -65,23 +68,95 @@ def last_error(log):
     return printable((errors or lines or [""])[-1].strip())
 
 
-class Source:
-    """The disk served by the plugin in an nbdkit child (``-r``)."""
+class Served:
+    """An NBD server run as this process's own child (``nbdkit -s``) on a
+    socket pair, so that its exit status is seen: a server that fails
+    after the last request (VDDK at close, a crash) fails the copy.
+    ``secrets`` [(key, value)] reach it as ``key=-FD``, through pipes
+    only it inherits: never in a file, never on its command line."""
 
-    def __init__(self, plugin_args, file, snapshot, log):
+    def __init__(self, argv, log, name, secrets=()):
         import nbd
         self.log = log
+        self.name = name
+        self.process = None
+        pipes = [os.pipe() for _ in secrets]
+        argv = list(argv) + ["%s=-%d" % (key, read) for (key, _), (read, _)
+                             in zip(secrets, pipes)]
+        ours, theirs = socket.socketpair()
+        try:
+            with open(log, "ab") as stderr:
+                self.process = subprocess.Popen(
+                    argv, stdin=theirs, stdout=theirs, stderr=stderr,
+                    pass_fds=[read for read, _ in pipes])
+        except OSError as e:
+            ours.close()
+            raise CopyError("%s: %s" % (argv[0], printable(str(e)))) \
+                from None
+        finally:
+            theirs.close()
+            for read, write in pipes:
+                os.close(read)
+            for (_, value), (_, write) in zip(secrets, pipes):
+                _write_secret(write, value)
+        self.handle = nbd.NBD()
+        try:
+            self.handle.connect_socket(ours.detach())
+        except nbd.Error as e:
+            self.close()
+            raise CopyError("%s could not start: %s" % (
+                name, last_error(log) or printable(str(e)))) from None
+
+    def close(self):
+        """Disconnect and reap the server (each wait bounded): None when it
+        exited cleanly, else what went wrong, in one line."""
+        import nbd
+        deadline = time.monotonic() + EXIT_SECONDS
+        try:
+            self.handle.aio_disconnect(0)
+            while not (self.handle.aio_is_closed() or
+                       self.handle.aio_is_dead()) and \
+                    time.monotonic() < deadline:
+                self.handle.poll(int(_POLL_SLICE * 1000))
+        except nbd.Error:
+            pass                # it is gone: its exit status says why
+        try:
+            status = self.process.wait(max(0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return "%s did not exit within %d s" % (self.name, EXIT_SECONDS)
+        if status < 0:
+            return "%s was killed by signal %d" % (self.name, -status)
+        if status > 0:
+            reason = last_error(self.log)
+            return "%s exited with status %d%s" % (
+                self.name, status, ": " + reason if reason else "")
+        return None
+
+
+def _write_secret(fd, value):
+    """``value`` and a newline into a pipe, closed after (a server that
+    died before reading it fails its handshake, which says why)."""
+    data = (value + "\n").encode("utf-8", "surrogateescape")
+    try:
+        with open(fd, "wb") as pipe:
+            pipe.write(data)
+    except BrokenPipeError:
+        pass
+
+
+class Source(Served):
+    """The disk served by the plugin in an nbdkit child (``-r``)."""
+
+    def __init__(self, plugin_args, file, snapshot, log, password=None):
         argv = ["nbdkit", "-s", "--exit-with-parent", "-r"] + \
             list(plugin_command()) + list(plugin_args) + ["file=" + file]
         if snapshot is not None:
             argv.append("snapshot=" + snapshot)
-        self.handle = nbd.NBD()
-        try:
-            self.handle.connect_command(_logged(argv, log))
-        except nbd.Error as e:
-            raise CopyError("the plugin could not serve %s: %s" % (
-                printable(file), last_error(log) or printable(str(e)))) \
-                from None
+        secrets = [("password", password)] if password is not None else []
+        super().__init__(argv, log, "the plugin's nbdkit for %s"
+                         % printable(file), secrets)
 
     @property
     def size(self):
@@ -89,20 +164,18 @@ class Source:
 
 
 class Destination:
-    """An image served over NBD for writing."""
+    """An image served over NBD for writing, by a server libnbd starts
+    (qemu-nbd, through socket activation) or one named by a URI."""
 
-    def __init__(self, argv=None, uri=None, activation=False, log=None,
-                 what=""):
+    def __init__(self, argv=None, uri=None, log=None, what=""):
         import nbd
         self.handle = nbd.NBD()
         try:
             if uri is not None:
                 self.handle.connect_uri(uri)
-            elif activation:
+            else:
                 self.handle.connect_systemd_socket_activation(
                     _logged(argv, log))
-            else:
-                self.handle.connect_command(_logged(argv, log))
         except nbd.Error as e:
             raise CopyError("cannot open %s: %s" % (printable(what), (
                 last_error(log) if log else "") or printable(str(e)))) \
@@ -114,10 +187,25 @@ class Destination:
         (qemu-nbd); never truncated."""
         if image_format == "qcow2":
             return cls(["qemu-nbd", "-f", "qcow2", "--discard=unmap",
-                        "--cache=writeback", path], activation=True,
-                       log=log, what=path)
-        return cls(["nbdkit", "-s", "--exit-with-parent", "file",
-                    "file=" + path], log=log, what=path)
+                        "--cache=writeback", path], log=log, what=path)
+        return Served(["nbdkit", "-s", "--exit-with-parent", "file",
+                       "file=" + path], log, "nbdkit for %s"
+                      % printable(path))
+
+    def close(self):
+        """Disconnect (libnbd reaps the server it started)."""
+        import nbd
+        try:
+            self.handle.shutdown()
+        except nbd.Error:
+            pass
+        return None
+
+
+def close_all(*sides):
+    """Close every side that was opened; the first problem, or None."""
+    problems = [side.close() for side in sides if side is not None]
+    return next((p for p in problems if p), None)
 
 
 # -- moving bytes ----------------------------------------------------------

@@ -6,7 +6,10 @@ destination still is the copy the state describes.
 The state file (``vddkpy-sync.json`` in the destination directory) says,
 for one VM, which image holds which disk and up to which changeId it is
 complete.  A disk whose ``change_id`` is null has an image that is not
-known to be complete: the next round copies it whole.
+known to be complete: the next round copies it whole.  Images a round
+made are recorded beside it (``.vddkpy-sync.new-images.json``, the same
+format) until the state takes them: a round that fails leaves the state
+as it was, and the next one recognises those images as its own.
 """
 
 import errno
@@ -19,6 +22,7 @@ import tempfile
 from ..printable import printable
 
 STATE_NAME = "vddkpy-sync.json"
+NEW_IMAGES_NAME = ".vddkpy-sync.new-images.json"
 FORMAT = "vddkpy-sync/1"
 FORMATS = ("raw", "qcow2")             # images in the directory
 TARGET_KINDS = ("device", "nbd")       # --target DISK=DEST
@@ -36,9 +40,10 @@ def new_state(server, vm):
     return {"format": FORMAT, "server": server, "vm": vm, "disks": {}}
 
 
-def read_state(directory):
-    """The state of ``directory``, or None when it has none yet."""
-    path = os.path.join(directory, STATE_NAME)
+def read_state(directory, name=STATE_NAME):
+    """The state of ``directory`` (or its record ``name``), or None when
+    it has none."""
+    path = os.path.join(directory, name)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -104,9 +109,9 @@ def _disk_problem(disk):
     return None
 
 
-def write_state(directory, state):
-    """Replace the state file atomically: a new file, written and synced,
-    takes the name, and the directory is synced."""
+def write_state(directory, state, name=STATE_NAME):
+    """Replace the state file (or record ``name``) atomically: a new file,
+    written and synced, takes the name, and the directory is synced."""
     data = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
     fd, tmp = tempfile.mkstemp(prefix=".vddkpy-sync-", dir=directory)
     try:
@@ -114,7 +119,7 @@ def write_state(directory, state):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(directory, STATE_NAME))
+        os.replace(tmp, os.path.join(directory, name))
     except BaseException:
         try:
             os.unlink(tmp)
@@ -122,6 +127,13 @@ def write_state(directory, state):
             pass
         raise
     fsync_directory(directory)
+
+
+def remove_record(directory, name):
+    try:
+        os.unlink(os.path.join(directory, name))
+    except FileNotFoundError:
+        pass
 
 
 def fsync_directory(directory):

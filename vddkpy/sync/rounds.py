@@ -16,8 +16,8 @@ import threading
 import time
 
 from . import plan
-from .copy import (Cancelled, CopyError, Source, Transfer, last_error,
-                   minimum_request)
+from .copy import (Cancelled, CopyError, Source, Transfer, close_all,
+                   last_error, minimum_request)
 from .targets import target_for
 from .plan import PlanError
 from .progress import Quiet
@@ -115,6 +115,7 @@ class Round:
         self.vm = None
         self.private = None
         self.lock_fd = None
+        self.new_images = {}        # made, not in the state file yet
 
     # -- the round -------------------------------------------------------
 
@@ -125,9 +126,9 @@ class Round:
             state = plan.read_state(self.to)
             self.vm = Vm(self.params, self.task_timeout)
             state = self._check_state(state)
+            self._adopt_new_images(state)
             running = self._check_vm()
             self.private = tempfile.mkdtemp(prefix="vddkpy-sync-")
-            self._write_password()
             if running:
                 self._warn_leftovers()
                 name = "%s%d" % (SNAPSHOT_PREFIX, int(time.time()))
@@ -213,6 +214,19 @@ class Round:
                                printable(server)))
         return state
 
+    def _adopt_new_images(self, state):
+        """Images made by a round that did not finish (recorded beside
+        the state) are this directory's: the state takes them in memory,
+        with no changeId (copied whole)."""
+        record = plan.read_state(self.to, plan.NEW_IMAGES_NAME)
+        if record is None:
+            return
+        self._check_state(record)           # another VM's: refused
+        for file, entry in record["disks"].items():
+            if file not in state["disks"]:
+                self.new_images[file] = state["disks"][file] = dict(
+                    entry, change_id=None)
+
     def _check_vm(self):
         """Whether the VM runs (then the round needs a snapshot); change
         tracking on (or turned on with --enable-cbt)."""
@@ -280,6 +294,7 @@ class Round:
             entry["change_id"] = result.change_id
             entry["capacity"] = result.capacity
         plan.write_state(self.to, state)
+        plan.remove_record(self.to, plan.NEW_IMAGES_NAME)
         return results
 
     def _prepare(self, state, disk, new_name):
@@ -308,18 +323,19 @@ class Round:
         return disk, p, target
 
     def _register_new(self, state, jobs):
-        """New images are made and written into the state (with no
-        changeId: not complete) before a byte is copied, so that a round
-        that fails is repaired by the next, never refused."""
+        """New images are made and recorded beside the state (which only
+        a complete round changes) before a byte is copied, so that a
+        round that fails is repaired by the next, never refused (each
+        recorded as soon as it exists)."""
         new = [(d, p, t) for d, p, t in jobs if d.file not in state["disks"]]
         for disk, p, target in new:
             identity = target.create(disk.capacity)
-            state["disks"][disk.file] = {
+            self.new_images[disk.file] = state["disks"][disk.file] = {
                 "image": target.name, "format": target.kind,
                 "capacity": disk.capacity, "change_id": None,
                 "identity": identity}
-        if new:
-            plan.write_state(self.to, state)
+            plan.write_state(self.to, dict(state, disks=self.new_images),
+                             plan.NEW_IMAGES_NAME)
 
     def _warn(self, message):
         """A warning line on stderr (and a step for orchestrators)."""
@@ -374,13 +390,10 @@ class Round:
         source_log = os.path.join(self.private, tag + ".source.log")
         destination_log = os.path.join(self.private, tag + ".image.log")
         path = target.shown
-        args = list(self.forwarded)
-        if self.params.password is not None:
-            args.append("password=+" + os.path.join(self.private,
-                                                    "password"))
         source = destination = None
         try:
-            source = Source(args, disk.file, self.snapshot, source_log)
+            source = Source(self.forwarded, disk.file, self.snapshot,
+                            source_log, self.params.password)
             if source.size != disk.capacity:
                 raise CopyError("the plugin serves %s as %d bytes, vSphere "
                                 "says %d" % (printable(disk.file),
@@ -396,23 +409,15 @@ class Round:
                 last_error(source_log) or last_error(destination_log)
                 or printable(str(e))))) from None
         finally:
-            for side in (source, destination):
-                if side is not None:
-                    _disconnect(side.handle)
+            # Also after the last byte: a server that then fails fails
+            # the copy (the changes are in, but not known to be right).
+            problem = close_all(source, destination)
+        if problem:
+            raise CopyError(problem)
         self.progress.step("copied", file=disk.file, image=path,
                            full=p.full, bytes=transfer.bytes_read)
         return DiskResult(disk.file, path, p.full, transfer.bytes_read,
                           disk.change_id, disk.capacity)
-
-    def _write_password(self):
-        """password= for the plugin children: a file in the round's
-        private (0700) directory, never on a command line."""
-        if self.params.password is None:
-            return
-        path = os.path.join(self.private, "password")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.params.password + "\n")
 
 
 @contextlib.contextmanager
@@ -428,12 +433,3 @@ def _signals_held():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-
-
-def _disconnect(handle):
-    import nbd
-    try:
-        handle.shutdown()
-    except nbd.Error:
-        pass
-
