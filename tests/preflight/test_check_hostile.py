@@ -1,7 +1,8 @@
 """``vddkpy check`` against what crashes, hangs or floods it: a damaged
 library, VDDK's own copies of system libraries, a hostile vSphere API
-port, a command line near the system's limit, a stats-file= swapped
-for a FIFO, a read-only filesystem.  Each ends in one line, within a
+port, a command line near the system's limit, a stats-file= that is
+a FIFO or becomes one between its look and its opening, a read-only
+filesystem.  Each ends in one line, within a
 bounded time, never a traceback."""
 
 import os
@@ -15,7 +16,7 @@ import threading
 import pytest
 
 from bed import BUILD, ROOT, random_file, standin_env
-from vddkpy import statsfile
+from bed.openpause import SUPPORTED, fifo_at
 from vddkpy.vsphere.thumbprint import format_thumbprint
 
 from test_check import DISK, host, lines, remote, run_check, step  # noqa
@@ -231,20 +232,33 @@ def test_arguments_near_the_system_limit(tmp_path, libdir):
 
 # -- stats-file= ----------------------------------------------------------
 
-def test_stats_file_swapped_for_a_fifo(tmp_path, monkeypatch):
-    """A FIFO put where a regular file was looked at (a race between the
-    look and the open) is refused in words, not a TypeError."""
-    regular = random_file(tmp_path / "regular", 512)
-    fifo = tmp_path / "stats.json"
-    os.mkfifo(fifo)
-    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)    # a writer exists
-    looked = os.lstat(regular)
-    monkeypatch.setattr(statsfile.os, "lstat", lambda path: looked)
-    try:
-        assert statsfile.problem(str(fifo)) == (
-            "stats-file: %s: is not a regular file" % fifo)
-    finally:
-        os.close(writer)
+# How statsfile opens a target it has looked at (to read it).
+STATS_FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@pytest.mark.parametrize("swapped", [False, pytest.param(True, marks=(
+    pytest.mark.skipif(not SUPPORTED, reason="x86-64 Linux only")))])
+def test_stats_file_that_is_a_fifo(tmp_path, libdir, swapped):
+    """A FIFO with a writer and no data at stats-file=, there from the
+    start or put there (by a rename) between the look at the regular file
+    and its opening: one FAIL line in words, not a TypeError."""
+    target = tmp_path / "stats.json"
+    disk = random_file(tmp_path / "disk.raw", 1 << 20)
+    command = [sys.executable, "-m", "vddkpy", "check", "libdir=%s" % libdir,
+               "file=%s" % disk, "stats-file=%s" % target]
+    if swapped:
+        target.write_text("{}")
+    with fifo_at(target, STATS_FILE_OPEN, at_open=swapped) as held:
+        result = subprocess.run(
+            held.prefix + command, pass_fds=held.fds, cwd=ROOT,
+            capture_output=True, text=True, env=standin_env(tmp_path),
+            timeout=120)
+    assert held.acted == swapped
+    assert_clean(result)
+    assert result.returncode == 1
+    assert [line for line in lines(result) if line.startswith("FAIL")] == [
+        "FAIL parameters: stats-file: %s: is not a regular file; fix: "
+        "correct them: the plugin refuses them the same way" % target]
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare")
