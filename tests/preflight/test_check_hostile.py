@@ -19,7 +19,8 @@ from bed import BUILD, ROOT, random_file, standin_env
 from bed.openpause import SUPPORTED, fifo_at
 from vddkpy.vsphere.thumbprint import format_thumbprint
 
-from test_check import DISK, host, lines, remote, run_check, step  # noqa
+from test_check import (DISK, host, lines, remote, run_check, step,  # noqa
+                        without)
 
 
 def assert_clean(result):
@@ -284,34 +285,61 @@ def test_stats_file_on_a_read_only_filesystem(tmp_path, libdir):
         "refuses them the same way" % (directory, directory))
 
 
+# VDDK's text for every error (GetErrorText) with an ESC and a backslash
+# (stand-in config: one backslash), and how a line shows it: once escaped.
+HOSTILE_ERROR_TEXT = 'error_text "red \x1b[31m a\\\\b"\n'
+ERROR_TEXT_SHOWN = "red \\x1b[31m a\\\\b"
+
+
 def test_vddk_error_text_escaped_once(tmp_path, libdir):
-    """file= with an ESC and a backslash, in VDDK's error: each shows as
-    one escape (not an escaped escape)."""
+    """Open fails: file= with an ESC and a backslash and VDDK's own error
+    text with both show each as one escape in the disk line (not an
+    escaped escape), as the parameters line shows file=."""
     disk = "%s/no\x1bsuch\\disk.raw" % tmp_path
-    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=%s" % disk])
+    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=%s" % disk],
+                       config=HOSTILE_ERROR_TEXT)
     assert_clean(result)
     assert result.returncode == 1
     shown = "%s/no\\x1bsuch\\\\disk.raw" % tmp_path
-    assert step(result, "disk").startswith(
-        "FAIL disk: VixDiskLib_Open: %s: " % shown), result.stdout
     assert step(result, "parameters") == "ok   parameters: local disk %s" \
         % shown
+    assert step(result, "disk") == "FAIL disk: VixDiskLib_Open: %s: %s" % (
+        shown, ERROR_TEXT_SHOWN)
     assert "\x1b" not in result.stdout
 
 
+@pytest.mark.parametrize("key, value, name, said", [
+    ("vm", "moref=Fedora", "vm", "vm=moref=Fedora"),
+    ("password", "Xyzzy-42", "login", "VixDiskLib_ConnectEx")])
+def test_vddk_error_text_escaped_once_at_connect(tmp_path, remote, key,
+                                                 value, name, said):
+    """ConnectEx fails (no such VM, a wrong password): VDDK's error text
+    shows each escape once in the vm or login line."""
+    args, config, _, _, _ = remote()
+    result = run_check(tmp_path, without(args, key) + ["%s=%s" % (key, value)],
+                       config + HOSTILE_ERROR_TEXT)
+    assert_clean(result)
+    assert result.returncode == 1
+    line = step(result, name)
+    assert line.startswith("FAIL %s: %s: %s; fix: " % (
+        name, said, ERROR_TEXT_SHOWN)), line
+
+
 def test_vddk_log_text_escaped_once(tmp_path):
-    """InitEx fails and VDDK's message quotes a path with an ESC: the
-    init line shows it as one escape."""
+    """InitEx fails: VDDK's error text and its log message (quoting a path
+    with an ESC) show each escape once in the init line."""
     from bed import install_standin
     libdir = install_standin(tmp_path / "vd\x1bdk", companion=True)
     (libdir / "libfakevddk-companion.so").write_bytes(b"not a library")
-    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=/dev/null"])
+    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=/dev/null"],
+                       config=HOSTILE_ERROR_TEXT)
     assert_clean(result)
     assert result.returncode == 1
-    line = step(result, "init")
-    assert line.startswith("FAIL init: VixDiskLib_InitEx: "), line
-    assert "VDDK said: %s/vd\\x1bdk/libfakevddk-companion.so: " % tmp_path \
-        in line, line
+    assert step(result, "init") == (
+        "FAIL init: VixDiskLib_InitEx: %s; VDDK said: %s/vd\\x1bdk/"
+        "libfakevddk-companion.so: file too short; fix: see VDDK's message; "
+        "config= names VDDK's configuration file"
+        % (ERROR_TEXT_SHOWN, tmp_path))
     assert "\x1b" not in result.stdout
 
 
