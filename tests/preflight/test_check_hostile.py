@@ -7,17 +7,14 @@ bounded time, never a traceback."""
 
 import os
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from bed import BUILD, ROOT, random_file, standin_env
 from bed.openpause import SUPPORTED, fifo_at
-from vddkpy.vsphere.thumbprint import format_thumbprint
+from bed.tls import TlsServer
 
 from test_check import (DISK, host, lines, remote, run_check, step,  # noqa
                         without)
@@ -91,51 +88,23 @@ def test_vddk_own_ssl_libraries(tmp_path, remote):
 
 # -- a hostile API port ---------------------------------------------------
 
-class HostileApi:
-    """TLS on 127.0.0.1 answering every request with ``answer(tls)``."""
+class HostileApi(TlsServer):
+    """A TLS server answering every request with ``answer(tls, stopped)``
+    (a handshake alone, the thumbprint step's, gets nothing)."""
 
     def __init__(self, directory, answer):
-        key, cert = directory / "api-key.pem", directory / "api-cert.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                        "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                        "-keyout", str(key), "-out", str(cert)],
-                       check=True, capture_output=True)
-        self.thumbprint = format_thumbprint(
-            ssl.PEM_cert_to_DER_cert(cert.read_text()))
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
         self.answer = answer
-        self.stopped = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(directory, self._answer_request, name="api")
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
+    def _answer_request(self, tls):
+        tls.settimeout(5)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            piece = tls.recv(4096)
+            if not piece:
                 return
-            threading.Thread(target=self._serve, args=(conn,),
-                             daemon=True).start()
-
-    def _serve(self, conn):
-        try:
-            with self.context.wrap_socket(conn, server_side=True) as tls:
-                tls.settimeout(5)
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    piece = tls.recv(4096)
-                    if not piece:
-                        return      # the thumbprint step's handshake only
-                    request += piece
-                self.answer(tls, self.stopped)
-        except (OSError, ssl.SSLError):
-            pass
-
-    def close(self):
-        self.stopped.set()
-        self.listener.close()
+            request += piece
+        self.answer(tls, self.stopped)
 
 
 def _trickle(tls, stopped):
