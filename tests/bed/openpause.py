@@ -144,7 +144,6 @@ def held_open(flags, act):
         ours.close()
 
 
-
 @contextlib.contextmanager
 def fifo_at(path, flags, at_open):
     """Put a FIFO with a writer and nothing to read at ``path`` (so a
@@ -160,6 +159,7 @@ def fifo_at(path, flags, at_open):
             yield held
     finally:
         os.close(writer)
+
 
 if __name__ == "__main__":
     _install_and_exec(int(sys.argv[1]), int(sys.argv[2]), sys.argv[4:])
