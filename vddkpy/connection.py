@@ -86,7 +86,7 @@ class Connection:
         self.vddk.check(
             "Open", "connection, %s, %d, &handle" % (shown, flags),
             self.connection, self.c_string(filename), flags, handle,
-            prefix="VixDiskLib_Open: %s" % shown)
+            prefix="VixDiskLib_Open: %s" % filename)
         self.handle = handle[0]
         return c_string(self.vddk.call("GetTransportMode", "handle",
                                        self.handle))

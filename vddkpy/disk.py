@@ -188,7 +188,7 @@ class Disk:
             "Create", "h->connection, %s, &cparams, NULL, NULL" % shown,
             self.connection, self.vddk_connection.c_string(p.file),
             create_params, ffi.NULL,
-            ffi.NULL, prefix="VixDiskLib_Create: %s" % shown)
+            ffi.NULL, prefix="VixDiskLib_Create: %s" % p.file)
 
     # -- facts about the disk ---------------------------------------------
 

@@ -19,6 +19,7 @@ only then, not at every start.
 
 import errno
 
+from .printable import printable
 from .vddk.abi import (VIX_E_DISK_FULL, VIX_E_DISK_INVAL,
                        VIX_E_DISK_OUTOFRANGE, VIX_E_FILE_ACCESS_ERROR,
                        VIX_E_FILE_READ_ONLY, VIX_E_HOST_SERVER_SHUTDOWN,
@@ -52,15 +53,21 @@ class VddkError(PluginError):
     """A VixError: the status VDDK returned and VDDK's own text.
 
     ``prefix`` says what failed, as upstream's messages do
-    (``VixDiskLib_Open: FILE``); the message is ``PREFIX: TEXT``.
+    (``VixDiskLib_Open: FILE``); ``unescaped()`` is ``PREFIX: TEXT`` as
+    the user and VDDK wrote them, for a report that escapes its lines
+    itself (``vddkpy check``); the message is the same through
+    ``printable``, to be printed as it is.
     """
 
     def __init__(self, prefix, code, text):
-        super().__init__("%s: %s" % (prefix, text),
-                         _ERRNO_BY_CODE.get(error_code(code), errno.EIO))
         self.prefix = prefix
         self.code = code
         self.text = text
+        super().__init__(printable(self.unescaped()),
+                         _ERRNO_BY_CODE.get(error_code(code), errno.EIO))
+
+    def unescaped(self):
+        return "%s: %s" % (self.prefix, self.text)
 
 
 def show_in_nbdkit(error):

@@ -1,28 +1,61 @@
-"""A real TLS server with a fresh self-signed certificate."""
+"""A real TLS server on 127.0.0.1 with a fresh self-signed certificate."""
 
 import socket
 import ssl
 import subprocess
 import threading
 
+from vddkpy.vsphere.thumbprint import format_thumbprint
+
+
+class TlsServer:
+    """Accepts connections until ``close()``; each, once its TLS handshake
+    is done, goes to ``serve(tls)`` on a thread of its own (a failure
+    there just ends the connection).  ``port``, ``cert`` (the PEM file)
+    and its ``thumbprint`` as thumbprint= takes it; ``stopped`` is set by
+    ``close()``, for a ``serve`` that goes on until then."""
+
+    def __init__(self, directory, serve, name="tls"):
+        key, self.cert = (directory / ("%s-key.pem" % name),
+                          directory / ("%s-cert.pem" % name))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                        "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-keyout", str(key), "-out", str(self.cert)],
+                       check=True, capture_output=True)
+        self.thumbprint = format_thumbprint(
+            ssl.PEM_cert_to_DER_cert(self.cert.read_text()))
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(self.cert, key)
+        self.serve = serve
+        self.stopped = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,),
+                             daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                self.serve(tls)
+        except (OSError, ssl.SSLError):
+            conn.close()
+
+    def close(self):
+        self.stopped.set()
+        self.listener.close()
+
 
 def tls_server(tmp_path):
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                    "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        conn, _ = listener.accept()
-        try:
-            with context.wrap_socket(conn, server_side=True) as tls:
-                tls.recv(1)
-        except (ssl.SSLError, OSError):
-            pass
-
-    threading.Thread(target=serve, daemon=True).start()
-    return listener, cert
+    """(the listening socket, the certificate's PEM file) of a TlsServer
+    that reads at most a byte of each connection; closing the socket
+    stops it."""
+    server = TlsServer(tmp_path, lambda tls: tls.recv(1))
+    return server.listener, server.cert

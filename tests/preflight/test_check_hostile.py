@@ -1,24 +1,23 @@
 """``vddkpy check`` against what crashes, hangs or floods it: a damaged
 library, VDDK's own copies of system libraries, a hostile vSphere API
-port, a command line near the system's limit, a stats-file= swapped
-for a FIFO, a read-only filesystem.  Each ends in one line, within a
+port, a command line near the system's limit, a stats-file= that is
+a FIFO or becomes one between its look and its opening, a read-only
+filesystem.  Each ends in one line, within a
 bounded time, never a traceback."""
 
 import os
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from bed import BUILD, ROOT, random_file, standin_env
-from vddkpy import statsfile
-from vddkpy.vsphere.thumbprint import format_thumbprint
+from bed.openpause import SUPPORTED, fifo_at
+from bed.tls import TlsServer
 
-from test_check import DISK, host, lines, remote, run_check, step  # noqa
+from test_check import (DISK, host, lines, remote, run_check, step,  # noqa
+                        without)
 
 
 def assert_clean(result):
@@ -89,51 +88,23 @@ def test_vddk_own_ssl_libraries(tmp_path, remote):
 
 # -- a hostile API port ---------------------------------------------------
 
-class HostileApi:
-    """TLS on 127.0.0.1 answering every request with ``answer(tls)``."""
+class HostileApi(TlsServer):
+    """A TLS server answering every request with ``answer(tls, stopped)``
+    (a handshake alone, the thumbprint step's, gets nothing)."""
 
     def __init__(self, directory, answer):
-        key, cert = directory / "api-key.pem", directory / "api-cert.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                        "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                        "-keyout", str(key), "-out", str(cert)],
-                       check=True, capture_output=True)
-        self.thumbprint = format_thumbprint(
-            ssl.PEM_cert_to_DER_cert(cert.read_text()))
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
         self.answer = answer
-        self.stopped = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(directory, self._answer_request, name="api")
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
+    def _answer_request(self, tls):
+        tls.settimeout(5)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            piece = tls.recv(4096)
+            if not piece:
                 return
-            threading.Thread(target=self._serve, args=(conn,),
-                             daemon=True).start()
-
-    def _serve(self, conn):
-        try:
-            with self.context.wrap_socket(conn, server_side=True) as tls:
-                tls.settimeout(5)
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    piece = tls.recv(4096)
-                    if not piece:
-                        return      # the thumbprint step's handshake only
-                    request += piece
-                self.answer(tls, self.stopped)
-        except (OSError, ssl.SSLError):
-            pass
-
-    def close(self):
-        self.stopped.set()
-        self.listener.close()
+            request += piece
+        self.answer(tls, self.stopped)
 
 
 def _trickle(tls, stopped):
@@ -231,20 +202,33 @@ def test_arguments_near_the_system_limit(tmp_path, libdir):
 
 # -- stats-file= ----------------------------------------------------------
 
-def test_stats_file_swapped_for_a_fifo(tmp_path, monkeypatch):
-    """A FIFO put where a regular file was looked at (a race between the
-    look and the open) is refused in words, not a TypeError."""
-    regular = random_file(tmp_path / "regular", 512)
-    fifo = tmp_path / "stats.json"
-    os.mkfifo(fifo)
-    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)    # a writer exists
-    looked = os.lstat(regular)
-    monkeypatch.setattr(statsfile.os, "lstat", lambda path: looked)
-    try:
-        assert statsfile.problem(str(fifo)) == (
-            "stats-file: %s: is not a regular file" % fifo)
-    finally:
-        os.close(writer)
+# How statsfile opens a target it has looked at (to read it).
+STATS_FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@pytest.mark.parametrize("swapped", [False, pytest.param(True, marks=(
+    pytest.mark.skipif(not SUPPORTED, reason="x86-64 Linux only")))])
+def test_stats_file_that_is_a_fifo(tmp_path, libdir, swapped):
+    """A FIFO with a writer and no data at stats-file=, there from the
+    start or put there (by a rename) between the look at the regular file
+    and its opening: one FAIL line in words, not a TypeError."""
+    target = tmp_path / "stats.json"
+    disk = random_file(tmp_path / "disk.raw", 1 << 20)
+    command = [sys.executable, "-m", "vddkpy", "check", "libdir=%s" % libdir,
+               "file=%s" % disk, "stats-file=%s" % target]
+    if swapped:
+        target.write_text("{}")
+    with fifo_at(target, STATS_FILE_OPEN, at_open=swapped) as held:
+        result = subprocess.run(
+            held.prefix + command, pass_fds=held.fds, cwd=ROOT,
+            capture_output=True, text=True, env=standin_env(tmp_path),
+            timeout=120)
+    assert held.acted == swapped
+    assert_clean(result)
+    assert result.returncode == 1
+    assert [line for line in lines(result) if line.startswith("FAIL")] == [
+        "FAIL parameters: stats-file: %s: is not a regular file; fix: "
+        "correct them: the plugin refuses them the same way" % target]
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare")
@@ -270,34 +254,61 @@ def test_stats_file_on_a_read_only_filesystem(tmp_path, libdir):
         "refuses them the same way" % (directory, directory))
 
 
+# VDDK's text for every error (GetErrorText) with an ESC and a backslash
+# (stand-in config: one backslash), and how a line shows it: once escaped.
+HOSTILE_ERROR_TEXT = 'error_text "red \x1b[31m a\\\\b"\n'
+ERROR_TEXT_SHOWN = "red \\x1b[31m a\\\\b"
+
+
 def test_vddk_error_text_escaped_once(tmp_path, libdir):
-    """file= with an ESC and a backslash, in VDDK's error: each shows as
-    one escape (not an escaped escape)."""
+    """Open fails: file= with an ESC and a backslash and VDDK's own error
+    text with both show each as one escape in the disk line (not an
+    escaped escape), as the parameters line shows file=."""
     disk = "%s/no\x1bsuch\\disk.raw" % tmp_path
-    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=%s" % disk])
+    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=%s" % disk],
+                       config=HOSTILE_ERROR_TEXT)
     assert_clean(result)
     assert result.returncode == 1
     shown = "%s/no\\x1bsuch\\\\disk.raw" % tmp_path
-    assert step(result, "disk").startswith(
-        "FAIL disk: VixDiskLib_Open: %s: " % shown), result.stdout
     assert step(result, "parameters") == "ok   parameters: local disk %s" \
         % shown
+    assert step(result, "disk") == "FAIL disk: VixDiskLib_Open: %s: %s" % (
+        shown, ERROR_TEXT_SHOWN)
     assert "\x1b" not in result.stdout
 
 
+@pytest.mark.parametrize("key, value, name, said", [
+    ("vm", "moref=Fedora", "vm", "vm=moref=Fedora"),
+    ("password", "Xyzzy-42", "login", "VixDiskLib_ConnectEx")])
+def test_vddk_error_text_escaped_once_at_connect(tmp_path, remote, key,
+                                                 value, name, said):
+    """ConnectEx fails (no such VM, a wrong password): VDDK's error text
+    shows each escape once in the vm or login line."""
+    args, config, _, _, _ = remote()
+    result = run_check(tmp_path, without(args, key) + ["%s=%s" % (key, value)],
+                       config + HOSTILE_ERROR_TEXT)
+    assert_clean(result)
+    assert result.returncode == 1
+    line = step(result, name)
+    assert line.startswith("FAIL %s: %s: %s; fix: " % (
+        name, said, ERROR_TEXT_SHOWN)), line
+
+
 def test_vddk_log_text_escaped_once(tmp_path):
-    """InitEx fails and VDDK's message quotes a path with an ESC: the
-    init line shows it as one escape."""
+    """InitEx fails: VDDK's error text and its log message (quoting a path
+    with an ESC) show each escape once in the init line."""
     from bed import install_standin
     libdir = install_standin(tmp_path / "vd\x1bdk", companion=True)
     (libdir / "libfakevddk-companion.so").write_bytes(b"not a library")
-    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=/dev/null"])
+    result = run_check(tmp_path, ["libdir=%s" % libdir, "file=/dev/null"],
+                       config=HOSTILE_ERROR_TEXT)
     assert_clean(result)
     assert result.returncode == 1
-    line = step(result, "init")
-    assert line.startswith("FAIL init: VixDiskLib_InitEx: "), line
-    assert "VDDK said: %s/vd\\x1bdk/libfakevddk-companion.so: " % tmp_path \
-        in line, line
+    assert step(result, "init") == (
+        "FAIL init: VixDiskLib_InitEx: %s; VDDK said: %s/vd\\x1bdk/"
+        "libfakevddk-companion.so: file too short; fix: see VDDK's message; "
+        "config= names VDDK's configuration file"
+        % (ERROR_TEXT_SHOWN, tmp_path))
     assert "\x1b" not in result.stdout
 
 

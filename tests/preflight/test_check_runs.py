@@ -156,9 +156,13 @@ def test_change_id_vsphere_refuses(warm):
     snapshot, _ = bed.create_snapshot()
     result = check("snapshot=%s" % snapshot, "changed-since=52 00 00/9")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert step(result, "cbt").startswith(
+    # The whole line: the message says what to do, no other fix after it.
+    assert step(result, "cbt") == (
         "FAIL cbt: changed-since=52 00 00/9: vSphere refused this changeId "
-        "for %s" % bed.disk_file)
+        "for %s (InvalidArgument: A specified parameter was not correct: "
+        "changeId): it is not one of this disk's or has expired (change "
+        "tracking was reset): a full copy is needed: make one with "
+        "changed-since=* and use the changeId it reports" % bed.disk_file)
 
 
 def test_removed_snapshot(warm):

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from bed import ROOT, standin_env
-from vddkpy.vsphere.thumbprint import format_thumbprint
+from bed.tls import TlsServer
 
 
 def run_check(tmp_path, args, config, options=()):
@@ -29,49 +29,23 @@ def step(result, name):
     return found[0]
 
 
-class ManInTheMiddle:
-    """TLS with its own self-signed certificate on 127.0.0.1, forwarding
-    each connection to ``upstream`` over TLS; ``received`` holds the
-    plaintext the clients sent."""
+class ManInTheMiddle(TlsServer):
+    """A TLS server with its own certificate forwarding each connection to
+    ``upstream`` over TLS; ``received`` holds the plaintext the clients
+    sent."""
 
     def __init__(self, directory, upstream):
-        key, cert = directory / "mitm-key.pem", directory / "mitm-cert.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                        "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                        "-keyout", str(key), "-out", str(cert)],
-                       check=True, capture_output=True)
-        self.thumbprint = format_thumbprint(
-            ssl.PEM_cert_to_DER_cert(cert.read_text()))
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
         self.upstream = upstream
         self.received = bytearray()
         self._lock = threading.Lock()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(directory, self._relay, name="mitm")
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(conn,),
-                             daemon=True).start()
-
-    def _relay(self, conn):
-        client = upstream_context = None
-        try:
-            client = self.context.wrap_socket(conn, server_side=True)
-            upstream_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            upstream_context.check_hostname = False
-            upstream_context.verify_mode = ssl.CERT_NONE
-            server = upstream_context.wrap_socket(
-                socket.create_connection(self.upstream))
-        except (OSError, ssl.SSLError):
-            conn.close()
-            return
+    def _relay(self, client):
+        upstream_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        upstream_context.check_hostname = False
+        upstream_context.verify_mode = ssl.CERT_NONE
+        server = upstream_context.wrap_socket(
+            socket.create_connection(self.upstream))
         threading.Thread(target=self._pump, args=(server, client, False),
                          daemon=True).start()
         self._pump(client, server, True)
@@ -94,9 +68,6 @@ class ManInTheMiddle:
                     s.close()
                 except OSError:
                     pass
-
-    def close(self):
-        self.listener.close()
 
 
 @pytest.fixture

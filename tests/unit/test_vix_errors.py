@@ -43,3 +43,11 @@ def test_making_errors_leaves_traceback_formatting_alone():
     assert text.startswith("Traceback (most recent call last):")
     assert text.endswith("PluginError: read is not aligned to sectors\n")
 
+
+
+def test_vddk_error_message_escaped_once_and_kept_as_written():
+    """The message is printed as is (escaped); ``unescaped()`` is for a
+    report that escapes its lines itself."""
+    error = VddkError("VixDiskLib_Open: a\x1bb", abi.VIX_E_FAIL, "c\\d")
+    assert str(error) == "VixDiskLib_Open: a\\x1bb: c\\\\d"
+    assert error.unescaped() == "VixDiskLib_Open: a\x1bb: c\\d"

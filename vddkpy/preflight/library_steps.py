@@ -186,7 +186,8 @@ def initialise(vddk, libdir, config, messages):
         said = "; VDDK said: %s" % messages.lines[-1] if messages.lines \
             else ""
         return Result(FAIL, "init", "%s%s" % (vddk.error(
-            "VixDiskLib_InitEx", code), said), _init_fix(messages.lines))
+            "VixDiskLib_InitEx", code).unescaped(), said),
+            _init_fix(messages.lines))
     modes = c_string(vddk.call("ListTransportModes", ""))
     return Result(OK, "init", "InitEx works; VDDK %s; transport modes %s"
                   % (_full_version(vddk.library), modes))

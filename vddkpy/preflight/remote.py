@@ -6,8 +6,8 @@ user gave nbdkit: the re-exec put VDDK's lib64/ first in LD_LIBRARY_PATH,
 and VDDK's own libssl, libcrypto, libexpat or libz there would break
 Python's ``ssl`` or ``xml`` in the nbdkit process.  The child also bounds
 every wait: each step has a deadline (``deadline``), and the parent kills
-a child that outlives ``CHILD_LIMIT``.  The parameters, password
-included, travel through a pipe.
+a child that outlives ``CHILD_LIMIT``.  The parameters (every one of
+the table), password included, travel through a pipe.
 """
 
 import json
@@ -18,10 +18,6 @@ import sys
 
 from .report import FAIL, Result
 
-# What the child needs of the parameters.
-KEYS = ("server", "port", "nfchostport", "thumbprint", "user", "password",
-        "cookie", "vm", "file", "snapshot", "changed_since", "single_link",
-        "changed_since_capacity", "vsphere_timeout")
 NETWORK, TRACKING = "network", "tracking"
 STEP_LIMIT = 20             # seconds for one step, network waits included
 # The cbt step pages through QueryChangedDiskAreas (about a second a call
@@ -83,7 +79,11 @@ def ask(kind, params, step, **more):
     """Run the ``kind`` steps in a child; their results (a failure of the
     child itself is one FAIL line of ``step``).  ``more``: values the
     steps need besides the parameters."""
-    values = {key: getattr(params, key) for key in KEYS}
+    # Every parameter of the table, so that a step cannot miss a new one
+    # (imported here: the child has no use for the plugin's parsing).
+    from ..params import PARAMETERS
+    values = {parameter.attribute: getattr(params, parameter.attribute)
+              for parameter in PARAMETERS}
     values.update(more)
     request = json.dumps({"kind": kind, "params": values})
     try:

@@ -10,22 +10,12 @@ from ..vddk.abi import (SECTOR_SIZE, VIX_E_AUTHENTICATION_FAIL,
 from ..vddk.binding import ffi
 from ..connection import Connection
 from ..errors import VddkError
-from ..printable import printable
 
 from .report import FAIL, OK, Result
 
 # One request as large as virt-v2v's (blocksize filter maxdata=2M): NFC's
 # memory limit on the host fails larger ones.
 LARGE_READ = 2 * 1024 * 1024 // SECTOR_SIZE
-
-
-def said(error, params):
-    """The VddkError's message with file= as given: the report escapes the
-    whole line once (the error's own prefix has it escaped already)."""
-    shown = "VixDiskLib_Open: %s" % printable(params.file or "")
-    if error.prefix == shown:
-        return "VixDiskLib_Open: %s: %s" % (params.file, error.text)
-    return str(error)
 
 
 def _fix(error, params, where):
@@ -67,7 +57,8 @@ def _login_failure(e, params):
                        % (params.snapshot, e.text), fix)]
     if code == VIX_E_AUTHENTICATION_FAIL:
         fix = "check user= and the password (or cookie=)"
-    return [Result(FAIL, "login", str(e), fix or "check server= and port=")]
+    return [Result(FAIL, "login", e.unescaped(),
+                   fix or "check server= and port=")]
 
 
 def read_disk(vddk, params, transport):
@@ -91,13 +82,13 @@ def _read(connection, params, step, transport):
         _read_start(connection, 1)
         large = min(connection.info(lambda info: info.capacity), LARGE_READ)
     except VddkError as e:
-        return Result(FAIL, step, said(e, params), _fix(e, params, stage))
+        return Result(FAIL, step, e.unescaped(), _fix(e, params, stage))
     saw = "read sector 0 of %s read-only, %%s %d KiB at once (transport " \
         "used: %s)" % (params.file, large * SECTOR_SIZE // 1024, used)
     try:
         _read_start(connection, large)
     except VddkError as e:
-        return Result(FAIL, step, saw % "but not" + ": %s" % said(e, params),
+        return Result(FAIL, step, saw % "but not" + ": %s" % e.unescaped(),
                       _fix(e, params, "data"))
     return Result(OK, step, saw % "and")
 
@@ -119,7 +110,7 @@ def write_access(vddk, params, transport):
         connection.open(params.file)
     except VddkError as e:
         return Result(FAIL, "write", "%s (opening it for writing, as nbdkit "
-                      "without -r does)" % said(e, params),
+                      "without -r does)" % e.unescaped(),
                       _write_fix(e, params, stage))
     finally:
         connection.close()

@@ -11,7 +11,7 @@ Runs in the child process of ``remote``, only once the thumbprint step
 has matched."""
 
 from ..cbt import areas as changed
-from ..cbt.tracked import TrackedDisk, vm_moref
+from ..cbt.tracked import FullCopyNeeded, TrackedDisk, vm_moref
 from ..errors import PluginError
 from ..vsphere.session import VsphereSession, pyvmomi_missing_message
 from .remote import TRACKING_LIMIT, Overdue, deadline
@@ -47,8 +47,10 @@ def _step(params, failing):
         disk.look_up()
         if params.changed_since not in (None, changed.ALL):
             disk.areas(params.changed_since)
+    except FullCopyNeeded as e:         # its message says what to do
+        return Result(failing, "cbt", _text(e))
     except PluginError as e:
-        return _failed(str(e), failing)
+        return _failed(_text(e), failing)
     except Exception as e:          # pyvmomi's faults, a server not vSphere
         return Result(failing, "cbt", "could not ask the vSphere API: %s"
                       % _first_line(e), "check that server= is a vCenter or "
@@ -62,9 +64,14 @@ def _step(params, failing):
     return Result(OK, "cbt", saw)
 
 
-def _failed(message, failing):
+def _text(error):
+    """The plugin's message, without its ``changed-since: ``."""
+    message = str(error)
+    return message[len(PREFIX):] if message.startswith(PREFIX) else message
+
+
+def _failed(text, failing):
     """The plugin's message as the step's line: what it saw, its fix."""
-    text = message[len(PREFIX):] if message.startswith(PREFIX) else message
     saw, _, fix = text.partition(": enable it")
     if fix:
         return Result(failing, "cbt", saw + ": each warm-migration pass "
@@ -73,8 +80,6 @@ def _failed(message, failing):
 
 
 def _fix_for(text):
-    if "refused" in text:
-        return None             # the plugin's message carries its fix
     if "has no disk whose backing file" in text:
         return "file= names the disk as the VM's configuration does"
     if "has no VM " in text:

@@ -68,8 +68,8 @@ class Vddk:
             message = c_string(text)
         finally:
             self.call("FreeErrorText", "", text)
-        return VddkError(prefix, code, "(null)" if message is None
-                         else printable(message))
+        return VddkError(prefix, code,
+                         "(null)" if message is None else message)
 
     def error_text_quietly(self, code):
         """VDDK's text for ``code`` without tracing (upstream's probe)."""
