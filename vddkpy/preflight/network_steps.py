@@ -5,7 +5,7 @@ credential)."""
 
 from ..vsphere import thumbprint
 from . import compatibility, network
-from .remote import STEP_LIMIT, Overdue, deadline
+from .deadlines import STEP_LIMIT, Overdue, deadline
 from .report import FAIL, OK, WARN, Result
 
 

@@ -5,51 +5,22 @@ The child is the Python nbdkit embeds, started with the environment the
 user gave nbdkit: the re-exec put VDDK's lib64/ first in LD_LIBRARY_PATH,
 and VDDK's own libssl, libcrypto, libexpat or libz there would break
 Python's ``ssl`` or ``xml`` in the nbdkit process.  The child also bounds
-every wait: each step has a deadline (``deadline``), and the parent kills
+every wait: each step has a deadline (``deadlines``), and the parent kills
 a child that outlives ``CHILD_LIMIT``.  The parameters (every one of
 the table), password included, travel through a pipe.
 """
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
 from .report import FAIL, Result
 
 NETWORK, TRACKING = "network", "tracking"
-STEP_LIMIT = 20             # seconds for one step, network waits included
-# The cbt step pages through QueryChangedDiskAreas (about a second a call
-# on a real host) to try changed-since=CHANGEID.
-TRACKING_LIMIT = 100
 CHILD_LIMIT = 150           # seconds for a whole child: every step's limit
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-
-
-class Overdue(BaseException):
-    """A step's deadline passed.  Not an Exception: the libraries a step
-    calls (pyvmomi, http.client) must not catch it."""
-
-
-class deadline:
-    """``with deadline(seconds):`` raises Overdue when the block runs
-    longer (SIGALRM: also interrupts a blocked read)."""
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-
-    def __enter__(self):
-        def overdue(signum, frame):
-            raise Overdue()
-        self._previous = signal.signal(signal.SIGALRM, overdue)
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
-
-    def __exit__(self, *exc):
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._previous)
-        return False
 
 
 # -- the parent's side ----------------------------------------------------

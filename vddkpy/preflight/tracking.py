@@ -14,7 +14,7 @@ from ..cbt import areas as changed
 from ..cbt.tracked import FullCopyNeeded, TrackedDisk, vm_moref
 from ..errors import PluginError
 from ..vsphere.session import VsphereSession, pyvmomi_missing_message
-from .remote import TRACKING_LIMIT, Overdue, deadline
+from .deadlines import TRACKING_LIMIT, Overdue, deadline
 from .report import FAIL, OK, WARN, Result
 
 PREFIX = "changed-since: "
