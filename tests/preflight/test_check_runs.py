@@ -165,6 +165,20 @@ def test_change_id_vsphere_refuses(warm):
         "changed-since=* and use the changeId it reports" % bed.disk_file)
 
 
+def test_refused_change_id_escaped_once(warm):
+    """A changeId with a DEL and a backslash (both valid in vSphere's XML):
+    the plugin's message has them escaped, and the check's line shows them
+    so once (``\\x7f``, not ``\\\\x7f``)."""
+    bed, check = warm
+    bed.enable_cbt()
+    snapshot, _ = bed.create_snapshot()
+    result = check("snapshot=%s" % snapshot, "changed-since=52\\00\x7f/9")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert step(result, "cbt").startswith(
+        "FAIL cbt: changed-since=52\\\\00\\x7f/9: vSphere refused this "
+        "changeId for %s (" % bed.disk_file)
+
+
 def test_removed_snapshot(warm):
     """A snapshot removed since: the fix says so (not only what a moref
     looks like)."""

@@ -97,5 +97,5 @@ def main():
     else:
         from . import tracking
         results = [r for r in [tracking.change_tracking(params)] if r]
-    sys.stdout.write(json.dumps([r.as_dict() for r in results]))
+    sys.stdout.write(json.dumps([r.handed_over() for r in results]))
     sys.stdout.flush()

@@ -17,31 +17,43 @@ ENVIRONMENT = "VDDKPY_CHECK"
 
 
 class Result:
-    def __init__(self, status, step, saw, fix=None):
+    """``saw`` is raw text, escaped when printed, or with ``escaped`` the
+    message of a plugin error, which escaped what it quotes already."""
+
+    def __init__(self, status, step, saw, fix=None, escaped=False):
         self.status = status
         self.step = step
         self.saw = saw
         self.fix = fix
+        self.escaped = escaped
 
     def line(self):
         """The text line; what it quotes from the server, the library or
-        the disk cannot forge lines or drive the terminal (``printable``)."""
-        text = "%-4s %s: %s" % (self.status, self.step, printable(self.saw))
+        the disk cannot forge lines or drive the terminal (``printable``,
+        once)."""
+        saw = self.saw if self.escaped else printable(self.saw)
+        text = "%-4s %s: %s" % (self.status, self.step, saw)
         return text + ("; fix: %s" % printable(self.fix) if self.fix else "")
 
     def as_dict(self):
+        """The step in the --json document."""
         return {"status": self.status, "step": self.step, "saw": self.saw,
                 "fix": self.fix}
 
+    def handed_over(self):
+        """The step as one of the check's processes hands it to another."""
+        return dict(self.as_dict(), escaped=self.escaped)
+
     @classmethod
     def from_dict(cls, d):
-        return cls(d["status"], d["step"], d["saw"], d["fix"])
+        return cls(d["status"], d["step"], d["saw"], d["fix"],
+                   d.get("escaped", False))
 
 
 def handover(as_json, results):
     """The environment value carrying the options and earlier results."""
     return json.dumps({"json": as_json,
-                       "results": [r.as_dict() for r in results]})
+                       "results": [r.handed_over() for r in results]})
 
 
 class Report:

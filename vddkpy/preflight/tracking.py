@@ -48,7 +48,7 @@ def _step(params, failing):
         if params.changed_since not in (None, changed.ALL):
             disk.areas(params.changed_since)
     except FullCopyNeeded as e:         # its message says what to do
-        return Result(failing, "cbt", _text(e))
+        return Result(failing, "cbt", _text(e), escaped=True)
     except PluginError as e:
         return _failed(_text(e), failing)
     except Exception as e:          # pyvmomi's faults, a server not vSphere
@@ -71,12 +71,14 @@ def _text(error):
 
 
 def _failed(text, failing):
-    """The plugin's message as the step's line: what it saw, its fix."""
+    """The plugin's message (escaped already) as the step's line: what it
+    saw, its fix."""
     saw, _, fix = text.partition(": enable it")
     if fix:
         return Result(failing, "cbt", saw + ": each warm-migration pass "
-                      "would copy the whole disk", "enable it" + fix)
-    return Result(failing, "cbt", text, _fix_for(text))
+                      "would copy the whole disk", "enable it" + fix,
+                      escaped=True)
+    return Result(failing, "cbt", text, _fix_for(text), escaped=True)
 
 
 def _fix_for(text):
