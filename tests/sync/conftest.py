@@ -38,10 +38,11 @@ class SyncRunner:
                 "libdir=%s" % self.libdir] + list(params) + \
             ["--to", str(to)] + list(options)
 
-    def run(self, to, *options, extra="", config=None, params=None):
+    def run(self, to, *options, extra="", config=None, params=None,
+            env=None):
         """Run to the end: CompletedProcess (text)."""
         return subprocess.run(self.argv(to, *options, params=params),
-                              env=self.env(extra, config),
+                              env=self.env(extra, config, env),
                               capture_output=True,
                               text=True, timeout=TIMEOUT, cwd=str(self.dir))
 

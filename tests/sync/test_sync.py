@@ -6,6 +6,7 @@ repairs the copy."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,6 +193,45 @@ def test_a_plugin_server_that_dies_after_the_copy_fails_the_round(
     assert bed.snapshot_morefs() == []
     run.ok(to)
     assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
+@pytest.mark.parametrize("ending, problem", [
+    ("echo 'qemu-nbd: error: lost the image' >&2; exit 3",
+     "exited with status 3: qemu-nbd: error: lost the image"),
+    ("kill -9 $$", "was killed by signal 9")], ids=["status", "killed"])
+def test_a_qemu_nbd_that_fails_after_the_copy_fails_the_round(
+        vcsim, syncer, libdir, tmp_path, ending, problem):
+    """The qcow2 image's qemu-nbd serves every write of the round, then
+    fails as it ends (exit status, or killed): the round fails in one line
+    naming it, the state stays, the snapshot goes; the next round brings
+    the changes."""
+    size = 4 << 20
+    bed = started_bed(vcsim, size=size, seed=44)
+    run = syncer(bed)
+    to = tmp_path / "copy"
+    to.mkdir()
+    run.ok(to, "--format", "qcow2")
+    guest.write(bed, libdir, tmp_path / "guest",
+                guest.scattered_writes(size, 50, seed=12))
+    state_before = (to / STATE).read_bytes()
+    failing = tmp_path / "bin"
+    failing.mkdir()
+    # The real qemu-nbd as a child (socket activation names its own pid),
+    # then the failure, once it has served the round and ended.
+    (failing / "qemu-nbd").write_text(
+        "#!/bin/sh\n"
+        "sh -c 'LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"' "
+        "%s \"$@\"\n%s\n" % (shutil.which("qemu-nbd"), ending))
+    (failing / "qemu-nbd").chmod(0o755)
+    failed = run.run(to, "--format", "qcow2", env={
+        "PATH": "%s:%s" % (failing, os.environ["PATH"])})
+    assert failed.returncode == 1, failed.stderr
+    assert one_line(failed.stderr) == (
+        "vddkpy sync: error: qemu-nbd for %s %s" % (to / "vm.qcow2", problem))
+    assert (to / STATE).read_bytes() == state_before
+    assert bed.snapshot_morefs() == []
+    run.ok(to, "--format", "qcow2")
+    assert image_bytes(to / "vm.qcow2", "qcow2") == bed.data_path.read_bytes()
 
 
 def descendants(pid):

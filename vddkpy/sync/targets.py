@@ -9,7 +9,7 @@ import stat
 import subprocess
 
 from . import plan
-from .copy import CopyError, Destination
+from .copy import CopyError, NbdUri, image_server
 from ..printable import printable
 
 
@@ -97,7 +97,7 @@ class ImageTarget:
             os.truncate(self.path, capacity)
 
     def open(self, log):
-        return Destination.file(self.path, self.kind, log)
+        return image_server(self.path, self.kind, log)
 
     def sync(self):
         _fsync(self.path)
@@ -149,7 +149,7 @@ class DeviceTarget(ImageTarget):
         pass                        # problem() refused a smaller device
 
     def open(self, log):
-        return Destination.file(self.path, "raw", log)
+        return image_server(self.path, "raw", log)
 
 
 class NbdTarget(DeviceTarget):
@@ -176,18 +176,14 @@ class NbdTarget(DeviceTarget):
         return self._device_problem(capacity)
 
     def size(self):
-        import nbd
-        destination = Destination(uri=self.path, what=self.path)
+        destination = NbdUri(self.path)
         try:
             return destination.handle.get_size()
         finally:
-            try:
-                destination.handle.shutdown()
-            except nbd.Error:
-                pass
+            destination.close()
 
     def open(self, log):
-        return Destination(uri=self.path, what=self.path)
+        return NbdUri(self.path)
 
     def sync(self):
         pass                        # the copy's flush went to the server
