@@ -289,8 +289,9 @@ def test_a_killed_round_leaves_its_password_nowhere(
 def test_a_failed_first_round_leaves_no_state_and_rerun_repairs(
         vcsim, syncer, tmp_path):
     """The first round fails mid-copy (ESXi's data path down): there is
-    still no state file; the image it made stays, and the next round
-    takes it and copies the disk whole onto it."""
+    still no state file; the image it made stays, a round in another
+    format is refused in one line naming the record of that image, and
+    the next round takes it and copies the disk whole onto it."""
     size = 16 << 20
     bed = started_bed(vcsim, size=size, seed=43)
     run = syncer(bed)
@@ -305,6 +306,13 @@ def test_a_failed_first_round_leaves_no_state_and_rerun_repairs(
     assert line.startswith("vddkpy sync: error: copying %s: " % DISK), line
     assert "The host is shutting down" in line
     assert not (to / STATE).exists()
+    assert bed.snapshot_morefs() == []
+    other_format = run.run(to, "--format", "qcow2")
+    assert other_format.returncode == 1
+    assert one_line(other_format.stderr) == (
+        "vddkpy sync: error: %s: .vddkpy-sync.new-images.json (images made "
+        "by a round that did not finish) keeps this disk as raw, not qcow2"
+        % DISK)
     assert bed.snapshot_morefs() == []
     result = run.ok(to)
     assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (

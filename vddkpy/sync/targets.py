@@ -13,26 +13,30 @@ from .copy import CopyError, NbdUri, image_server
 from ..printable import printable
 
 
-def target_for(directory, image_format, entry, new_name, given):
+def target_for(directory, image_format, entry, new_name, given,
+               keeper="the state"):
     """The target of one disk: ``given`` (--target), else the state's
-    ``entry``, else a new image ``new_name``."""
+    ``entry``, else a new image ``new_name``.  ``keeper``: the file
+    ``entry`` comes from, as errors name it (the state, or the record of
+    new images)."""
     if given is not None:
         kind = "nbd" if "://" in given else "device"
         if entry is not None and (entry["format"], entry["image"]) != \
                 (kind, given):
             raise plan.PlanError(
-                "the state keeps this disk in %s (%s), not in %s: move that "
-                "copy away first" % (printable(entry["image"]),
+                "%s keeps this disk in %s (%s), not in %s: move that "
+                "copy away first" % (keeper, printable(entry["image"]),
                                      entry["format"], printable(given)))
         return (NbdTarget if kind == "nbd" else DeviceTarget)(given)
     if entry is not None:
         if entry["format"] in ("nbd", "device"):
             raise plan.PlanError(
-                "the state keeps this disk in %s: give --target DISK=%s"
-                % (printable(entry["image"]), printable(entry["image"])))
+                "%s keeps this disk in %s: give --target DISK=%s"
+                % (keeper, printable(entry["image"]),
+                   printable(entry["image"])))
         if entry["format"] != image_format:
-            raise plan.PlanError("the state keeps this disk as %s, not %s"
-                                 % (entry["format"], image_format))
+            raise plan.PlanError("%s keeps this disk as %s, not %s"
+                                 % (keeper, entry["format"], image_format))
         return ImageTarget(directory, entry["image"], image_format)
     return ImageTarget(directory, new_name, image_format)
 
