@@ -38,10 +38,11 @@ class SyncRunner:
                 "libdir=%s" % self.libdir] + list(params) + \
             ["--to", str(to)] + list(options)
 
-    def run(self, to, *options, extra="", config=None, params=None):
+    def run(self, to, *options, extra="", config=None, params=None,
+            env=None):
         """Run to the end: CompletedProcess (text)."""
         return subprocess.run(self.argv(to, *options, params=params),
-                              env=self.env(extra, config),
+                              env=self.env(extra, config, env),
                               capture_output=True,
                               text=True, timeout=TIMEOUT, cwd=str(self.dir))
 
@@ -58,6 +59,20 @@ class SyncRunner:
                                 stderr=subprocess.PIPE, text=True,
                                 cwd=str(self.dir),
                                 preexec_fn=_interruptible_as_at_a_terminal)
+
+    def start_copying(self, to, read_seconds, env=None):
+        """A round started with reads of ``read_seconds`` each, returned
+        once its first read did (the calls counted from its start)."""
+        self.reset_calls()
+        proc = self.start(to, extra=self.slow_reads(read_seconds), env=env)
+        self.wait_for_call(proc)
+        return proc
+
+    @staticmethod
+    def slow_reads(seconds):
+        """Stand-in directives: each read takes ``seconds``."""
+        return "latency ReadAsync {0}\nlatency Read {0}\n".format(
+            int(seconds * 1000000))
 
     def calls(self, fn=None):
         return read_calls(self.log, fn)
@@ -91,4 +106,19 @@ def syncer(libdir, tmp_path):
     """Factory: syncer(bed) -> a SyncRunner for it."""
     def make(bed, name="sync"):
         return SyncRunner(bed, libdir, tmp_path / name)
+    return make
+
+
+@pytest.fixture
+def started(vcsim, syncer, tmp_path):
+    """Factory: started(cbt=True, to="copy", **bed options) -> (the bed,
+    its SyncRunner, an empty directory ``to`` for the copy): the bed's VM
+    running with its disks locked, change tracking on unless cbt=False."""
+    def make(cbt=True, to="copy", **kw):
+        bed = vcsim(lock_running_disks=True, **kw)
+        if cbt:
+            bed.enable_cbt()
+        directory = tmp_path / to
+        directory.mkdir()
+        return bed, syncer(bed), directory
     return make

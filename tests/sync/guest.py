@@ -2,6 +2,7 @@
 the stand-in (nbdkit + plugin, read-write, no snapshot), which records each
 in the disk's change tracking, as ESXi does for a guest's writes."""
 
+import contextlib
 import random
 
 from bed import Nbdkit
@@ -9,24 +10,33 @@ from bed import Nbdkit
 SECTOR = 512
 
 
-def write(bed, libdir, directory, writes, disk=0):
-    """``writes`` [(offset, bytes)] onto disk number ``disk``."""
+@contextlib.contextmanager
+def opened(bed, libdir, directory, config, disk=0, extra=(), **kw):
+    """An NBD handle on disk number ``disk`` of the bed's VM, served by
+    nbdkit + the plugin (``extra`` parameters; ``kw`` for Nbdkit) + the
+    stand-in (``config``); the server stopped, and found alive, after."""
     directory.mkdir(parents=True, exist_ok=True)
-    args = bed.vm_args() + ["file=%s" % bed.disks[disk].file]
-    server = Nbdkit(directory, libdir, args, config=bed.guest_config(),
-                    verbose=False)
+    args = bed.vm_args() + ["file=%s" % bed.disks[disk].file] + list(extra)
+    server = Nbdkit(directory, libdir, args, config=config, verbose=False,
+                    **kw)
     server.start()
     try:
         h = server.connect()
         try:
-            for offset, data in writes:
-                write_unaligned(h, offset, data)
-            h.flush()
+            yield h
         finally:
             h.shutdown()
     finally:
         server.stop()
     server.assert_survived()
+
+
+def write(bed, libdir, directory, writes, disk=0):
+    """``writes`` [(offset, bytes)] onto disk number ``disk``."""
+    with opened(bed, libdir, directory, bed.guest_config(), disk) as h:
+        for offset, data in writes:
+            write_unaligned(h, offset, data)
+        h.flush()
 
 
 def write_unaligned(h, offset, data):

@@ -19,12 +19,8 @@ def manual_example():
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_manual_python_example_runs(vcsim, syncer, libdir, tmp_path):
-    bed = vcsim(size=2 << 20, seed=31, lock_running_disks=True)
-    bed.enable_cbt()
-    run = syncer(bed)
-    to = tmp_path / "backup"
-    to.mkdir()
+def test_manual_python_example_runs(started, libdir, tmp_path):
+    bed, run, to = started(size=2 << 20, seed=31, to="backup")
     example = manual_example()
     params = ["libdir=%s" % libdir] + bed.vm_args()
     example, n = re.subn(r"params = \[.*?\]\n", "params = %r\n" % params,

@@ -8,8 +8,6 @@ import hashlib
 import nbd
 import pytest
 
-from bed import Nbdkit
-
 from . import guest
 
 
@@ -20,24 +18,12 @@ def digest(path):
 def read_disk(bed, libdir, directory, disk=0, snapshot=None):
     """The whole disk number ``disk`` read through nbdkit + stand-in with
     the config written before any snapshot existed."""
-    directory.mkdir(parents=True, exist_ok=True)
-    args = bed.vm_args() + ["file=%s" % bed.disks[disk].file]
-    if snapshot is not None:
-        args.append("snapshot=%s" % snapshot)
-    server = Nbdkit(directory, libdir, args, config=config_of(bed),
-                    readonly=True, verbose=False)
-    server.start()
-    try:
-        h = server.connect()
-        try:
-            size = h.get_size()
-            data = b"".join(h.pread(min(1 << 20, size - o), o)
-                            for o in range(0, size, 1 << 20))
-        finally:
-            h.shutdown()
-    finally:
-        server.stop()
-    return data
+    extra = [] if snapshot is None else ["snapshot=%s" % snapshot]
+    with guest.opened(bed, libdir, directory, config_of(bed), disk, extra,
+                      readonly=True) as h:
+        size = h.get_size()
+        return b"".join(h.pread(min(1 << 20, size - o), o)
+                        for o in range(0, size, 1 << 20))
 
 
 def config_of(bed):

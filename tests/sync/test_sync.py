@@ -4,8 +4,10 @@ round's snapshot, only the changed areas read, no snapshot left behind;
 failures and interruptions leave the state as it was and the next round
 repairs the copy."""
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,24 +55,87 @@ def one_line(stderr):
     return lines[0]
 
 
-def started_bed(vcsim, **kw):
-    bed = vcsim(lock_running_disks=True, **kw)
-    bed.enable_cbt()
-    return bed
+def refused(run, to, *options, **kw):
+    """The one line of a round that fails with exit status 1."""
+    result = run.run(to, *options, **kw)
+    assert result.returncode == 1, result.stderr
+    return one_line(result.stderr)
+
+
+def full_copy(image, nbytes, disk=DISK):
+    """What a round prints for a disk it copied whole."""
+    return "%s: %s (full copy, %d bytes read)\n" % (disk, image, nbytes)
+
+
+def round_then_guest_writes(run, to, count, seed, *options):
+    """A round, then ``count`` scattered guest writes on each disk (seeds
+    ``seed``, ``seed`` + 1, ...): the state that round wrote."""
+    run.ok(to, *options)
+    for n, disk in enumerate(run.bed.disks):
+        guest.write(run.bed, run.libdir, run.dir / ("guest%d" % n),
+                    guest.scattered_writes(disk.size, count, seed=seed + n),
+                    disk=n)
+    return (to / STATE).read_bytes()
+
+
+def assert_unchanged_then_repaired(run, to, state_before,
+                                   image_format="raw"):
+    """A failed round left the state as it was and no snapshot; the next
+    round brings each disk's image up to the disk."""
+    assert (to / STATE).read_bytes() == state_before
+    assert run.bed.snapshot_morefs() == []
+    run.ok(to, "--format", image_format)
+    for disk in run.bed.disks:
+        image = to / ("%s.%s" % (disk.path.stem, image_format))
+        assert image_bytes(image, image_format) == \
+            disk.data_path.read_bytes()
+
+
+def assert_copied_whole_with_a_warning(run, to, refusal):
+    """The next round warns that vSphere refused the state's changeId
+    (``refusal``: its words) and copies the disk (2 MiB) whole."""
+    result = run.ok(to)
+    assert result.stderr == (
+        "vddkpy sync: warning: vSphere refused changeId %s: copying it "
+        "whole\n" % refusal)
+    assert "(full copy, %d bytes read)" % (2 << 20) in result.stdout
+    assert (to / "vm.raw").read_bytes() == run.bed.data_path.read_bytes()
+
+
+def outage_after(bed, calls):
+    """The bed's stand-in config with ESXi's data path down after
+    ``calls`` calls."""
+    return bed.standin_config().replace(
+        "  port ", "  down_for calls=100000 after=%d\n  port " % calls, 1)
+
+
+@contextlib.contextmanager
+def nbd_uri_of(path, *filters):
+    """nbdkit's file plugin serving ``path`` on a Unix socket beside it
+    (with ``filters``): its NBD URI."""
+    sock = path.with_suffix(".sock")
+    server = subprocess.Popen(["nbdkit", "-f", "-U", str(sock)] +
+                              ["--filter=" + f for f in filters] +
+                              ["file", str(path)])
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.02)
+        yield "nbd+unix:///?socket=%s" % sock
+    finally:
+        server.terminate()
+        server.wait()
 
 
 @pytest.mark.parametrize("image_format", ["raw", "qcow2"])
 def test_rounds_of_scattered_writes_then_a_final_one(
-        vcsim, syncer, libdir, tmp_path, image_format):
+        started, libdir, tmp_path, image_format):
     size = 64 << 20
-    bed = started_bed(vcsim, size=size, seed=21)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+    bed, run, to = started(size=size, seed=21)
     image = to / ("vm." + image_format)
     result = run.ok(to, "--format", image_format)
-    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
-        DISK, image, size)
+    assert result.stdout == full_copy(image, size)
     assert image_bytes(image, image_format) == bed.data_path.read_bytes()
     total_writes = 0
     for n in range(5):
@@ -87,9 +152,7 @@ def test_rounds_of_scattered_writes_then_a_final_one(
     last = guest.scattered_writes(size, 50, seed=7)
     guest.write(bed, libdir, tmp_path / "guest-last", last)
     state_before = (to / STATE).read_bytes()
-    refused = run.run(to, "--format", image_format, "--final")
-    assert refused.returncode == 1
-    assert one_line(refused.stderr) == (
+    assert refused(run, to, "--format", image_format, "--final") == (
         "vddkpy sync: error: --final: VM %s is poweredOn: shut it down "
         "first (the last round copies a VM that no longer writes)"
         % ("moref=" + bed.vm))
@@ -104,54 +167,26 @@ def test_rounds_of_scattered_writes_then_a_final_one(
 
 @pytest.mark.parametrize("more_disks", [[], [8 << 20]])
 def test_data_path_outage_mid_copy_changes_nothing_and_rerun_repairs(
-        vcsim, syncer, libdir, tmp_path, more_disks):
+        started, more_disks):
     """ESXi's data path goes down after a few calls of each disk's
     reader: the round fails in one line naming a disk (with several
     disks, one's failure stops the others), nothing is recorded."""
-    size = 16 << 20
-    bed = started_bed(vcsim, size=size, seed=22, more_disks=more_disks)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
-    run.ok(to)
-    for n, disk in enumerate(bed.disks):
-        guest.write(bed, libdir, tmp_path / ("guest%d" % n),
-                    guest.scattered_writes(disk.size, 300, seed=5 + n),
-                    disk=n)
-    state_before = (to / STATE).read_bytes()
-    outage = bed.standin_config().replace(
-        "  port ", "  down_for calls=100000 after=10\n  port ", 1)
-    failed = run.run(to, config=outage)
-    assert failed.returncode == 1, failed.stderr
-    line = one_line(failed.stderr)
+    bed, run, to = started(size=16 << 20, seed=22, more_disks=more_disks)
+    state_before = round_then_guest_writes(run, to, 300, seed=5)
+    line = refused(run, to, config=outage_after(bed, 10))
     assert line.startswith("vddkpy sync: error: copying [datastore1] vm/vm"
                            ), line
     assert "The host is shutting down" in line
-    assert (to / STATE).read_bytes() == state_before
-    assert bed.snapshot_morefs() == []
-    run.ok(to)
-    for disk in bed.disks:
-        assert (to / (disk.path.stem + ".raw")).read_bytes() == \
-            disk.data_path.read_bytes()
+    assert_unchanged_then_repaired(run, to, state_before)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_round_changes_nothing_and_rerun_repairs(
-        vcsim, syncer, libdir, tmp_path, signum):
-    size = 16 << 20
-    bed = started_bed(vcsim, size=size, seed=23)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
-    run.ok(to)
-    guest.write(bed, libdir, tmp_path / "guest",
-                guest.scattered_writes(size, 300, seed=6))
-    state_before = (to / STATE).read_bytes()
-    run.reset_calls()
+        started, signum):
+    _, run, to = started(size=16 << 20, seed=23)
+    state_before = round_then_guest_writes(run, to, 300, seed=6)
     # Reads of 0.5 s: the signal comes while the disk is being copied.
-    proc = run.start(to, extra="latency ReadAsync 500000\n"
-                               "latency Read 500000\n")
-    run.wait_for_call(proc)
+    proc = run.start_copying(to, 0.5)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum
@@ -159,27 +194,17 @@ def test_interrupted_round_changes_nothing_and_rerun_repairs(
     assert one_line(err) == (
         "vddkpy sync: %s: the state is unchanged and the round's snapshot "
         "removed; run it again" % word)
-    assert (to / STATE).read_bytes() == state_before
-    assert bed.snapshot_morefs() == []
-    run.ok(to)
-    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+    assert_unchanged_then_repaired(run, to, state_before)
 
 
 def test_a_plugin_server_that_dies_after_the_copy_fails_the_round(
-        vcsim, syncer, libdir, tmp_path):
+        started):
     """The plugin's nbdkit of the disk is killed after the last read,
     while VDDK closes the disk: every byte arrived, yet the round fails in
     one line naming it, the state stays, the snapshot goes; the next round
     brings the changes."""
-    size = 4 << 20
-    bed = started_bed(vcsim, size=size, seed=41)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
-    run.ok(to)
-    guest.write(bed, libdir, tmp_path / "guest",
-                guest.scattered_writes(size, 50, seed=11))
-    state_before = (to / STATE).read_bytes()
+    _, run, to = started(size=4 << 20, seed=41)
+    state_before = round_then_guest_writes(run, to, 50, seed=11)
     run.reset_calls()
     # VixDiskLib_Wait comes just before Close, which then takes 60 s.
     proc = run.start(to, extra="latency Close 60000000\n")
@@ -188,10 +213,35 @@ def test_a_plugin_server_that_dies_after_the_copy_fails_the_round(
     assert proc.returncode == 1, err
     assert one_line(err) == ("vddkpy sync: error: the plugin's nbdkit for %s "
                              "was killed by signal 9" % DISK)
-    assert (to / STATE).read_bytes() == state_before
-    assert bed.snapshot_morefs() == []
-    run.ok(to)
-    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+    assert_unchanged_then_repaired(run, to, state_before)
+
+
+@pytest.mark.parametrize("ending, problem", [
+    ("echo 'qemu-nbd: error: lost the image' >&2; exit 3",
+     "exited with status 3: qemu-nbd: error: lost the image"),
+    ("kill -9 $$", "was killed by signal 9")], ids=["status", "killed"])
+def test_a_qemu_nbd_that_fails_after_the_copy_fails_the_round(
+        started, tmp_path, ending, problem):
+    """The qcow2 image's qemu-nbd serves every write of the round, then
+    fails as it ends (exit status, or killed): the round fails in one line
+    naming it, the state stays, the snapshot goes; the next round brings
+    the changes."""
+    _, run, to = started(size=4 << 20, seed=44)
+    state_before = round_then_guest_writes(run, to, 50, 12, "--format",
+                                           "qcow2")
+    failing = tmp_path / "bin"
+    failing.mkdir()
+    # The real qemu-nbd as a child (socket activation names its own pid),
+    # then the failure, once it has served the round and ended.
+    (failing / "qemu-nbd").write_text(
+        "#!/bin/sh\n"
+        "sh -c 'LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"' "
+        "%s \"$@\"\n%s\n" % (shutil.which("qemu-nbd"), ending))
+    (failing / "qemu-nbd").chmod(0o755)
+    assert refused(run, to, "--format", "qcow2", env={
+        "PATH": "%s:%s" % (failing, os.environ["PATH"])}) == (
+        "vddkpy sync: error: qemu-nbd for %s %s" % (to / "vm.qcow2", problem))
+    assert_unchanged_then_repaired(run, to, state_before, "qcow2")
 
 
 def descendants(pid):
@@ -213,23 +263,16 @@ def descendants(pid):
     return found
 
 
-def test_a_killed_round_leaves_its_password_nowhere(
-        vcsim, syncer, tmp_path):
+def test_a_killed_round_leaves_its_password_nowhere(started, tmp_path):
     """password= reaches each plugin nbdkit through a pipe it inherits: a
     round killed outright (no clean-up runs) leaves no file holding the
     password in its temporary area, and no child had it on its command
     line."""
     secret = "pw-" + os.urandom(8).hex()
-    bed = started_bed(vcsim, size=4 << 20, seed=42, password=secret)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+    _, run, to = started(size=4 << 20, seed=42, password=secret)
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    proc = run.start(to, extra="latency ReadAsync 500000\n"
-                               "latency Read 500000\n",
-                     env={"TMPDIR": str(temporary)})
-    run.wait_for_call(proc)
+    proc = run.start_copying(to, 0.5, env={"TMPDIR": str(temporary)})
     command_lines = []
     for pid in descendants(proc.pid):
         try:
@@ -246,29 +289,25 @@ def test_a_killed_round_leaves_its_password_nowhere(
     assert [p for p in files if secret.encode() in p.read_bytes()] == []
 
 
-def test_a_failed_first_round_leaves_no_state_and_rerun_repairs(
-        vcsim, syncer, tmp_path):
+def test_a_failed_first_round_leaves_no_state_and_rerun_repairs(started):
     """The first round fails mid-copy (ESXi's data path down): there is
-    still no state file; the image it made stays, and the next round
-    takes it and copies the disk whole onto it."""
+    still no state file; the image it made stays, a round in another
+    format is refused in one line naming the record of that image, and
+    the next round takes it and copies the disk whole onto it."""
     size = 16 << 20
-    bed = started_bed(vcsim, size=size, seed=43)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+    bed, run, to = started(size=size, seed=43)
     # Down after ConnectEx, Open, GetInfo and the first reads.
-    outage = bed.standin_config().replace(
-        "  port ", "  down_for calls=100000 after=5\n  port ", 1)
-    failed = run.run(to, config=outage)
-    assert failed.returncode == 1, failed.stderr
-    line = one_line(failed.stderr)
+    line = refused(run, to, config=outage_after(bed, 5))
     assert line.startswith("vddkpy sync: error: copying %s: " % DISK), line
     assert "The host is shutting down" in line
     assert not (to / STATE).exists()
     assert bed.snapshot_morefs() == []
-    result = run.ok(to)
-    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
-        DISK, to / "vm.raw", size)
+    assert refused(run, to, "--format", "qcow2") == (
+        "vddkpy sync: error: %s: .vddkpy-sync.new-images.json (images made "
+        "by a round that did not finish) keeps this disk as raw, not qcow2"
+        % DISK)
+    assert bed.snapshot_morefs() == []
+    assert run.ok(to).stdout == full_copy(to / "vm.raw", size)
     assert subprocess.run(["cmp", str(to / "vm.raw"),
                            str(bed.data_path)]).returncode == 0
     assert sorted(p.name for p in to.iterdir()) == [
@@ -277,11 +316,8 @@ def test_a_failed_first_round_leaves_no_state_and_rerun_repairs(
 
 @pytest.mark.parametrize("image_format", ["raw", "qcow2"])
 def test_grown_disk_grows_the_image_and_copies_the_tail(
-        vcsim, syncer, libdir, tmp_path, image_format):
-    bed = started_bed(vcsim, size=4 << 20, seed=24)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+        started, libdir, tmp_path, image_format):
+    bed, run, to = started(size=4 << 20, seed=24)
     run.ok(to, "--format", image_format)
     bed.grow(9 << 20)
     guest.write(bed, libdir, tmp_path / "guest",
@@ -294,11 +330,8 @@ def test_grown_disk_grows_the_image_and_copies_the_tail(
 
 
 def test_change_tracking_reset_copies_whole_with_a_warning(
-        vcsim, syncer, libdir, tmp_path):
-    bed = started_bed(vcsim, size=4 << 20, seed=25)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+        started, libdir, tmp_path):
+    bed, run, to = started(size=4 << 20, seed=25)
     run.ok(to)
     bed.enable_cbt(False)
     guest.write(bed, libdir, tmp_path / "guest", [(12345, b"r" * 3000)])
@@ -311,14 +344,9 @@ def test_change_tracking_reset_copies_whole_with_a_warning(
 
 
 def test_change_tracking_off_is_one_line_and_enable_cbt_turns_it_on(
-        vcsim, syncer, tmp_path):
-    bed = vcsim(size=2 << 20, seed=26, lock_running_disks=True)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
-    refused = run.run(to)
-    assert refused.returncode == 1
-    assert one_line(refused.stderr) == (
+        started):
+    bed, run, to = started(cbt=False, size=2 << 20, seed=26)
+    assert refused(run, to) == (
         "vddkpy sync: error: change tracking is off on VM moref=%s: run "
         "again with --enable-cbt (turns it on; the next round copies every "
         "disk whole)" % bed.vm)
@@ -328,16 +356,10 @@ def test_change_tracking_off_is_one_line_and_enable_cbt_turns_it_on(
     assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
 
 
-def test_two_disk_vm(vcsim, syncer, libdir, tmp_path):
-    bed = started_bed(vcsim, size=4 << 20, seed=27, more_disks=[3 << 20])
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
-    result = run.ok(to)
-    assert result.stdout.splitlines() == [
-        "%s: %s (full copy, %d bytes read)" % (DISK, to / "vm.raw", 4 << 20),
-        "[datastore1] vm/vm_1.vmdk: %s (full copy, %d bytes read)"
-        % (to / "vm_1.raw", 3 << 20)]
+def test_two_disk_vm(started, libdir, tmp_path):
+    bed, run, to = started(size=4 << 20, seed=27, more_disks=[3 << 20])
+    assert run.ok(to).stdout == full_copy(to / "vm.raw", 4 << 20) + \
+        full_copy(to / "vm_1.raw", 3 << 20, "[datastore1] vm/vm_1.vmdk")
     guest.write(bed, libdir, tmp_path / "g0", [(100, b"a" * 10)])
     guest.write(bed, libdir, tmp_path / "g1", [(3 << 19, b"b" * 70000)],
                 disk=1)
@@ -347,52 +369,39 @@ def test_two_disk_vm(vcsim, syncer, libdir, tmp_path):
     assert bed.snapshot_morefs() == []
 
 
-def test_a_destination_that_is_not_the_states_is_refused(
-        vcsim, syncer, libdir, tmp_path):
-    bed = started_bed(vcsim, size=2 << 20, seed=28)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+def test_a_destination_that_is_not_the_states_is_refused(started, tmp_path):
+    bed, run, to = started(size=2 << 20, seed=28)
     run.ok(to)
     image = to / "vm.raw"
     os.truncate(image, 3 << 20)             # resized behind our back
-    resized = run.run(to)
-    assert resized.returncode == 1
-    assert one_line(resized.stderr) == (
+    assert refused(run, to) == (
         "vddkpy sync: error: %s holds %d bytes, the state says %d: refusing "
         "to write it" % (image, 3 << 20, 2 << 20))
     assert image.stat().st_size == 3 << 20
     os.truncate(image, 2 << 20)
     (to / "restored").write_bytes(image.read_bytes())
     (to / "restored").replace(image)        # another file in its place
-    refused = run.run(to)
-    assert refused.returncode == 1
-    assert one_line(refused.stderr) == (
+    assert refused(run, to) == (
         "vddkpy sync: error: %s is not the file the state describes (it was "
         "replaced or copied): refusing to write it" % image)
     assert bed.snapshot_morefs() == []
     image.unlink()
-    missing = run.run(to)
-    assert one_line(missing.stderr) == (
+    assert refused(run, to) == (
         "vddkpy sync: error: %s is missing (the state vddkpy-sync.json "
         "describes it): refusing to write it" % image)
     other = tmp_path / "other"
     other.mkdir()
     (other / "vm.raw").write_bytes(b"precious")
-    taken = run.run(other)
-    assert one_line(taken.stderr) == (
+    assert refused(run, other) == (
         "vddkpy sync: error: %s exists and is not in vddkpy-sync.json: move "
         "it away (an image is never overwritten)" % (other / "vm.raw"))
     assert (other / "vm.raw").read_bytes() == b"precious"
 
 
-def test_progress_json_is_one_object_per_line(vcsim, syncer, tmp_path):
+def test_progress_json_is_one_object_per_line(started):
     """--progress=json (here with --quiesce): one JSON object per step on
     stdout, the last listing the disks."""
-    bed = started_bed(vcsim, size=2 << 20, seed=29)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+    _, run, to = started(size=2 << 20, seed=29)
     result = run.ok(to, "--progress=json", "--quiesce")
     assert result.stderr == ""
     steps = [json.loads(line) for line in result.stdout.splitlines()]
@@ -407,103 +416,63 @@ def test_progress_json_is_one_object_per_line(vcsim, syncer, tmp_path):
 
 
 def test_nbd_target_gets_the_disk_and_its_changes(
-        vcsim, syncer, libdir, tmp_path):
+        started, libdir, tmp_path):
     """--target DISK=NBD-URI: the copy goes to an existing NBD server
     (here nbdkit's file plugin on a file of other bytes, larger than the
     disk); unchanged areas of a full copy are written as zeros."""
     size = 4 << 20
-    bed = started_bed(vcsim, size=size)         # holes, then one area
+    bed, run, to = started(size=size)           # holes, then one area
     guest.write(bed, libdir, tmp_path / "guest0", [(70000, b"x" * 9000)])
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
     target = tmp_path / "target.raw"
     target.write_bytes(b"\xee" * (size + 4096))
-    sock = tmp_path / "target.sock"
-    server = subprocess.Popen(["nbdkit", "-f", "-U", str(sock), "file",
-                               str(target)])
-    try:
-        deadline = time.monotonic() + 60
-        while not sock.exists():
-            assert time.monotonic() < deadline and server.poll() is None
-            time.sleep(0.02)
-        uri = "nbd+unix:///?socket=%s" % sock
+    with nbd_uri_of(target) as uri:
         result = run.ok(to, "--target", "%s=%s" % (DISK, uri))
-        assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
-            DISK, uri, GRAIN)
+        assert result.stdout == full_copy(uri, GRAIN)
         guest.write(bed, libdir, tmp_path / "guest", [(5000, b"n" * 100)])
         run.ok(to, "--target=%s=%s" % (DISK, uri))
         assert target.read_bytes()[:size] == bed.data_path.read_bytes()
         assert target.read_bytes()[size:] == b"\xee" * 4096
-        refused = run.run(to)
-        assert one_line(refused.stderr) == (
+        assert refused(run, to) == (
             "vddkpy sync: error: %s: the state keeps this disk in %s: give "
             "--target DISK=%s" % (DISK, uri, uri))
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def test_nbd_target_without_zero_support_gets_zeros_written(
-        vcsim, syncer, libdir, tmp_path):
+        started, libdir, tmp_path):
     """An NBD target that cannot zero (nbdkit's nozero filter): the areas
     of a full copy the disk does not use are written as zero bytes."""
     size = 4 << 20
-    bed = started_bed(vcsim, size=size)
+    bed, run, to = started(size=size)
     guest.write(bed, libdir, tmp_path / "guest0", [(70000, b"x" * 9000)])
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
     target = tmp_path / "target.raw"
     target.write_bytes(b"\xee" * size)
-    sock = tmp_path / "target.sock"
-    server = subprocess.Popen(["nbdkit", "-f", "-U", str(sock),
-                               "--filter=nozero", "file", str(target)])
-    try:
-        deadline = time.monotonic() + 60
-        while not sock.exists():
-            assert time.monotonic() < deadline and server.poll() is None
-            time.sleep(0.02)
-        uri = "nbd+unix:///?socket=%s" % sock
+    with nbd_uri_of(target, "nozero") as uri:
         run.ok(to, "--target", "%s=%s" % (DISK, uri))
         assert target.read_bytes() == bed.data_path.read_bytes()
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def test_change_id_vsphere_refuses_is_a_full_copy_with_a_warning(
-        vcsim, syncer, libdir, tmp_path):
+        started, libdir, tmp_path):
     """A changeId vSphere no longer accepts (same tracking id, a sequence
     it does not know) is not an empty delta: the disk is copied whole."""
-    bed = started_bed(vcsim, size=2 << 20, seed=32)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+    bed, run, to = started(size=2 << 20, seed=32)
     run.ok(to)
     state = json.loads((to / STATE).read_text())
     tracking = state["disks"][DISK]["change_id"].rpartition("/")[0]
     state["disks"][DISK]["change_id"] = tracking + "/999999"
     (to / STATE).write_text(json.dumps(state))
     guest.write(bed, libdir, tmp_path / "guest", [(3 << 19, b"q" * 10)])
-    result = run.ok(to)
-    assert result.stderr == (
-        "vddkpy sync: warning: vSphere refused changeId %s/999999 of %s "
-        "(InvalidArgument: A specified parameter was not correct: changeId):"
-        " copying it whole\n" % (tracking, DISK))
-    assert "(full copy, %d bytes read)" % (2 << 20) in result.stdout
-    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+    assert_copied_whole_with_a_warning(run, to, (
+        "%s/999999 of %s (InvalidArgument: A specified parameter was not "
+        "correct: changeId)" % (tracking, DISK)))
 
 
 def test_file_fault_after_a_reset_is_a_full_copy_with_a_warning(
-        vcsim, syncer, libdir, tmp_path):
+        started, libdir, tmp_path):
     """ESXi answers a changeId from before a change-tracking reset with a
     FileFault: not an empty delta, not a failed round, but the disk copied
     whole with one warning line."""
-    bed = started_bed(vcsim, size=2 << 20, seed=34)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+    bed, run, to = started(size=2 << 20, seed=34)
     run.ok(to)
     since = json.loads((to / STATE).read_text())["disks"][DISK]["change_id"]
     guest.write(bed, libdir, tmp_path / "guest", [(3 << 19, b"f" * 10)])
@@ -516,25 +485,17 @@ def test_file_fault_after_a_reset_is_a_full_copy_with_a_warning(
         'xmlns="urn:vim25" xsi:type="FileFault"><file>/vmfs/volumes/ds/vm/'
         'vm.vmdk</file></FileFaultFault></detail></soapenv:Fault>'
         '</soapenv:Body></soapenv:Envelope>'))
-    result = run.ok(to)
-    assert result.stderr == (
-        "vddkpy sync: warning: vSphere refused changeId %s of %s "
-        "(FileFault: Error caused by file /vmfs/volumes/ds/vm/vm.vmdk): "
-        "copying it whole\n" % (since, DISK))
-    assert "(full copy, %d bytes read)" % (2 << 20) in result.stdout
-    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+    assert_copied_whole_with_a_warning(run, to, (
+        "%s of %s (FileFault: Error caused by file /vmfs/volumes/ds/vm/"
+        "vm.vmdk)" % (since, DISK)))
 
 
-def test_disks_are_copied_at_most_four_at_once(vcsim, syncer, tmp_path):
+def test_disks_are_copied_at_most_four_at_once(started):
     """Each disk is read by its own nbdkit child (one NFC connection):
     never more than four at once, however many disks the VM has."""
-    bed = started_bed(vcsim, size=1 << 20, seed=33,
-                      more_disks=[1 << 20] * 5)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+    bed, run, to = started(size=1 << 20, seed=33, more_disks=[1 << 20] * 5)
     # Reads of 1 s: the copies of one wave overlap however slow starts are.
-    run.ok(to, extra="latency Read 1000000\nlatency ReadAsync 1000000\n")
+    run.ok(to, extra=run.slow_reads(1))
     for disk in bed.disks:
         image = to / (disk.path.stem + ".raw")
         assert image.read_bytes() == disk.data_path.read_bytes()
@@ -550,55 +511,39 @@ def test_disks_are_copied_at_most_four_at_once(vcsim, syncer, tmp_path):
     assert 2 <= overlap <= 4
 
 
-def test_file_picks_one_disk(vcsim, syncer, libdir, tmp_path):
-    bed = started_bed(vcsim, size=1 << 20, seed=34, more_disks=[2 << 20])
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+def test_file_picks_one_disk(started):
+    bed, run, to = started(size=1 << 20, seed=34, more_disks=[2 << 20])
     second = "[datastore1] vm/vm_1.vmdk"
     result = run.ok(to, params=bed.vm_args() + ["file=" + second])
-    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
-        second, to / "vm_1.raw", 2 << 20)
+    assert result.stdout == full_copy(to / "vm_1.raw", 2 << 20, second)
     assert sorted(p.name for p in to.iterdir()) == [
         ".vddkpy-sync.lock", STATE, "vm_1.raw"]
     assert (to / "vm_1.raw").read_bytes() == \
         bed.disks[1].data_path.read_bytes()
 
 
-def test_progress_bar(vcsim, syncer, tmp_path):
+def test_progress_bar(started):
     """--progress=bar (the default on a terminal): tqdm's bar of the
     round's bytes, the steps above it."""
-    bed = started_bed(vcsim, size=2 << 20, seed=35)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+    _, run, to = started(size=2 << 20, seed=35)
     result = run.ok(to, "--progress=bar")
     assert "copy: 100%" in result.stderr
     assert "2.00M/2.00M" in result.stderr
     assert "snapshot: moref=snapshot-" in result.stderr
-    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
-        DISK, to / "vm.raw", 2 << 20)
+    assert result.stdout == full_copy(to / "vm.raw", 2 << 20)
 
 
 def test_image_is_the_disk_at_the_snapshot_while_the_guest_writes(
-        vcsim, syncer, libdir, tmp_path):
+        started, libdir, tmp_path):
     """The guest keeps writing during a round: the image is the disk as
     it was when the round's snapshot was taken, and the next round brings
     those writes."""
     size = 8 << 20
-    bed = started_bed(vcsim, size=size, seed=36)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
-    run.ok(to)
-    guest.write(bed, libdir, tmp_path / "g1",
-                guest.scattered_writes(size, 100, seed=8))
+    bed, run, to = started(size=size, seed=36)
+    round_then_guest_writes(run, to, 100, seed=8)
     at_snapshot = bed.data_path.read_bytes()
-    run.reset_calls()
     # Reads of 2 s: the round is still copying when the guest is done.
-    proc = run.start(to, extra="latency ReadAsync 2000000\n"
-                               "latency Read 2000000\n")
-    run.wait_for_call(proc)
+    proc = run.start_copying(to, 2)
     during = guest.scattered_writes(size, 100, seed=9)
     guest.write(bed, libdir, tmp_path / "g2", during)
     assert proc.poll() is None
@@ -614,28 +559,21 @@ def test_image_is_the_disk_at_the_snapshot_while_the_guest_writes(
     assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
 
 
-def test_one_round_at_a_time_in_a_directory(vcsim, syncer, tmp_path):
+def test_one_round_at_a_time_in_a_directory(started):
     import fcntl
-    bed = started_bed(vcsim, size=1 << 20, seed=37)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
+    bed, run, to = started(size=1 << 20, seed=37)
     with open(to / ".vddkpy-sync.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        busy = run.run(to)
-    assert busy.returncode == 1
-    assert one_line(busy.stderr) == (
+        busy = refused(run, to)
+    assert busy == (
         "vddkpy sync: error: another vddkpy sync is running on %s" % to)
     assert bed.snapshot_morefs() == []
     run.ok(to)
 
 
-def test_a_snapshot_left_by_a_killed_round_is_named(vcsim, syncer, tmp_path):
-    bed = started_bed(vcsim, size=1 << 20, seed=38)
+def test_a_snapshot_left_by_a_killed_round_is_named(started):
+    bed, run, to = started(size=1 << 20, seed=38)
     left, _ = bed.create_snapshot("vddkpy-sync-1700000000")
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
     result = run.ok(to)
     assert result.stderr == (
         "vddkpy sync: warning: VM moref=%s has snapshot %s "
@@ -644,14 +582,11 @@ def test_a_snapshot_left_by_a_killed_round_is_named(vcsim, syncer, tmp_path):
     assert bed.snapshot_morefs() == [left]
 
 
-def test_vsphere_lost_before_the_snapshot_is_removed(vcsim, syncer, tmp_path):
+def test_vsphere_lost_before_the_snapshot_is_removed(started):
     """vSphere goes away after the copy is recorded, while the snapshot is
     being removed: one line says which snapshot is left to remove."""
-    bed = started_bed(vcsim, size=4 << 20, seed=39)
+    bed, run, to = started(size=4 << 20, seed=39)
     bed.set_latency("RemoveSnapshot_Task", 60)
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
     proc = run.start(to)
     deadline = time.monotonic() + 120
     while not (to / STATE).exists() or not json.loads(
@@ -719,19 +654,15 @@ def loop_device(tmp_path):
         subprocess.run(["losetup", "-d", device], check=True)
 
 
-def test_block_device_target(vcsim, syncer, libdir, tmp_path, loop_device):
+def test_block_device_target(started, libdir, tmp_path, loop_device):
     """--target DISK=/dev/...: the disk goes to an existing block device
     (never resized; what the disk does not use is written as zeros)."""
     device, backing = loop_device
     size = 4 << 20
-    bed = started_bed(vcsim, size=size)
+    bed, run, to = started(size=size)
     guest.write(bed, libdir, tmp_path / "g0", [(1 << 20, b"d" * 5000)])
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
     result = run.ok(to, "--target", "%s=%s" % (DISK, device))
-    assert result.stdout == "%s: %s (full copy, %d bytes read)\n" % (
-        DISK, device, GRAIN)
+    assert result.stdout == full_copy(device, GRAIN)
     guest.write(bed, libdir, tmp_path / "g1", [(size - 100, b"e" * 100)])
     run.ok(to, "--target", "%s=%s" % (DISK, device))
     with open(device, "rb") as f:
@@ -743,17 +674,12 @@ def test_block_device_target(vcsim, syncer, libdir, tmp_path, loop_device):
     assert state["disks"][DISK]["image"] == device
 
 
-def test_wrong_thumbprint_sends_no_credential(vcsim, syncer, tmp_path):
-    bed = started_bed(vcsim, size=1 << 20, seed=40)
+def test_wrong_thumbprint_sends_no_credential(started):
+    bed, run, to = started(size=1 << 20, seed=40)
     bed.reset()
-    run = syncer(bed)
-    to = tmp_path / "copy"
-    to.mkdir()
     wrong = "AA:" * 19 + "AA"
     params = [a for a in bed.vm_args() if not a.startswith("thumbprint=")]
-    result = run.run(to, params=params + ["thumbprint=" + wrong])
-    assert result.returncode == 1
-    line = one_line(result.stderr)
+    line = refused(run, to, params=params + ["thumbprint=" + wrong])
     assert line.startswith("vddkpy sync: error: vSphere 127.0.0.1:%d has "
                            "certificate thumbprint %s, not thumbprint=%s"
                            % (bed.port, bed.thumbprint, wrong)), line

@@ -52,11 +52,6 @@ def plugin_command():
     return ("vddkpy",) if own and os.access(own, os.X_OK) else ("vddk",)
 
 
-def _logged(argv, log):
-    """``argv`` with its stderr appended to ``log``."""
-    return ["/bin/sh", "-c", 'exec "$@" 2>>"$0"', log] + list(argv)
-
-
 def last_error(log):
     """The last error line a child wrote to ``log``, made printable."""
     try:
@@ -69,31 +64,45 @@ def last_error(log):
 
 
 class Served:
-    """An NBD server run as this process's own child (``nbdkit -s``) on a
-    socket pair, so that its exit status is seen: a server that fails
-    after the last request (VDDK at close, a crash) fails the copy.
+    """An NBD server run as this process's own child, so that its exit
+    status is seen: a server that fails after the last request (VDDK at
+    close, qemu-nbd writing out its image, a crash) fails the copy.
+
+    The server gets a socket already connected to us on stdin and stdout
+    (``nbdkit -s``), or, given ``listen`` (a path in a private
+    directory), a listening socket there that we are the first to
+    connect to, handed over by systemd socket activation (qemu-nbd).
     ``secrets`` [(key, value)] reach it as ``key=-FD``, through pipes
     only it inherits: never in a file, never on its command line."""
 
-    def __init__(self, argv, log, name, secrets=()):
+    def __init__(self, argv, log, name, secrets=(), listen=None):
         import nbd
         self.log = log
         self.name = name
         self.process = None
+        try:
+            ours, theirs = _server_socket(listen)
+        except OSError as e:
+            raise CopyError("%s: %s" % (name, printable(str(e)))) from None
         pipes = [os.pipe() for _ in secrets]
         argv = list(argv) + ["%s=-%d" % (key, read) for (key, _), (read, _)
                              in zip(secrets, pipes)]
-        ours, theirs = socket.socketpair()
+        if listen is not None:
+            argv = _socket_activated(argv, theirs.fileno())
+        inherited = [read for read, _ in pipes] + \
+            ([theirs.fileno()] if listen is not None else [])
+        stdio = theirs if listen is None else subprocess.DEVNULL
         try:
             with open(log, "ab") as stderr:
                 self.process = subprocess.Popen(
-                    argv, stdin=theirs, stdout=theirs, stderr=stderr,
-                    pass_fds=[read for read, _ in pipes])
+                    argv, stdin=stdio, stdout=stdio, stderr=stderr,
+                    pass_fds=inherited)
         except OSError as e:
             ours.close()
             raise CopyError("%s: %s" % (argv[0], printable(str(e)))) \
                 from None
         finally:
+            # Only the server holds its end: when it dies, we see it.
             theirs.close()
             for read, write in pipes:
                 os.close(read)
@@ -135,6 +144,35 @@ class Served:
         return None
 
 
+def _server_socket(listen):
+    """(our connected socket, the server's end): a socket pair, or a
+    socket listening on ``listen`` with our connection already queued
+    (no wait for the server to start) and its path removed (no one else
+    connects, even to a server that lives on)."""
+    if listen is None:
+        return socket.socketpair()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(listen)
+        server.listen(1)
+        ours.connect(listen)
+        os.unlink(listen)
+    except OSError:
+        server.close()
+        ours.close()
+        raise
+    return ours, server
+
+
+def _socket_activated(argv, fd):
+    """``argv`` run with ``fd`` as its socket-activation socket: fd 3,
+    LISTEN_FDS=1 and LISTEN_PID its own pid (the shell's, kept by exec)."""
+    moved = "" if fd == 3 else " 3<&%d %d<&-" % (fd, fd)
+    return ["/bin/sh", "-c", "LISTEN_PID=$$ LISTEN_FDS=1; export LISTEN_PID "
+            'LISTEN_FDS; exec "$@"' + moved, "sh"] + list(argv)
+
+
 def _write_secret(fd, value):
     """``value`` and a newline into a pipe, closed after (a server that
     died before reading it fails its handshake, which says why)."""
@@ -163,37 +201,33 @@ class Source(Served):
         return self.handle.get_size()
 
 
-class Destination:
-    """An image served over NBD for writing, by a server libnbd starts
-    (qemu-nbd, through socket activation) or one named by a URI."""
+def image_server(path, image_format, log):
+    """The server of a raw file or block device (nbdkit file), or of a
+    qcow2 image (qemu-nbd, its socket beside ``log``), our child; the
+    image is never truncated."""
+    if image_format == "qcow2":
+        return Served(["qemu-nbd", "-f", "qcow2", "--discard=unmap",
+                       "--cache=writeback", path], log,
+                      "qemu-nbd for %s" % printable(path),
+                      listen=os.path.splitext(log)[0] + ".sock")
+    return Served(["nbdkit", "-s", "--exit-with-parent", "file",
+                   "file=" + path], log, "nbdkit for %s" % printable(path))
 
-    def __init__(self, argv=None, uri=None, log=None, what=""):
+
+class NbdUri:
+    """An image served by an NBD server named by a URI (not ours)."""
+
+    def __init__(self, uri):
         import nbd
         self.handle = nbd.NBD()
         try:
-            if uri is not None:
-                self.handle.connect_uri(uri)
-            else:
-                self.handle.connect_systemd_socket_activation(
-                    _logged(argv, log))
+            self.handle.connect_uri(uri)
         except nbd.Error as e:
-            raise CopyError("cannot open %s: %s" % (printable(what), (
-                last_error(log) if log else "") or printable(str(e)))) \
-                from None
-
-    @classmethod
-    def file(cls, path, image_format, log):
-        """A raw file or block device (nbdkit file), or a qcow2 image
-        (qemu-nbd); never truncated."""
-        if image_format == "qcow2":
-            return cls(["qemu-nbd", "-f", "qcow2", "--discard=unmap",
-                        "--cache=writeback", path], log=log, what=path)
-        return Served(["nbdkit", "-s", "--exit-with-parent", "file",
-                       "file=" + path], log, "nbdkit for %s"
-                      % printable(path))
+            raise CopyError("cannot open %s: %s" % (
+                printable(uri), printable(str(e)))) from None
 
     def close(self):
-        """Disconnect (libnbd reaps the server it started)."""
+        """Disconnect (whether that server is well is its own affair)."""
         import nbd
         try:
             self.handle.shutdown()

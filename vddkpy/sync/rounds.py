@@ -302,9 +302,12 @@ class Round:
         nothing is overwritten; known: that it is the state's copy) and
         grown with the disk."""
         entry = state["disks"].get(disk.file)
+        keeper = "the state" if disk.file not in self.new_images else \
+            "%s (images made by a round that did not finish)" \
+            % plan.NEW_IMAGES_NAME
         try:
             target = target_for(self.to, self.image_format, entry, new_name,
-                                self.targets.get(disk.file))
+                                self.targets.get(disk.file), keeper)
         except PlanError as e:
             raise PlanError("%s: %s" % (printable(disk.file), e)) from None
         p = plan.disk_plan(disk.file, entry, disk.capacity, disk.change_id,

@@ -9,30 +9,34 @@ import stat
 import subprocess
 
 from . import plan
-from .copy import CopyError, Destination
+from .copy import CopyError, NbdUri, image_server
 from ..printable import printable
 
 
-def target_for(directory, image_format, entry, new_name, given):
+def target_for(directory, image_format, entry, new_name, given,
+               keeper="the state"):
     """The target of one disk: ``given`` (--target), else the state's
-    ``entry``, else a new image ``new_name``."""
+    ``entry``, else a new image ``new_name``.  ``keeper``: the file
+    ``entry`` comes from, as errors name it (the state, or the record of
+    new images)."""
     if given is not None:
         kind = "nbd" if "://" in given else "device"
         if entry is not None and (entry["format"], entry["image"]) != \
                 (kind, given):
             raise plan.PlanError(
-                "the state keeps this disk in %s (%s), not in %s: move that "
-                "copy away first" % (printable(entry["image"]),
+                "%s keeps this disk in %s (%s), not in %s: move that "
+                "copy away first" % (keeper, printable(entry["image"]),
                                      entry["format"], printable(given)))
         return (NbdTarget if kind == "nbd" else DeviceTarget)(given)
     if entry is not None:
         if entry["format"] in ("nbd", "device"):
             raise plan.PlanError(
-                "the state keeps this disk in %s: give --target DISK=%s"
-                % (printable(entry["image"]), printable(entry["image"])))
+                "%s keeps this disk in %s: give --target DISK=%s"
+                % (keeper, printable(entry["image"]),
+                   printable(entry["image"])))
         if entry["format"] != image_format:
-            raise plan.PlanError("the state keeps this disk as %s, not %s"
-                                 % (entry["format"], image_format))
+            raise plan.PlanError("%s keeps this disk as %s, not %s"
+                                 % (keeper, entry["format"], image_format))
         return ImageTarget(directory, entry["image"], image_format)
     return ImageTarget(directory, new_name, image_format)
 
@@ -97,7 +101,7 @@ class ImageTarget:
             os.truncate(self.path, capacity)
 
     def open(self, log):
-        return Destination.file(self.path, self.kind, log)
+        return image_server(self.path, self.kind, log)
 
     def sync(self):
         _fsync(self.path)
@@ -149,7 +153,7 @@ class DeviceTarget(ImageTarget):
         pass                        # problem() refused a smaller device
 
     def open(self, log):
-        return Destination.file(self.path, "raw", log)
+        return image_server(self.path, "raw", log)
 
 
 class NbdTarget(DeviceTarget):
@@ -176,18 +180,14 @@ class NbdTarget(DeviceTarget):
         return self._device_problem(capacity)
 
     def size(self):
-        import nbd
-        destination = Destination(uri=self.path, what=self.path)
+        destination = NbdUri(self.path)
         try:
             return destination.handle.get_size()
         finally:
-            try:
-                destination.handle.shutdown()
-            except nbd.Error:
-                pass
+            destination.close()
 
     def open(self, log):
-        return Destination(uri=self.path, what=self.path)
+        return NbdUri(self.path)
 
     def sync(self):
         pass                        # the copy's flush went to the server
