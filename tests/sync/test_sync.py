@@ -314,6 +314,39 @@ def test_a_failed_first_round_leaves_no_state_and_rerun_repairs(started):
         ".vddkpy-sync.lock", STATE, "vm.raw"]
 
 
+def test_an_image_the_record_describes_is_checked_and_refusals_name_it(
+        started):
+    """The first round fails mid-copy, leaving its image in the record of
+    new images: an image resized, replaced or removed since is refused in
+    one line naming that record (not the state, which does not exist);
+    with the record moved away, the next round copies the disk whole."""
+    size = 16 << 20
+    bed, run, to = started(size=size, seed=45)
+    refused(run, to, config=outage_after(bed, 5))
+    image = to / "vm.raw"
+    record = (".vddkpy-sync.new-images.json (images made by a round that "
+              "did not finish)")
+    os.truncate(image, size + (1 << 20))
+    assert refused(run, to) == (
+        "vddkpy sync: error: %s holds %d bytes, %s says %d: refusing to "
+        "write it" % (image, size + (1 << 20), record, size))
+    os.truncate(image, size)
+    (to / "restored").write_bytes(image.read_bytes())
+    (to / "restored").replace(image)
+    assert refused(run, to) == (
+        "vddkpy sync: error: %s is not the file %s describes (it was "
+        "replaced or copied): refusing to write it" % (image, record))
+    image.unlink()
+    assert refused(run, to) == (
+        "vddkpy sync: error: %s is missing, but %s describes it: refusing "
+        "to write it" % (image, record))
+    assert not (to / STATE).exists()
+    assert bed.snapshot_morefs() == []
+    (to / ".vddkpy-sync.new-images.json").unlink()
+    assert run.ok(to).stdout == full_copy(image, size)
+    assert image.read_bytes() == bed.data_path.read_bytes()
+
+
 @pytest.mark.parametrize("image_format", ["raw", "qcow2"])
 def test_grown_disk_grows_the_image_and_copies_the_tail(
         started, libdir, tmp_path, image_format):
@@ -375,20 +408,21 @@ def test_a_destination_that_is_not_the_states_is_refused(started, tmp_path):
     image = to / "vm.raw"
     os.truncate(image, 3 << 20)             # resized behind our back
     assert refused(run, to) == (
-        "vddkpy sync: error: %s holds %d bytes, the state says %d: refusing "
-        "to write it" % (image, 3 << 20, 2 << 20))
+        "vddkpy sync: error: %s holds %d bytes, the state vddkpy-sync.json "
+        "says %d: refusing to write it" % (image, 3 << 20, 2 << 20))
     assert image.stat().st_size == 3 << 20
     os.truncate(image, 2 << 20)
     (to / "restored").write_bytes(image.read_bytes())
     (to / "restored").replace(image)        # another file in its place
     assert refused(run, to) == (
-        "vddkpy sync: error: %s is not the file the state describes (it was "
-        "replaced or copied): refusing to write it" % image)
+        "vddkpy sync: error: %s is not the file the state vddkpy-sync.json "
+        "describes (it was replaced or copied): refusing to write it"
+        % image)
     assert bed.snapshot_morefs() == []
     image.unlink()
     assert refused(run, to) == (
-        "vddkpy sync: error: %s is missing (the state vddkpy-sync.json "
-        "describes it): refusing to write it" % image)
+        "vddkpy sync: error: %s is missing, but the state vddkpy-sync.json "
+        "describes it: refusing to write it" % image)
     other = tmp_path / "other"
     other.mkdir()
     (other / "vm.raw").write_bytes(b"precious")
@@ -433,8 +467,8 @@ def test_nbd_target_gets_the_disk_and_its_changes(
         assert target.read_bytes()[:size] == bed.data_path.read_bytes()
         assert target.read_bytes()[size:] == b"\xee" * 4096
         assert refused(run, to) == (
-            "vddkpy sync: error: %s: the state keeps this disk in %s: give "
-            "--target DISK=%s" % (DISK, uri, uri))
+            "vddkpy sync: error: %s: the state vddkpy-sync.json keeps this "
+            "disk in %s: give --target DISK=%s" % (DISK, uri, uri))
 
 
 def test_nbd_target_without_zero_support_gets_zeros_written(

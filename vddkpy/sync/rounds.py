@@ -302,12 +302,11 @@ class Round:
         nothing is overwritten; known: that it is the state's copy) and
         grown with the disk."""
         entry = state["disks"].get(disk.file)
-        keeper = "the state" if disk.file not in self.new_images else \
-            "%s (images made by a round that did not finish)" \
-            % plan.NEW_IMAGES_NAME
+        kept_by = plan.keeper(plan.NEW_IMAGES_NAME if disk.file in
+                              self.new_images else plan.STATE_NAME)
         try:
             target = target_for(self.to, self.image_format, entry, new_name,
-                                self.targets.get(disk.file), keeper)
+                                self.targets.get(disk.file), kept_by)
         except PlanError as e:
             raise PlanError("%s: %s" % (printable(disk.file), e)) from None
         p = plan.disk_plan(disk.file, entry, disk.capacity, disk.change_id,
@@ -315,7 +314,7 @@ class Round:
         if entry is None:
             target.check_new(disk.capacity)
             return disk, p, target
-        problem = target.problem(entry, disk.capacity)
+        problem = target.problem(entry, disk.capacity, kept_by)
         if problem:
             raise PlanError("%s %s: refusing to write it" % (
                 printable(target.shown), problem))
