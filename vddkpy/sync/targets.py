@@ -111,9 +111,10 @@ class ImageTarget:
 class DeviceTarget(ImageTarget):
     """A block device (its content is unknown before the first copy)."""
 
+    kind = "device"
+
     def __init__(self, path):
         self.name = self.path = path
-        self.kind = "device"
         self.new = False
 
     def check_new(self, capacity):
@@ -158,12 +159,10 @@ class DeviceTarget(ImageTarget):
 
 
 class NbdTarget(DeviceTarget):
-    """An NBD server (its content is unknown before the first copy)."""
+    """An NBD server (its content is unknown before the first copy),
+    named by its URI."""
 
-    def __init__(self, uri):
-        self.name = self.path = uri
-        self.kind = "nbd"
-        self.new = False
+    kind = "nbd"
 
     def _device_problem(self, capacity):
         try:
