@@ -7,6 +7,7 @@ repairs the copy."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -287,6 +288,36 @@ def test_a_killed_round_leaves_its_password_nowhere(started, tmp_path):
     files = [p for p in temporary.rglob("*") if p.is_file()]
     assert files, "the round's logs are in its temporary area"
     assert [p for p in files if secret.encode() in p.read_bytes()] == []
+
+
+def test_cookie_reaches_the_plugin_on_no_command_line(
+        started, syncer, tmp_path):
+    """cookie= (a session of the bed's vCenter) reaches each plugin nbdkit
+    through a pipe, as password= does: no nbdkit the round starts has it
+    on its command line, recorded as each starts (before the plugin's
+    re-exec), and VDDK connects with that cookie."""
+    bed, _, to = started(size=4 << 20, seed=46)
+    session = bed.connect()
+    cookie = re.search(r'vmware_soap_session="?([^";]+)',
+                       session._stub.cookie)[1]
+    run = syncer(bed, "cookie-sync", cookies=[cookie],
+                 params=bed.vm_args() + ["cookie=" + cookie])
+    recording = tmp_path / "bin"
+    recording.mkdir()
+    started_with = tmp_path / "nbdkit-command-lines"
+    (recording / "nbdkit").write_text(
+        "#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %s\nexec %s \"$@\"\n"
+        % (started_with, shutil.which("nbdkit")))
+    (recording / "nbdkit").chmod(0o755)
+    result = run.ok(to, env={"PATH": "%s:%s" % (recording,
+                                                  os.environ["PATH"])})
+    assert result.stdout == full_copy(to / "vm.raw", 4 << 20)
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+    command_lines = started_with.read_text().splitlines()
+    assert any(" file=%s" % DISK in line for line in command_lines), \
+        command_lines
+    assert [line for line in command_lines if cookie in line] == []
+    assert [c["cookie"] for c in run.calls("ConnectEx")] == [cookie]
 
 
 def test_a_failed_first_round_leaves_no_state_and_rerun_repairs(started):
