@@ -208,6 +208,8 @@ PARAMETERS = (
     _key("vimapiver", _ignored, None, "<ANY>",
          "Ignored, for old command lines."),
     _key("reexeced_", _verbatim),   # added by the re-exec, never by users
+    # cookie= read from -FD (vddkpy sync's children): never by users.
+    _key("cookie_", _verbatim),
 )
 
 _BY_KEY = {parameter.key: parameter for parameter in PARAMETERS}
@@ -241,8 +243,10 @@ class Params:
         parameter = _BY_KEY.get(key)
         if parameter is None:
             fail_startup("unknown parameter '%s'" % printable(key))
-        if key == "cookie" and self.reexeced_ is not None:
-            value = read_password(value)    # the re-exec's file (reexec)
+        if key == "cookie_" or (key == "cookie" and
+                                self.reexeced_ is not None):
+            # vddkpy's own: a descriptor (sync's pipe, the re-exec's file).
+            parameter, value = _BY_KEY["cookie"], read_password(value)
         setattr(self, parameter.attribute, parameter.parse(key, value))
 
     # -- config_complete ---------------------------------------------------

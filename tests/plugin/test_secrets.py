@@ -194,6 +194,41 @@ def test_cookie_leaves_the_command_line(tmp_path, nbdkit, store):
     assert_no_traceback(server.stderr)
 
 
+@pytest.mark.parametrize("given, cookie", [
+    ("cookie_", COOKIE), ("cookie=-" + COOKIE, "-" + COOKIE)],
+    ids=["internal-fd", "public-verbatim"])
+def test_cookie_from_a_descriptor_only_by_the_internal_key(
+        tmp_path, nbdkit, store, given, cookie):
+    """cookie_=-FD (what vddkpy sync gives its children, never users)
+    reads the cookie from an inherited descriptor, so no command line
+    holds it, not even the one nbdkit's -v echoes; the public cookie= is
+    the cookie itself, also when it starts with "-"."""
+    libdir = install_standin(tmp_path / "vddk-companion", companion=True)
+    password, _ = password_argument(tmp_path, "file")
+    read, write = os.pipe()
+    os.write(write, (cookie + "\n").encode())
+    os.close(write)
+    argument = "cookie_=-%d" % read if given == "cookie_" else given
+    try:
+        server = nbdkit(
+            "server=esxi.example.com", "user=root", argument, password,
+            "vm=moref=2", "thumbprint=%s" % THUMB, "file=" + REMOTE_DISK,
+            libdir=libdir, pass_fds=(read,),
+            config=server_config(store) + "  cookie %s root\n" % cookie)
+    finally:
+        os.close(read)
+    h = server.connect()
+    assert len(h.pread(512, 0)) == 512
+    with open("/proc/%d/cmdline" % server.proc.pid, "rb") as f:
+        assert cookie.encode() not in f.read()
+    h.shutdown()
+    server.stop()
+    assert server.calls("ConnectEx")[0]["cookie"] == cookie
+    echoed = 0 if given == "cookie_" else 1     # nbdkit -v, as for cookie=
+    assert server.stderr.count(cookie) == echoed, server.stderr
+    assert_no_traceback(server.stderr)
+
+
 def _core_dumped(tmp_path, libdir, args, config):
     """Whether the serving nbdkit, killed by SIGABRT while serving, leaves
     a core file (core_pattern "core": in its working directory)."""

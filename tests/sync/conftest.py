@@ -15,25 +15,31 @@ TIMEOUT = 300
 
 
 class SyncRunner:
-    """``vddkpy sync`` (python3 -m vddkpy.sync) against one bed."""
+    """``vddkpy sync`` (python3 -m vddkpy.sync) against one bed, with
+    ``params`` (default: the bed's VM and password); ``cookies``: session
+    cookies the stand-in accepts."""
 
-    def __init__(self, bed, libdir, directory):
+    def __init__(self, bed, libdir, directory, params=None, cookies=()):
         self.bed = bed
         self.libdir = libdir
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = directory / "calls.jsonl"
+        self.params = params
+        self.cookies = cookies
 
     def env(self, extra="", config=None, more=None):
         """The stand-in's config: the bed's with ``extra`` directives, or
         ``config``; ``more`` variables."""
-        env = standin_env(self.dir, config or self.bed.standin_config(extra))
+        env = standin_env(self.dir, config or self.bed.standin_config(
+            extra, cookies=self.cookies))
         env["PYTHONPATH"] = str(ROOT)
         env.update(more or {})
         return env
 
     def argv(self, to, *options, params=None):
-        params = self.bed.vm_args() if params is None else params
+        if params is None:
+            params = self.params or self.bed.vm_args()
         return [sys.executable, "-m", "vddkpy.sync",
                 "libdir=%s" % self.libdir] + list(params) + \
             ["--to", str(to)] + list(options)
@@ -103,9 +109,10 @@ def _interruptible_as_at_a_terminal():
 
 @pytest.fixture
 def syncer(libdir, tmp_path):
-    """Factory: syncer(bed) -> a SyncRunner for it."""
-    def make(bed, name="sync"):
-        return SyncRunner(bed, libdir, tmp_path / name)
+    """Factory: syncer(bed, name="sync", params=None, cookies=()) -> a
+    SyncRunner for it."""
+    def make(bed, name="sync", **kw):
+        return SyncRunner(bed, libdir, tmp_path / name, **kw)
     return make
 
 

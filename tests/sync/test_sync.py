@@ -7,6 +7,7 @@ repairs the copy."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -289,6 +290,36 @@ def test_a_killed_round_leaves_its_password_nowhere(started, tmp_path):
     assert [p for p in files if secret.encode() in p.read_bytes()] == []
 
 
+def test_cookie_reaches_the_plugin_on_no_command_line(
+        started, syncer, tmp_path):
+    """cookie= (a session of the bed's vCenter) reaches each plugin nbdkit
+    through a pipe, as password= does: no nbdkit the round starts has it
+    on its command line, recorded as each starts (before the plugin's
+    re-exec), and VDDK connects with that cookie."""
+    bed, _, to = started(size=4 << 20, seed=46)
+    session = bed.connect()
+    cookie = re.search(r'vmware_soap_session="?([^";]+)',
+                       session._stub.cookie)[1]
+    run = syncer(bed, "cookie-sync", cookies=[cookie],
+                 params=bed.vm_args() + ["cookie=" + cookie])
+    recording = tmp_path / "bin"
+    recording.mkdir()
+    started_with = tmp_path / "nbdkit-command-lines"
+    (recording / "nbdkit").write_text(
+        "#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %s\nexec %s \"$@\"\n"
+        % (started_with, shutil.which("nbdkit")))
+    (recording / "nbdkit").chmod(0o755)
+    result = run.ok(to, env={"PATH": "%s:%s" % (recording,
+                                                  os.environ["PATH"])})
+    assert result.stdout == full_copy(to / "vm.raw", 4 << 20)
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+    command_lines = started_with.read_text().splitlines()
+    assert any(" file=%s" % DISK in line for line in command_lines), \
+        command_lines
+    assert [line for line in command_lines if cookie in line] == []
+    assert [c["cookie"] for c in run.calls("ConnectEx")] == [cookie]
+
+
 def test_a_failed_first_round_leaves_no_state_and_rerun_repairs(started):
     """The first round fails mid-copy (ESXi's data path down): there is
     still no state file; the image it made stays, a round in another
@@ -312,6 +343,39 @@ def test_a_failed_first_round_leaves_no_state_and_rerun_repairs(started):
                            str(bed.data_path)]).returncode == 0
     assert sorted(p.name for p in to.iterdir()) == [
         ".vddkpy-sync.lock", STATE, "vm.raw"]
+
+
+def test_an_image_the_record_describes_is_checked_and_refusals_name_it(
+        started):
+    """The first round fails mid-copy, leaving its image in the record of
+    new images: an image resized, replaced or removed since is refused in
+    one line naming that record (not the state, which does not exist);
+    with the record moved away, the next round copies the disk whole."""
+    size = 16 << 20
+    bed, run, to = started(size=size, seed=45)
+    refused(run, to, config=outage_after(bed, 5))
+    image = to / "vm.raw"
+    record = (".vddkpy-sync.new-images.json (images made by a round that "
+              "did not finish)")
+    os.truncate(image, size + (1 << 20))
+    assert refused(run, to) == (
+        "vddkpy sync: error: %s holds %d bytes, %s says %d: refusing to "
+        "write it" % (image, size + (1 << 20), record, size))
+    os.truncate(image, size)
+    (to / "restored").write_bytes(image.read_bytes())
+    (to / "restored").replace(image)
+    assert refused(run, to) == (
+        "vddkpy sync: error: %s is not the file %s describes (it was "
+        "replaced or copied): refusing to write it" % (image, record))
+    image.unlink()
+    assert refused(run, to) == (
+        "vddkpy sync: error: %s is missing, but %s describes it: refusing "
+        "to write it" % (image, record))
+    assert not (to / STATE).exists()
+    assert bed.snapshot_morefs() == []
+    (to / ".vddkpy-sync.new-images.json").unlink()
+    assert run.ok(to).stdout == full_copy(image, size)
+    assert image.read_bytes() == bed.data_path.read_bytes()
 
 
 @pytest.mark.parametrize("image_format", ["raw", "qcow2"])
@@ -375,20 +439,21 @@ def test_a_destination_that_is_not_the_states_is_refused(started, tmp_path):
     image = to / "vm.raw"
     os.truncate(image, 3 << 20)             # resized behind our back
     assert refused(run, to) == (
-        "vddkpy sync: error: %s holds %d bytes, the state says %d: refusing "
-        "to write it" % (image, 3 << 20, 2 << 20))
+        "vddkpy sync: error: %s holds %d bytes, the state vddkpy-sync.json "
+        "says %d: refusing to write it" % (image, 3 << 20, 2 << 20))
     assert image.stat().st_size == 3 << 20
     os.truncate(image, 2 << 20)
     (to / "restored").write_bytes(image.read_bytes())
     (to / "restored").replace(image)        # another file in its place
     assert refused(run, to) == (
-        "vddkpy sync: error: %s is not the file the state describes (it was "
-        "replaced or copied): refusing to write it" % image)
+        "vddkpy sync: error: %s is not the file the state vddkpy-sync.json "
+        "describes (it was replaced or copied): refusing to write it"
+        % image)
     assert bed.snapshot_morefs() == []
     image.unlink()
     assert refused(run, to) == (
-        "vddkpy sync: error: %s is missing (the state vddkpy-sync.json "
-        "describes it): refusing to write it" % image)
+        "vddkpy sync: error: %s is missing, but the state vddkpy-sync.json "
+        "describes it: refusing to write it" % image)
     other = tmp_path / "other"
     other.mkdir()
     (other / "vm.raw").write_bytes(b"precious")
@@ -433,8 +498,8 @@ def test_nbd_target_gets_the_disk_and_its_changes(
         assert target.read_bytes()[:size] == bed.data_path.read_bytes()
         assert target.read_bytes()[size:] == b"\xee" * 4096
         assert refused(run, to) == (
-            "vddkpy sync: error: %s: the state keeps this disk in %s: give "
-            "--target DISK=%s" % (DISK, uri, uri))
+            "vddkpy sync: error: %s: the state vddkpy-sync.json keeps this "
+            "disk in %s: give --target DISK=%s" % (DISK, uri, uri))
 
 
 def test_nbd_target_without_zero_support_gets_zeros_written(

@@ -139,16 +139,35 @@ class Stat:
 
 def test_destination_checks():
     e = entry()
-    assert plan.destination_problem(e, Stat(), 1 << 20, 1 << 20) is None
-    assert plan.destination_problem(e, Stat(), 2 << 20, 2 << 20) is None
-    assert plan.destination_problem(e, Stat(ino=3), 1 << 20, 1 << 20) == \
-        "is not the file the state describes (it was replaced or copied)"
+    state = plan.keeper(plan.STATE_NAME)
+    assert plan.destination_problem(e, Stat(), 1 << 20, 1 << 20,
+                                    state) is None
+    assert plan.destination_problem(e, Stat(), 2 << 20, 2 << 20,
+                                    state) is None
+    assert plan.destination_problem(e, Stat(ino=3), 1 << 20, 1 << 20,
+                                    state) == (
+        "is not the file the state vddkpy-sync.json describes (it was "
+        "replaced or copied)")
     assert plan.destination_problem(e, Stat(mode=0o040700), 1 << 20,
-                                    1 << 20) == "is not a regular file"
-    assert plan.destination_problem(e, Stat(), 2 << 20, 1 << 20) == \
-        "holds 2097152 bytes, the state says 1048576"
-    assert plan.destination_problem(e, Stat(), 512, 2 << 20) == \
-        "holds 512 bytes, the state says 1048576"
+                                    1 << 20, state) == "is not a regular file"
+    assert plan.destination_problem(e, Stat(), 2 << 20, 1 << 20, state) == \
+        "holds 2097152 bytes, the state vddkpy-sync.json says 1048576"
+    assert plan.destination_problem(e, Stat(), 512, 2 << 20, state) == \
+        "holds 512 bytes, the state vddkpy-sync.json says 1048576"
+
+
+def test_destination_checks_name_the_record_of_new_images():
+    """An image a round that did not finish made is described by the
+    record beside the state: refusals name that file."""
+    record = plan.keeper(plan.NEW_IMAGES_NAME)
+    assert plan.destination_problem(entry(), Stat(ino=3), 1 << 20, 1 << 20,
+                                    record) == (
+        "is not the file .vddkpy-sync.new-images.json (images made by a "
+        "round that did not finish) describes (it was replaced or copied)")
+    assert plan.destination_problem(entry(), Stat(), 512, 1 << 20,
+                                    record) == (
+        "holds 512 bytes, .vddkpy-sync.new-images.json (images made by a "
+        "round that did not finish) says 1048576")
 
 
 areas_strategy = st.lists(st.tuples(st.integers(0, 1 << 16),

@@ -24,7 +24,7 @@ from ..vddk.library import Library, LoadError, libdir_of
 from .compat import debug, fail_startup
 from .native import ffi, not_dumpable, process
 
-SECRETS = ("password", "cookie")
+SECRETS = ("password", "cookie", "cookie_")     # cookie_: -FD, read once
 
 
 def load_library(params):

@@ -185,14 +185,20 @@ def _write_secret(fd, value):
 
 
 class Source(Served):
-    """The disk served by the plugin in an nbdkit child (``-r``)."""
+    """The disk served by the plugin in an nbdkit child (``-r``).  The
+    secrets reach it through pipes: password= as ``password=-FD``, and
+    cookie= as the plugin's internal ``cookie_=-FD`` (its public cookie=
+    is the cookie itself, even one that starts with ``-``)."""
 
-    def __init__(self, plugin_args, file, snapshot, log, password=None):
+    def __init__(self, plugin_args, file, snapshot, log, password=None,
+                 cookie=None):
         argv = ["nbdkit", "-s", "--exit-with-parent", "-r"] + \
             list(plugin_command()) + list(plugin_args) + ["file=" + file]
         if snapshot is not None:
             argv.append("snapshot=" + snapshot)
-        secrets = [("password", password)] if password is not None else []
+        secrets = [(key, value) for key, value in (("password", password),
+                                                   ("cookie_", cookie))
+                   if value is not None]
         super().__init__(argv, log, "the plugin's nbdkit for %s"
                          % printable(file), secrets)
 

@@ -190,20 +190,29 @@ def identity_of(st):
     return [st.st_dev, st.st_ino]
 
 
-def destination_problem(entry, st, virtual_size, capacity):
+def keeper(name):
+    """How a refusal names the file a disk's entry comes from: the state
+    (STATE_NAME), or the record of new images (NEW_IMAGES_NAME)."""
+    if name == NEW_IMAGES_NAME:
+        return "%s (images made by a round that did not finish)" % name
+    return "the state %s" % name
+
+
+def destination_problem(entry, st, virtual_size, capacity, kept_by):
     """Why the existing image (``st``: its lstat, ``virtual_size``: the
-    disk size it holds) is not the copy ``entry`` of the state
-    describes, or None.  ``capacity``: the disk's size now (an image
-    already grown to it by a round that did not finish is the copy)."""
+    disk size it holds) is not the copy ``entry`` describes, or None.
+    ``capacity``: the disk's size now (an image already grown to it by a
+    round that did not finish is the copy); ``kept_by``: the file
+    ``entry`` comes from, as keeper() names it."""
     if not stat.S_ISREG(st.st_mode):
         return "is not a regular file"
     if identity_of(st) != entry["identity"]:
-        return ("is not the file the state describes (it was replaced or "
-                "copied)")
+        return ("is not the file %s describes (it was replaced or copied)"
+                % kept_by)
     if virtual_size not in (entry["capacity"], capacity) or \
             virtual_size < entry["capacity"]:
-        return ("holds %d bytes, the state says %d"
-                % (virtual_size, entry["capacity"]))
+        return ("holds %d bytes, %s says %d"
+                % (virtual_size, kept_by, entry["capacity"]))
     return None
 
 

@@ -32,7 +32,8 @@ TASK_TIMEOUT = 3600         # a snapshot removal may consolidate for long
 # Parameters a round sets itself, or that make no sense for a copy.
 _REFUSED = {"changed-since", "create", "create-size", "create-type",
             "create-adapter-type", "create-hwversion", "export", "snapshot",
-            "stats-file", "single-link", "noreexec", "reexeced_"}
+            "stats-file", "single-link", "noreexec", "reexeced_",
+            "cookie_"}
 
 
 class SyncError(Exception):
@@ -54,7 +55,7 @@ class DiskResult:
 
 def parse_params(args):
     """The plugin's KEY=VALUE parameters: (Params, the ones forwarded to
-    the plugin as given, except password=)."""
+    the plugin as given, except the secrets: password=, cookie=)."""
     from ..params import Params
     params = Params()
     forwarded = []
@@ -70,7 +71,7 @@ def parse_params(args):
         except SystemExit:
             raise SyncError("parameter %s= refused (see above)"
                             % printable(key)) from None
-        if key not in ("password", "file"):     # each child gets its own
+        if key not in ("password", "cookie", "file"):   # Source's own
             forwarded.append(arg)
     for key in ("server", "thumbprint", "vm"):
         if getattr(params, key) is None:
@@ -302,12 +303,11 @@ class Round:
         nothing is overwritten; known: that it is the state's copy) and
         grown with the disk."""
         entry = state["disks"].get(disk.file)
-        keeper = "the state" if disk.file not in self.new_images else \
-            "%s (images made by a round that did not finish)" \
-            % plan.NEW_IMAGES_NAME
+        kept_by = plan.keeper(plan.NEW_IMAGES_NAME if disk.file in
+                              self.new_images else plan.STATE_NAME)
         try:
             target = target_for(self.to, self.image_format, entry, new_name,
-                                self.targets.get(disk.file), keeper)
+                                self.targets.get(disk.file), kept_by)
         except PlanError as e:
             raise PlanError("%s: %s" % (printable(disk.file), e)) from None
         p = plan.disk_plan(disk.file, entry, disk.capacity, disk.change_id,
@@ -315,7 +315,7 @@ class Round:
         if entry is None:
             target.check_new(disk.capacity)
             return disk, p, target
-        problem = target.problem(entry, disk.capacity)
+        problem = target.problem(entry, disk.capacity, kept_by)
         if problem:
             raise PlanError("%s %s: refusing to write it" % (
                 printable(target.shown), problem))
@@ -396,7 +396,8 @@ class Round:
         source = destination = None
         try:
             source = Source(self.forwarded, disk.file, self.snapshot,
-                            source_log, self.params.password)
+                            source_log, self.params.password,
+                            self.params.cookie)
             if source.size != disk.capacity:
                 raise CopyError("the plugin serves %s as %d bytes, vSphere "
                                 "says %d" % (printable(disk.file),

@@ -13,30 +13,28 @@ from .copy import CopyError, NbdUri, image_server
 from ..printable import printable
 
 
-def target_for(directory, image_format, entry, new_name, given,
-               keeper="the state"):
+def target_for(directory, image_format, entry, new_name, given, kept_by):
     """The target of one disk: ``given`` (--target), else the state's
-    ``entry``, else a new image ``new_name``.  ``keeper``: the file
-    ``entry`` comes from, as errors name it (the state, or the record of
-    new images)."""
+    ``entry``, else a new image ``new_name``.  ``kept_by``: the file
+    ``entry`` comes from, as ``plan.keeper()`` names it."""
     if given is not None:
         kind = "nbd" if "://" in given else "device"
         if entry is not None and (entry["format"], entry["image"]) != \
                 (kind, given):
             raise plan.PlanError(
                 "%s keeps this disk in %s (%s), not in %s: move that "
-                "copy away first" % (keeper, printable(entry["image"]),
+                "copy away first" % (kept_by, printable(entry["image"]),
                                      entry["format"], printable(given)))
         return (NbdTarget if kind == "nbd" else DeviceTarget)(given)
     if entry is not None:
         if entry["format"] in ("nbd", "device"):
             raise plan.PlanError(
                 "%s keeps this disk in %s: give --target DISK=%s"
-                % (keeper, printable(entry["image"]),
+                % (kept_by, printable(entry["image"]),
                    printable(entry["image"])))
         if entry["format"] != image_format:
             raise plan.PlanError("%s keeps this disk as %s, not %s"
-                                 % (keeper, entry["format"], image_format))
+                                 % (kept_by, entry["format"], image_format))
         return ImageTarget(directory, entry["image"], image_format)
     return ImageTarget(directory, new_name, image_format)
 
@@ -74,14 +72,17 @@ class ImageTarget:
         self.new = True
         return plan.identity_of(os.lstat(self.path))
 
-    def problem(self, entry, capacity):
+    def problem(self, entry, capacity, kept_by):
+        """Why this is not the copy ``entry`` (of ``kept_by``) describes,
+        or None."""
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
-            return "is missing (the state %s describes it)" % plan.STATE_NAME
+            return "is missing, but %s describes it" % kept_by
         except OSError as e:
             return "cannot be examined: %s" % e.strerror
-        return plan.destination_problem(entry, st, self.size(), capacity)
+        return plan.destination_problem(entry, st, self.size(), capacity,
+                                        kept_by)
 
     def size(self):
         if self.kind == "qcow2":
@@ -110,9 +111,10 @@ class ImageTarget:
 class DeviceTarget(ImageTarget):
     """A block device (its content is unknown before the first copy)."""
 
+    kind = "device"
+
     def __init__(self, path):
         self.name = self.path = path
-        self.kind = "device"
         self.new = False
 
     def check_new(self, capacity):
@@ -135,11 +137,11 @@ class DeviceTarget(ImageTarget):
     def create(self, capacity):
         return [0, os.stat(self.path).st_rdev]
 
-    def problem(self, entry, capacity):
+    def problem(self, entry, capacity, kept_by):
         problem = self._device_problem(capacity)
         if problem is None and [0, os.stat(self.path).st_rdev] != \
                 entry["identity"]:
-            problem = "is not the device the state describes"
+            problem = "is not the device %s describes" % kept_by
         return problem
 
     def size(self):
@@ -157,12 +159,10 @@ class DeviceTarget(ImageTarget):
 
 
 class NbdTarget(DeviceTarget):
-    """An NBD server (its content is unknown before the first copy)."""
+    """An NBD server (its content is unknown before the first copy),
+    named by its URI."""
 
-    def __init__(self, uri):
-        self.name = self.path = uri
-        self.kind = "nbd"
-        self.new = False
+    kind = "nbd"
 
     def _device_problem(self, capacity):
         try:
@@ -176,7 +176,7 @@ class NbdTarget(DeviceTarget):
     def create(self, capacity):
         return [0, 0]
 
-    def problem(self, entry, capacity):
+    def problem(self, entry, capacity, kept_by):
         return self._device_problem(capacity)
 
     def size(self):
