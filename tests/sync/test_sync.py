@@ -683,8 +683,12 @@ def test_vsphere_lost_before_the_snapshot_is_removed(started):
      "vddkpy sync: error: changed-since= is not a sync parameter (a round "
      "chooses its own snapshot and changes)"),
     (["server=h", "user=u", "password=p", "vm=moref=1", "--to", "."], 1,
-     "vddkpy sync: error: sync needs thumbprint= (and user= with password= "
-     "or cookie=): change tracking is vSphere's"),
+     "vddkpy sync: error: sync needs thumbprint= (and user=, password=): "
+     "change tracking is vSphere's"),
+    (["server=h", "user=u", "cookie=c", "thumbprint=AA", "vm=moref=1",
+      "--to", "."], 1,
+     "vddkpy sync: error: sync needs user= and password= (also with "
+     "cookie=, as the plugin)"),
     (["server=h", "user=u", "password=p", "thumbprint=AA", "vm=vm1",
       "--to", "."], 1,
      "vddkpy sync: error: sync needs vm=moref=ID, not vm=vm1"),

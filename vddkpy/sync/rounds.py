@@ -75,14 +75,15 @@ def parse_params(args):
             forwarded.append(arg)
     for key in ("server", "thumbprint", "vm"):
         if getattr(params, key) is None:
-            raise SyncError("sync needs %s= (and user= with password= or "
-                            "cookie=): change tracking is vSphere's" % key)
+            raise SyncError("sync needs %s= (and user=, password=): change "
+                            "tracking is vSphere's" % key)
     if not params.vm.startswith("moref=") or params.vm == "moref=":
         raise SyncError("sync needs vm=moref=ID, not vm=%s"
                         % printable(params.vm))
-    if params.cookie is None and (params.user is None or
-                                  params.password is None):
-        raise SyncError("sync needs user= and password= (or cookie=)")
+    if params.user is None or params.password is None:
+        # As the plugin (and upstream's): password= also with cookie=.
+        raise SyncError("sync needs user= and password= (also with "
+                        "cookie=, as the plugin)")
     try:
         import nbd  # noqa: F401
     except ImportError:
