@@ -682,6 +682,8 @@ def test_vsphere_lost_before_the_snapshot_is_removed(started):
     (["server=h", "changed-since=*", "--to", "."], 1,
      "vddkpy sync: error: changed-since= is not a sync parameter (a round "
      "chooses its own snapshot and changes)"),
+    (["server=h", "cookie_=-3", "--to", "."], 1,
+     "vddkpy sync: error: cookie_= is not a sync parameter"),
     (["server=h", "user=u", "password=p", "vm=moref=1", "--to", "."], 1,
      "vddkpy sync: error: sync needs thumbprint= (and user=, password=): "
      "change tracking is vSphere's"),

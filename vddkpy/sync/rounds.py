@@ -64,8 +64,10 @@ def parse_params(args):
         if not eq:
             raise SyncError("expected KEY=VALUE, not %s" % printable(arg))
         if key in _REFUSED:
-            raise SyncError("%s= is not a sync parameter (a round chooses "
-                            "its own snapshot and changes)" % printable(key))
+            why = (" (a round chooses its own snapshot and changes)"
+                   if key in ("changed-since", "snapshot") else "")
+            raise SyncError("%s= is not a sync parameter%s"
+                            % (printable(key), why))
         try:
             params.set(key, value)
         except SystemExit:
