@@ -96,16 +96,21 @@ def test_sync_missing_from_the_build(tmp_path):
         1, "", "vddkpy sync is not available in this build\n")
 
 
-def test_subcommand_needing_a_missing_module(tmp_path):
-    """A subcommand whose module imports one that is not installed: one
-    line naming it (not "incomplete", not a traceback)."""
+def sync_whose_command_is(tmp_path, source):
+    """``vddkpy sync`` run from a copy whose sync command is ``source``."""
     shutil.copytree(ROOT / "vddkpy", tmp_path / "vddkpy",
                     ignore=shutil.ignore_patterns("__pycache__", "sync"))
     (tmp_path / "vddkpy" / "sync").mkdir()
     (tmp_path / "vddkpy" / "sync" / "__init__.py").write_text("")
-    (tmp_path / "vddkpy" / "sync" / "command.py").write_text(
-        "import vddkpy_test_absent_module\n")
-    result = run([PYTHON, "-m", "vddkpy", "sync"], cwd=tmp_path)
+    (tmp_path / "vddkpy" / "sync" / "command.py").write_text(source)
+    return run([PYTHON, "-m", "vddkpy", "sync"], cwd=tmp_path)
+
+
+def test_subcommand_needing_a_missing_module(tmp_path):
+    """A subcommand whose module imports one that is not installed: one
+    line naming it (not "incomplete", not a traceback)."""
+    result = sync_whose_command_is(tmp_path, "import "
+                                   "vddkpy_test_absent_module\n")
     assert (result.returncode, result.stdout, result.stderr) == (
         1, "", "vddkpy: error: vddkpy sync needs the Python module "
         "vddkpy_test_absent_module, which is not installed\n")
@@ -115,13 +120,7 @@ def test_subcommand_whose_import_fails_otherwise(tmp_path):
     """A subcommand whose module cannot be imported for another reason (a
     name missing from an installed module, a library built for another
     Python): one line with the reason, not a traceback."""
-    shutil.copytree(ROOT / "vddkpy", tmp_path / "vddkpy",
-                    ignore=shutil.ignore_patterns("__pycache__", "sync"))
-    (tmp_path / "vddkpy" / "sync").mkdir()
-    (tmp_path / "vddkpy" / "sync" / "__init__.py").write_text("")
-    (tmp_path / "vddkpy" / "sync" / "command.py").write_text(
-        "from os import no_such_name\n")
-    result = run([PYTHON, "-m", "vddkpy", "sync"], cwd=tmp_path)
+    result = sync_whose_command_is(tmp_path, "from os import no_such_name\n")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith(
         "vddkpy: error: vddkpy sync cannot start: cannot import name "
