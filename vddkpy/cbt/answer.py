@@ -41,6 +41,8 @@ def _local(name):
 
 
 def _number(field, text):
+    if text.isdigit() and text.isascii():       # the usual case, quickly
+        return int(text)
     value = text.strip()
     digits = value[1:] if value.startswith("-") else value
     if not (digits.isascii() and digits.isdigit()):
@@ -61,9 +63,10 @@ class AnswerReader:
         self._parser.buffer_text = True
         self._parser.StartElementHandler = self._start
         self._parser.EndElementHandler = self._end
-        self._parser.CharacterDataHandler = self._text
         self._path = []
         self._chars = []
+        self._parser.CharacterDataHandler = self._chars.append
+        self._names = {}            # element name -> without its prefix
         self._fields = {}           # of the returnval, then of an area
         self._area = {}
         self._began = False
@@ -73,7 +76,10 @@ class AnswerReader:
     # -- expat's callbacks -------------------------------------------------
 
     def _start(self, name, attributes):
-        name = _local(name)
+        local = self._names.get(name)
+        if local is None:
+            local = self._names[name] = _local(name)
+        name = local
         depth = len(self._path)
         if depth == 0 and name != "Envelope":
             raise _Malformed("is not a SOAP document (its root element is "
@@ -85,16 +91,18 @@ class AnswerReader:
                          if _local(k) == "type"), name)
             self._fault[0] = _local(kind)
         self._path.append(name)
-        self._chars = []
-
-    def _text(self, data):
-        self._chars.append(data)
+        self._chars.clear()
 
     def _end(self, name):
         path = self._path
         text = "".join(self._chars)
-        self._chars = []
-        if self._fault is not None:
+        self._chars.clear()
+        if len(path) == 6 and path[4] == "changedArea" and \
+                path[3] == "returnval" and path[1] == "Body" and \
+                self._began and self._fault is None:    # the usual case
+            if path[5] in ("start", "length"):
+                self._area[path[5]] = _number(path[5], text)
+        elif self._fault is not None:
             self._fault_field(path, text)
         elif len(path) >= 4 and path[1] == "Body" and path[3] == "returnval":
             self._returnval_field(path[4:], text)

@@ -126,6 +126,8 @@ class VsphereSession:
         self.interrupted = interrupted
         self._lock = threading.Lock()
         self._stub = None
+        self._context = PinnedContext(params.thumbprint)
+        self._idle = []             # post()'s connections, kept alive
         self.vim, self.vmodl, self._adapter_class = import_pyvmomi()
 
     def call(self, function, *args, **kwargs):
@@ -216,7 +218,7 @@ class VsphereSession:
         p = self.params
         stub = self._adapter_class(
             host=p.server, port=p.port or 443, version=API_VERSION,
-            sslContext=PinnedContext(p.thumbprint))
+            sslContext=self._context)
         # Every connection of the stub: connect, handshake, each read.
         stub.schemeArgs["timeout"] = self.timeout
         content = self.vim.ServiceInstance("ServiceInstance",
@@ -235,10 +237,12 @@ class VsphereSession:
 
     def post(self, stub, body, sink):
         """POST the SOAP request ``body`` (bytes) in the session of
-        ``stub``, on its pool of pinned connections, handing the answer's
-        bytes to ``sink`` as they arrive; UnexpectedStatus for an answer
-        that is neither a result (200) nor a fault (500)."""
-        connection = stub.GetConnection()
+        ``stub``, on a pinned connection of this session's own (several
+        threads may post at once: pyvmomi's stub is not made for that),
+        handing the answer's bytes to ``sink`` as they arrive;
+        UnexpectedStatus for an answer that is neither a result (200) nor
+        a fault (500)."""
+        connection = self._connection()
         finished = False
         try:
             connection.request("POST", stub.path, body, {
@@ -260,9 +264,20 @@ class VsphereSession:
             finished = True
         finally:
             if finished:
-                stub.ReturnConnection(connection)
+                with self._lock:
+                    self._idle.append(connection)
             else:
                 connection.close()
+
+    def _connection(self):
+        """An idle connection of post(), or a new one: the certificate
+        pinned, every socket operation bounded by vsphere-timeout=."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return http.client.HTTPSConnection(
+            self.params.server, self.params.port or 443,
+            timeout=self.timeout, context=self._context)
 
 
 def _cookie_header(cookie):
