@@ -28,6 +28,7 @@ import _thread
 
 from ..errors import PluginError
 from ..printable import printable
+from . import pyvmomi_missing_message, pyvmomi_problem  # noqa: F401
 from .thumbprint import format_thumbprint
 
 DEFAULT_TIMEOUT = 120     # seconds: vsphere-timeout='s default
@@ -36,22 +37,6 @@ _READ_SIZE = 64 * 1024
 
 API_VERSION = "vim.version.version10"     # vSphere 6.0: has every call used
 _COOKIE_NAME = "vmware_soap_session"
-
-
-def pyvmomi_missing_message():
-    return ("changed-since needs pyvmomi, which is not installed for Python "
-            "%d.%d: apt install python3-pyvmomi" % sys.version_info[:2])
-
-
-def pyvmomi_problem():
-    """Why pyvmomi cannot be imported, or None; looked up without importing
-    it (the process that re-executes nbdkit has no use for it)."""
-    from importlib.util import find_spec
-    try:
-        found = find_spec("pyVmomi") is not None
-    except (ImportError, ValueError):
-        found = False
-    return None if found else pyvmomi_missing_message()
 
 
 def import_pyvmomi():
