@@ -70,6 +70,7 @@ class AnswerReader:
         self._began = False
         self._answered = False
         self._fault = None          # [type, faultstring, keys]
+        self._inside = 0            # depth inside a changedArea
 
     def _name(self, tag):
         local = self._names.get(tag)
@@ -79,27 +80,26 @@ class AnswerReader:
 
     def _read(self):
         """The events parsed so far: each element looked at when it
-        starts and when it ends, then dropped (an area's own elements
-        with it, read from it when it ends)."""
+        starts and when it ends, then dropped; an area's own elements
+        only counted (``_inside``), and read from the area when it
+        ends."""
         path, elements = self._path, self._elements
         for event, element in self._parser.read_events():
-            depth = len(path)
-            if depth >= 5 and path[4] == "changedArea":
-                if event == "start":            # an area's own element
-                    path.append("")
+            if self._inside:
+                self._inside += 1 if event == "start" else -1
+                if self._inside:
                     continue
-                if depth > 5:
-                    path.pop()
-                    continue
-            if event == "start":
+                self._end_area(element)
+            elif event == "start":
                 name = self._name(element.tag)
                 self._start(name, element)
                 path.append(name)
                 elements.append(element)
                 continue
-            if self._fault is not None:
+            elif self._fault is not None:
                 self._fault_field(path, element)
-            elif depth >= 4 and path[1] == "Body" and path[3] == "returnval":
+            elif len(path) >= 4 and path[1] == "Body" and \
+                    path[3] == "returnval":
                 self._returnval_field(path[4:], element)
             path.pop()
             elements.pop()
@@ -119,6 +119,10 @@ class AnswerReader:
             kind = next((v for k, v in element.attrib.items()
                          if _local(k) == "type"), name)
             self._fault[0] = _local(kind)
+        if depth == 4 and name == "changedArea" and self._fault is None \
+                and self._path[1] == "Body" and self._path[3] == "returnval":
+            self._begin()
+            self._inside = 1
 
     def _fault_field(self, path, element):
         text = element.text or ""
@@ -133,9 +137,6 @@ class AnswerReader:
             self._answered = True
         elif inner == ["startOffset"] or inner == ["length"]:
             self._fields[inner[0]] = _number(inner[0], element.text)
-        elif inner == ["changedArea"]:
-            self._begin()
-            self._end_area(element)
 
     def _begin(self):
         if self._began:
