@@ -378,8 +378,10 @@ def in_ranges(vsphere, capacity=8 * MiB, alignment=512):
 def test_split():
     from vddkpy.cbt.areas import split
     GiB = 1 << 30
-    assert split(64 * GiB) == [(0, 16 * GiB), (16 * GiB, 32 * GiB),
-                               (32 * GiB, 48 * GiB), (48 * GiB, 64 * GiB)]
+    assert split(64 * GiB) == [(i * 8 * GiB, (i + 1) * 8 * GiB)
+                               for i in range(8)]
+    assert split(1024 * GiB) == [(i * 128 * GiB, (i + 1) * 128 * GiB)
+                                 for i in range(8)]
     assert split(20 * GiB) == [(0, 16 * GiB), (16 * GiB, 20 * GiB)]
     assert split(16 * MiB) == [(0, 16 * MiB)]
     assert split(8 * MiB, RANGE) == [(0, RANGE), (RANGE, 2 * RANGE),

@@ -53,10 +53,10 @@ MIN_ADVANCE = 64 * 1024
 CALL = "QueryChangedDiskAreas"
 # A disk is asked for in ranges of at least RANGE_BYTES (whole GiB, so
 # that every alignment keeps to its range), at most RANGES of them, all
-# at once: each range costs a call, worth it only where the answers of a
-# busy disk need several pages.
+# at once (RANGES calls in flight at most): each range costs a call, worth
+# it only where the answers of a busy disk need several pages.
 RANGE_BYTES = 8 << 30
-RANGES = 4
+RANGES = 8
 
 
 def validate(change_id):
