@@ -297,13 +297,24 @@ def with_tail(areas, start, end):
 
 
 def disk_map(areas, size):
-    """The DiskMap of a disk whose data are exactly ``areas`` (merged)."""
-    builder = extents.ExtentBuilder(0, extents.HOLE | extents.ZERO)
+    """The DiskMap of a disk of ``size`` bytes whose data are exactly
+    ``areas`` (merged, inside the disk), its extents made in one tight
+    loop (tens of thousands of them for a busy disk)."""
+    hole = extents.HOLE | extents.ZERO
+    made = []
+    append = made.append
+    position = 0
     for start, length in areas:
         if debug_flags.extents:
             debug("changed area at [%d...%d] (length %d)"
                   % (start, start + length - 1, length))
-        builder.add(start, is_hole=True)
-        builder.add(start + length, is_hole=False)
-    builder.add(size, is_hole=True)
-    return extents.DiskMap(builder.result())
+        end = start + length
+        if start > position:
+            append((position, start - position, hole))
+        elif made:                  # touching the previous area: one extent
+            start = made.pop()[0]
+        append((start, end - start, extents.DATA))
+        position = end
+    if size > position:
+        append((position, size - position, hole))
+    return extents.DiskMap(made)
