@@ -21,7 +21,6 @@ connection or nbdkit's exit.
 import http.client
 import socket
 import ssl
-import sys
 import threading
 import time
 import _thread
