@@ -33,6 +33,7 @@ from .thumbprint import format_thumbprint
 DEFAULT_TIMEOUT = 120     # seconds: vsphere-timeout='s default
 _POLL_SECONDS = 0.05      # how often a wait looks at interrupted()
 _READ_SIZE = 64 * 1024
+_IDLE_CONNECTIONS = 8     # post()'s connections kept alive between calls
 
 API_VERSION = "vim.version.version10"     # vSphere 6.0: has every call used
 _COOKIE_NAME = "vmware_soap_session"
@@ -247,10 +248,11 @@ class VsphereSession:
                 sink(data)
             finished = True
         finally:
-            if finished:
-                with self._lock:
+            with self._lock:
+                kept = finished and len(self._idle) < _IDLE_CONNECTIONS
+                if kept:
                     self._idle.append(connection)
-            else:
+            if not kept:
                 connection.close()
 
     def _connection(self):
