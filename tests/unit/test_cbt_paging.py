@@ -358,7 +358,7 @@ class PagingVsphere:
     def ask(self, pass_):
         offset = pass_.offset
         self.calls.append(offset)
-        if offset % RANGE == 0:
+        if offset % RANGE == 0 and self.barrier is not None:
             self.barrier.wait()
         answer = self.lie(offset)
         if answer is None:
@@ -366,7 +366,7 @@ class PagingVsphere:
             areas = [(max(s, offset), s + n - max(s, offset))
                      for s, n in areas][:self.page]
             end = pass_.capacity if len(areas) < self.page \
-                else areas[-1][0] + areas[-1][1]
+                else max(s + n for s, n in areas)
             answer = (offset, end - offset, areas)
         pass_.answer(*answer)
 
@@ -496,3 +496,24 @@ def test_a_failed_range_is_raised_without_waiting_for_the_others():
         collect(ask, 8 * MiB, range_bytes=RANGE)
     assert vsphere.calls == [2 * MiB]
     answering.set()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 127), st.integers(1, 40)),
+                max_size=40), st.integers(1, 5),
+       st.sampled_from([1, 512, 256 * 1024]))
+def test_ranges_joined_are_the_whole_disk_map(areas, page, alignment):
+    """Whatever the areas (in change-tracking blocks of 64 KiB) and the
+    page size, the ranges' maps joined are the map of one pass over the
+    whole disk."""
+    unit = GRAIN
+    areas = [(s * unit, min(n * unit, 8 * MiB - s * unit)) for s, n in areas]
+    vsphere = PagingVsphere(areas, page=page, ranges=1)
+    vsphere.barrier = None          # (not what this test is about)
+
+    whole = Pass(8 * MiB, alignment)
+    whole.answer(0, 8 * MiB, areas)
+    joined = collect(lambda p: vsphere.ask(p), 8 * MiB, alignment,
+                     range_bytes=RANGE)
+    assert joined.merged() == whole.merged()
+    assert joined.complete
