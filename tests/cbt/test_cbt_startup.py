@@ -1,6 +1,7 @@
 """changed-since= imports pyvmomi once per server: only the process that
-serves (after nbdkit re-executes itself with VDDK's directory) imports it;
-the process that re-executes only checks that it is installed."""
+serves (after nbdkit re-executes itself with VDDK's directory) imports it,
+and what talking to vSphere takes (ssl, http.client, the XML parsers);
+the process that re-executes only checks that pyvmomi is installed."""
 
 import re
 
@@ -36,3 +37,7 @@ def test_pyvmomi_is_imported_by_the_serving_process_only(vcsim, libdir,
     assert "vddkpy.nbdkit.reexec" in first
     assert "pyVmomi" not in first
     assert "pyVmomi" in serving
+    heavy = {"ssl", "http.client", "urllib.request", "xml.sax",
+             "xml.etree.ElementTree"}
+    assert heavy & first == set()
+    assert {"ssl", "http.client", "xml.etree.ElementTree"} <= serving

@@ -132,7 +132,8 @@ PREFIX = "vSphere's answer to QueryChangedDiskAreas at offset 0 "
 
 
 @pytest.mark.parametrize("answer, message", [
-    (dict(status=200, body="<soapenv:Envelope><unclosed"),
+    (dict(status=200, body='<soapenv:Envelope xmlns:soapenv="http://'
+          'schemas.xmlsoap.org/soap/envelope/"><unclosed'),
      PREFIX + "is not well-formed XML (unclosed token)"),
     (dict(status=200, body=ENVELOPE % ""),
      PREFIX + "holds no returnval (DiskChangeInfo)"),

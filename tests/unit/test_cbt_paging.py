@@ -332,3 +332,188 @@ def test_a_shrunk_disk_needs_a_full_copy():
         "changed-since=52 a/3: the disk has shrunk from 12582912 to 8388608 "
         "bytes since this changeId: a full copy is needed: make one with "
         "changed-since=* and use the changeId it reports")
+
+
+# -- a large disk asked in ranges at once --------------------------------------
+
+RANGE = 2 * MiB     # the ranges of the 8 MiB disk below: 4 of them
+
+
+class PagingVsphere:
+    """Answers each call from the offset asked with at most ``page`` of
+    the disk's ``areas`` (as vSphere pages at 2000), the answer reaching
+    the end of the disk when they are all in it; ``lie(offset)`` may
+    replace the answer at an offset.  The first call of each range waits
+    until every range has made one: the ranges are asked at once, or the
+    barrier breaks."""
+
+    def __init__(self, areas, page=2, lie=None, ranges=4):
+        import threading
+        self.areas = sorted(areas)
+        self.page = page
+        self.lie = lie or (lambda offset: None)
+        self.calls = []
+        self.barrier = threading.Barrier(ranges, timeout=30)
+
+    def ask(self, pass_):
+        offset = pass_.offset
+        self.calls.append(offset)
+        if offset % RANGE == 0 and self.barrier is not None:
+            self.barrier.wait()
+        answer = self.lie(offset)
+        if answer is None:
+            areas = [a for a in self.areas if a[0] + a[1] > offset]
+            areas = [(max(s, offset), s + n - max(s, offset))
+                     for s, n in areas][:self.page]
+            end = pass_.capacity if len(areas) < self.page \
+                else max(s + n for s, n in areas)
+            answer = (offset, end - offset, areas)
+        pass_.answer(*answer)
+
+
+def in_ranges(vsphere, capacity=8 * MiB, alignment=512):
+    return collect(vsphere.ask, capacity, alignment, range_bytes=RANGE)
+
+
+def test_split():
+    from vddkpy.cbt.areas import split
+    GiB = 1 << 30
+    assert split(64 * GiB) == [(i * 8 * GiB, (i + 1) * 8 * GiB)
+                               for i in range(8)]
+    assert split(1024 * GiB) == [(i * 128 * GiB, (i + 1) * 128 * GiB)
+                                 for i in range(8)]
+    assert split(20 * GiB) == [(0, 16 * GiB), (16 * GiB, 20 * GiB)]
+    assert split(16 * MiB) == [(0, 16 * MiB)]
+    assert split(8 * MiB, RANGE) == [(0, RANGE), (RANGE, 2 * RANGE),
+                                     (2 * RANGE, 3 * RANGE),
+                                     (3 * RANGE, 4 * RANGE)]
+
+
+AREAS = [(GRAIN, GRAIN), (MiB, 512), (2 * MiB - 512, 1024),
+         (3 * MiB, GRAIN), (3 * MiB + 4 * GRAIN, GRAIN), (5 * MiB, 512),
+         (7 * MiB, GRAIN), (8 * MiB - 512, 512)]
+
+
+def test_the_ranges_are_asked_at_once_and_joined_in_order():
+    """Each range pages on its own from its start; an answer reaching
+    past its range is used up to the range's end only; an area across a
+    boundary is one area again."""
+    vsphere = PagingVsphere(AREAS)
+    p = in_ranges(vsphere)
+    assert p.merged() == [(GRAIN, GRAIN), (MiB, 512), (2 * MiB - 512, 1024),
+                          (3 * MiB, GRAIN), (3 * MiB + 4 * GRAIN, GRAIN),
+                          (5 * MiB, 512), (7 * MiB, GRAIN),
+                          (8 * MiB - 512, 512)]
+    assert sorted(vsphere.calls) == [0, MiB + 512, 2 * MiB, 3 * MiB + GRAIN,
+                                     4 * MiB, 6 * MiB]
+    assert p.coverage() == {
+        "calls": 6, "answered": [0, 8 * MiB], "areas": 12,
+        "reported_bytes": 4 * GRAIN + 3 * 512 + 1024, "unreported_bytes": 0,
+        "changed_bytes": 4 * GRAIN + 3 * 512 + 1024, "complete": True}
+
+
+def test_a_gap_inside_the_second_range_counts_as_changed():
+    """The second page of the second range starts 256 KiB after the
+    offset asked for."""
+    asked = 3 * MiB + GRAIN
+    vsphere = PagingVsphere(AREAS, lie=lambda offset: (
+        offset + 3 * GRAIN, 8 * MiB - offset - 3 * GRAIN,
+        [(3 * MiB + 4 * GRAIN, GRAIN)]) if offset == asked else None)
+    p = in_ranges(vsphere)
+    assert (3 * MiB, 5 * GRAIN) in p.merged()
+    assert p.coverage()["unreported_bytes"] == 3 * GRAIN
+    assert p.complete
+
+
+def test_a_lying_start_offset_in_the_third_range():
+    """The third range's answer says it starts 1 MiB later than asked:
+    that MiB counts as changed (not the rest of the disk), and the
+    fourth range is asked all the same."""
+    vsphere = PagingVsphere(AREAS, lie=lambda offset: (
+        offset + MiB, 8 * MiB - offset - MiB, []) if offset == 4 * MiB
+        else None)
+    p = in_ranges(vsphere)
+    assert (4 * MiB, MiB) in p.merged()
+    assert (5 * MiB, 512) not in p.merged()     # inside the MiB
+    assert (7 * MiB, GRAIN) in p.merged()
+    assert p.coverage()["unreported_bytes"] == MiB
+
+
+def test_an_answer_earlier_than_asked_adds_nothing_before_its_range():
+    """The fourth range's answer starts at 0 and lists an area of the
+    first range that is not there: it is not taken (each range's map
+    holds only what lies inside it, from the offset asked on)."""
+    vsphere = PagingVsphere(AREAS, lie=lambda offset: (
+        0, 8 * MiB, [(4 * GRAIN, GRAIN), (7 * MiB, GRAIN)])
+        if offset == 6 * MiB else None)
+    p = in_ranges(vsphere)
+    assert (4 * GRAIN, GRAIN) not in p.merged()
+    assert (7 * MiB, GRAIN) in p.merged() and (8 * MiB - 512, 512) \
+        not in p.merged()
+
+
+def test_a_bad_answer_in_the_last_range_is_refused_with_its_offset():
+    vsphere = PagingVsphere(AREAS, lie=lambda offset: (
+        offset, GRAIN, [(offset + GRAIN, 512)]) if offset == 6 * MiB
+        else None)
+    with pytest.raises(BadAnswer) as e:
+        in_ranges(vsphere)
+    assert str(e.value) == (
+        "vSphere's answer to QueryChangedDiskAreas at offset 6291456 has "
+        "the area [6356992, 6357504) outside the range it covers, "
+        "[6291456, 6356992)")
+
+
+def test_a_short_page_in_a_range_is_refused():
+    vsphere = PagingVsphere(AREAS, lie=lambda offset: (
+        offset, 512, []) if offset == 2 * MiB else None)
+    with pytest.raises(BadAnswer) as e:
+        in_ranges(vsphere)
+    assert str(e.value) == (
+        "vSphere's answer to QueryChangedDiskAreas at offset 2097152 covers "
+        "[2097152, 2097664): it must end at 2162688 or later (at least "
+        "65536 bytes further, or the end of the range it was asked for: no "
+        "range of 2097152 bytes needs more than 32 calls)")
+
+
+def test_a_failed_range_is_raised_without_waiting_for_the_others():
+    """The second range's answer is bad while the other ranges' calls are
+    still waiting for vSphere: the failure comes out at once, and once
+    their answers come they ask no more."""
+    import threading
+    answering = threading.Event()
+    vsphere = PagingVsphere(AREAS, page=1, ranges=1)
+
+    def ask(pass_):
+        if pass_.offset == 2 * MiB:
+            vsphere.calls.append(pass_.offset)
+            pass_.answer(pass_.offset, 512, [])
+        else:
+            assert answering.wait(30)
+            vsphere.ask(pass_)
+
+    with pytest.raises(BadAnswer):
+        collect(ask, 8 * MiB, range_bytes=RANGE)
+    assert vsphere.calls == [2 * MiB]
+    answering.set()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 127), st.integers(1, 40)),
+                max_size=40), st.integers(1, 5),
+       st.sampled_from([1, 512, 256 * 1024]))
+def test_ranges_joined_are_the_whole_disk_map(areas, page, alignment):
+    """Whatever the areas (in change-tracking blocks of 64 KiB) and the
+    page size, the ranges' maps joined are the map of one pass over the
+    whole disk."""
+    unit = GRAIN
+    areas = [(s * unit, min(n * unit, 8 * MiB - s * unit)) for s, n in areas]
+    vsphere = PagingVsphere(areas, page=page, ranges=1)
+    vsphere.barrier = None          # (not what this test is about)
+
+    whole = Pass(8 * MiB, alignment)
+    whole.answer(0, 8 * MiB, areas)
+    joined = collect(lambda p: vsphere.ask(p), 8 * MiB, alignment,
+                     range_bytes=RANGE)
+    assert joined.merged() == whole.merged()
+    assert joined.complete

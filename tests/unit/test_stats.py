@@ -87,19 +87,6 @@ def test_json_lists_every_function_called():
             "p50": 0, "p90": 0, "p99": 0, "max": 0}}}}
 
 
-def test_next_change_ids_in_table_and_json():
-    table = summed()
-    table.note_change_id("[ds] b.vmdk", "52 aa/7")
-    table.note_change_id("[ds] a.vmdk", "52 bb/3")
-    table.note_change_id("[ds] a.vmdk", "52 bb/4")
-    assert table.table()[-2:] == [
-        "next changed-since for [ds] a.vmdk: 52 bb/4",
-        "next changed-since for [ds] b.vmdk: 52 aa/7"]
-    assert table.as_json()["next_change_ids"] == {
-        "[ds] a.vmdk": "52 bb/4", "[ds] b.vmdk": "52 aa/7"}
-    assert "next_change_ids" not in summed().as_json()
-
-
 def test_an_unknown_function_is_a_programming_error():
     with pytest.raises(KeyError):
         stats.Stats(["Open"]).add("Reed", 1)

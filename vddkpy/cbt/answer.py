@@ -2,18 +2,20 @@
 
 A busy disk's answer holds thousands of areas: rather than building them
 all as objects (pyvmomi) before looking at one, the SOAP document is fed
-to expat piece by piece and each area goes to the ``Pass`` as soon as its
-element ends, so memory stays flat and a bad answer is refused at its
-first bad element.  A document that is not a SOAP envelope with either a
-DiskChangeInfo or a fault, malformed XML, a missing or non-numeric field:
-one BadAnswer saying what, never a traceback.
+to ElementTree's pull parser (expat, its tree built in C) piece by piece,
+each area goes to the ``Pass`` as soon as its element ends and every
+element is dropped once read, so memory stays flat and a bad answer is
+refused at its first bad element.  A document that is not a SOAP
+envelope with either a DiskChangeInfo or a fault, malformed XML, a
+missing or non-numeric field: one BadAnswer saying what, never a
+traceback.
 """
 
+from xml.etree.ElementTree import ParseError, XMLPullParser
 from xml.parsers import expat
 
 from ..printable import printable
 
-_NUMBERS = ("startOffset", "length", "start")
 _SHOWN = 60       # characters of a bad value quoted in a message
 
 
@@ -36,11 +38,14 @@ class _Malformed(Exception):
 
 
 def _local(name):
-    """An element or attribute name without its namespace prefix."""
-    return name.rpartition(":")[2]
+    """An element or attribute name (or a type) without its namespace."""
+    return name.rpartition("}")[2].rpartition(":")[2]
 
 
 def _number(field, text):
+    text = text or ""
+    if text.isdigit() and text.isascii():       # the usual case, quickly
+        return int(text)
     value = text.strip()
     digits = value[1:] if value.startswith("-") else value
     if not (digits.isascii() and digits.isdigit()):
@@ -57,69 +62,81 @@ class AnswerReader:
 
     def __init__(self, pass_):
         self.pass_ = pass_
-        self._parser = expat.ParserCreate()
-        self._parser.buffer_text = True
-        self._parser.StartElementHandler = self._start
-        self._parser.EndElementHandler = self._end
-        self._parser.CharacterDataHandler = self._text
-        self._path = []
-        self._chars = []
-        self._fields = {}           # of the returnval, then of an area
-        self._area = {}
+        self._parser = XMLPullParser(events=("start", "end"))
+        self._path = []             # local names of the open elements
+        self._elements = []         # and the elements
+        self._names = {}            # tag -> local name
+        self._fields = {}           # of the returnval
         self._began = False
         self._answered = False
         self._fault = None          # [type, faultstring, keys]
+        self._inside = 0            # depth inside a changedArea
 
-    # -- expat's callbacks -------------------------------------------------
+    def _name(self, tag):
+        local = self._names.get(tag)
+        if local is None:
+            local = self._names[tag] = _local(tag)
+        return local
 
-    def _start(self, name, attributes):
-        name = _local(name)
+    def _read(self):
+        """The events parsed so far: each element looked at when it
+        starts and when it ends, then dropped; an area's own elements
+        only counted (``_inside``), and read from the area when it
+        ends."""
+        path, elements = self._path, self._elements
+        for event, element in self._parser.read_events():
+            if self._inside:
+                self._inside += 1 if event == "start" else -1
+                if self._inside:
+                    continue
+                self._end_area(element)
+            elif event == "start":
+                name = self._name(element.tag)
+                self._start(name, element)
+                path.append(name)
+                elements.append(element)
+                continue
+            elif self._fault is not None:
+                self._fault_field(path, element)
+            elif len(path) >= 4 and path[1] == "Body" and \
+                    path[3] == "returnval":
+                self._returnval_field(path[4:], element)
+            path.pop()
+            elements.pop()
+            if elements:
+                elements[-1].remove(element)
+
+    # -- the elements ------------------------------------------------------
+
+    def _start(self, name, element):
         depth = len(self._path)
         if depth == 0 and name != "Envelope":
             raise _Malformed("is not a SOAP document (its root element is "
-                            "<%s>)" % printable(name[:_SHOWN]))
+                             "<%s>)" % printable(name[:_SHOWN]))
         if depth == 2 and name == "Fault":
             self._fault = ["", "", []]
         if self._fault is not None and depth == 4:      # the detail's fault
-            kind = next((v for k, v in attributes.items()
+            kind = next((v for k, v in element.attrib.items()
                          if _local(k) == "type"), name)
             self._fault[0] = _local(kind)
-        self._path.append(name)
-        self._chars = []
+        if depth == 4 and name == "changedArea" and self._fault is None \
+                and self._path[1] == "Body" and self._path[3] == "returnval":
+            self._begin()
+            self._inside = 1
 
-    def _text(self, data):
-        self._chars.append(data)
-
-    def _end(self, name):
-        path = self._path
-        text = "".join(self._chars)
-        self._chars = []
-        if self._fault is not None:
-            self._fault_field(path, text)
-        elif len(path) >= 4 and path[1] == "Body" and path[3] == "returnval":
-            self._returnval_field(path[4:], text)
-        path.pop()
-
-    # -- the fields --------------------------------------------------------
-
-    def _fault_field(self, path, text):
+    def _fault_field(self, path, element):
+        text = element.text or ""
         if len(path) == 4 and path[3] == "faultstring":
             self._fault[1] = text
         elif path[-1] == "key" and "faultMessage" in path:
             self._fault[2].append(text)
 
-    def _returnval_field(self, inner, text):
+    def _returnval_field(self, inner, element):
         if not inner:                       # </returnval>
             self._begin()
             self._answered = True
         elif inner == ["startOffset"] or inner == ["length"]:
-            self._fields[inner[0]] = _number(inner[0], text)
-        elif inner[0] == "changedArea":
-            self._begin()
-            if len(inner) == 2 and inner[1] in ("start", "length"):
-                self._area[inner[1]] = _number(inner[1], text)
-            elif len(inner) == 1:
-                self._end_area()
+            self._fields[inner[0]] = _number(inner[0], element.text)
 
     def _begin(self):
         if self._began:
@@ -131,8 +148,12 @@ class AnswerReader:
         self.pass_.begin(self._fields["startOffset"], self._fields["length"])
         self._began = True
 
-    def _end_area(self):
-        area, self._area = self._area, {}
+    def _end_area(self, element):
+        area = {}
+        for field in element:
+            name = self._name(field.tag)
+            if name == "start" or name == "length":
+                area[name] = _number(name, field.text)
         if "start" not in area or "length" not in area:
             raise _Malformed("has an area without %s" % (
                 "start" if "start" not in area else "length"))
@@ -141,12 +162,13 @@ class AnswerReader:
     # -- use ---------------------------------------------------------------
 
     def feed(self, data):
-        self._parse(data, False)
+        self._parse(self._parser.feed, data)
 
-    def _parse(self, data, final):
+    def _parse(self, function, *args):
         try:
-            self._parser.Parse(data, final)
-        except expat.ExpatError as e:
+            function(*args)
+            self._read()
+        except ParseError as e:
             self.pass_.refuse("is not well-formed XML (%s)"
                               % expat.ErrorString(e.code))
         except _Malformed as e:
@@ -155,7 +177,7 @@ class AnswerReader:
     def close(self):
         """None once a complete DiskChangeInfo went to the pass (``end``
         called), or the Fault answered."""
-        self._parse(b"", True)
+        self._parse(self._parser.close)
         if self._fault is not None:
             name, message, keys = self._fault
             return Fault(name or "an unnamed fault", message, keys)

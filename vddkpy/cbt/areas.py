@@ -28,8 +28,14 @@ a changed area unchanged silently leaves a stale copy:
 
 Areas are merged into the map as they arrive, so memory follows the map,
 not the answers.
+
+vSphere answers a question at offset X from X on, so a large disk is cut
+into a few ranges (``split``) asked at once, each paged and checked as
+above on its own (an answer reaching past its range is used up to the
+range's end), then their maps joined in order (``collect``).
 """
 
+import _thread
 import bisect
 from array import array
 
@@ -45,6 +51,12 @@ DELTA_ALIGNMENT = 256 * 1024
 # each, far more than this.
 MIN_ADVANCE = 64 * 1024
 CALL = "QueryChangedDiskAreas"
+# A disk is asked for in ranges of at least RANGE_BYTES (whole GiB, so
+# that every alignment keeps to its range), at most RANGES of them, all
+# at once (RANGES calls in flight at most): each range costs a call, worth
+# it only where the answers of a busy disk need several pages.
+RANGE_BYTES = 8 << 30
+RANGES = 8
 
 
 def validate(change_id):
@@ -60,29 +72,33 @@ class BadAnswer(PluginError):
 
 
 class Pass:
-    """One pass of QueryChangedDiskAreas answers over a disk of
-    ``capacity`` bytes: where to ask next (``offset``), every answer
-    checked, the areas merged (widened to ``alignment``) as they come.
+    """One pass of QueryChangedDiskAreas answers over the range [first,
+    last) of a disk of ``capacity`` bytes (default: the whole disk): where
+    to ask next (``offset``), every answer checked, the areas within the
+    range merged (widened to ``alignment``) as they come.
 
     An answer is ``begin(start, length)``, ``area(start, length)`` for
     each area, ``end()``; ``answer()`` does all three."""
 
-    def __init__(self, capacity, alignment=SECTOR_SIZE):
+    def __init__(self, capacity, alignment=SECTOR_SIZE, first=0, last=None):
         self.capacity = capacity
         self.alignment = alignment
-        self.offset = 0             # where the next answer must start
+        self.first = first
+        self.last = capacity if last is None else last
+        self.offset = first         # where the next answer must start
         self.calls = 0
         self.areas = 0              # as reported, before merging
-        self.reported_bytes = 0     # their lengths added up
+        self.reported_bytes = 0     # their lengths in the range added up
         self.gap_bytes = 0          # not reported on: counted as changed
-        self.max_areas = capacity // SECTOR_SIZE
+        # Every answer of the pass lies in [first, capacity).
+        self.max_areas = (capacity - first) // SECTOR_SIZE
         self._begins = array("Q")   # the merged map: sorted, disjoint
         self._ends = array("Q")
         self._range = None          # the current answer's [start, end)
 
     @property
     def complete(self):
-        return self.offset >= self.capacity
+        return self.offset >= self.last
 
     def refuse(self, problem):
         raise BadAnswer("vSphere's answer to %s at offset %d %s"
@@ -91,17 +107,21 @@ class Pass:
     def begin(self, start, length):
         """The range the answer covers: [start, start + length)."""
         end = start + length
-        needed = min(self.offset + MIN_ADVANCE, self.capacity)
+        needed = min(self.offset + MIN_ADVANCE, self.last)
         if start < 0 or length < 0:
             self.refuse("covers [%d, %d), a negative range" % (start, end))
         if end < needed:
+            whole = self.first == 0 and self.last == self.capacity
             self.refuse("covers [%d, %d): it must end at %d or later (at "
-                         "least %d bytes further, or the end of the disk: "
-                         "no disk of %d bytes needs more than %d calls)"
-                         % (start, end, needed, MIN_ADVANCE, self.capacity,
-                            -(-self.capacity // MIN_ADVANCE)))
+                        "least %d bytes further, or the end of the %s: no "
+                        "%s of %d bytes needs more than %d calls)"
+                        % (start, end, needed, MIN_ADVANCE,
+                           "disk" if whole else "range it was asked for",
+                           "disk" if whole else "range",
+                           self.last - self.first,
+                           -(-(self.last - self.first) // MIN_ADVANCE)))
         if start > self.offset:
-            gap_end = min(start, self.capacity)
+            gap_end = min(start, self.last)
             self.gap_bytes += gap_end - self.offset
             if debug_flags.verbose:
                 debug("changed-since: vSphere answered from offset %d when "
@@ -118,15 +138,16 @@ class Pass:
             self.refuse("has an area of %d bytes at %d" % (length, start))
         if start < first or end > last:
             self.refuse("has the area [%d, %d) outside the range it "
-                         "covers, [%d, %d)" % (start, end, first, last))
+                        "covers, [%d, %d)" % (start, end, first, last))
         if end > self.capacity:
             self.refuse("has the area [%d, %d) past the end of the disk "
-                         "(%d bytes)" % (start, end, self.capacity))
+                        "(%d bytes)" % (start, end, self.capacity))
         self.areas += 1
         if self.areas > self.max_areas:
             self.refuse("makes %d areas: a disk of %d bytes has at most %d"
-                         % (self.areas, self.capacity, self.max_areas))
-        self.reported_bytes += length
+                        % (self.areas, self.capacity, self.max_areas))
+        end = min(end, self.last)           # after it: another range's
+        self.reported_bytes += max(0, end - max(start, self.first))
         start = max(start, self.offset)     # before it: answered already
         if start < end:
             self._add(start, end)
@@ -145,10 +166,10 @@ class Pass:
 
     def _add(self, start, end):
         """Merge [start, end), widened to the alignment and clipped to the
-        disk, into the map."""
+        range, into the map."""
         alignment = self.alignment
-        start = start // alignment * alignment
-        end = min(self.capacity, -(-end // alignment) * alignment)
+        start = max(self.first, start // alignment * alignment)
+        end = min(self.last, -(-end // alignment) * alignment)
         begins, ends = self._begins, self._ends
         if not ends or start > ends[-1]:            # the usual case
             begins.append(start)
@@ -164,6 +185,22 @@ class Pass:
             begins[i:j] = array("Q", (start,))
             ends[i:j] = array("Q", (end,))
 
+    def extend(self, after):
+        """Take over the complete pass ``after``, over the range that
+        follows this one's: its areas join this map, its counts these."""
+        if after._begins and self._ends and after._begins[0] <= \
+                self._ends[-1]:
+            self._ends[-1] = after._ends[0]
+            after._begins, after._ends = after._begins[1:], after._ends[1:]
+        self._begins.extend(after._begins)
+        self._ends.extend(after._ends)
+        self.last = after.last
+        self.offset = after.offset
+        self.calls += after.calls
+        self.areas += after.areas
+        self.reported_bytes += after.reported_bytes
+        self.gap_bytes += after.gap_bytes
+
     @property
     def changed_bytes(self):
         """What the map serves as changed."""
@@ -175,21 +212,79 @@ class Pass:
 
     def coverage(self):
         """What this pass asked and was told, for the statistics."""
-        return {"calls": self.calls, "answered": [0, min(self.offset,
-                                                         self.capacity)],
+        return {"calls": self.calls,
+                "answered": [self.first, min(self.offset, self.last)],
                 "areas": self.areas, "reported_bytes": self.reported_bytes,
                 "unreported_bytes": self.gap_bytes,
                 "changed_bytes": self.changed_bytes,
                 "complete": self.complete}
 
 
-def collect(ask, capacity, alignment=SECTOR_SIZE):
+def split(capacity, range_bytes=RANGE_BYTES, ranges=RANGES):
+    """[first, last) of each range a disk of ``capacity`` bytes is asked
+    in: at most ``ranges``, each at least ``range_bytes`` (a whole number
+    of GiB) but the last."""
+    count = max(1, min(ranges, capacity // range_bytes))
+    size = -(-capacity // count // range_bytes) * range_bytes
+    bounds = [min(capacity, i * size) for i in range(count)] + [capacity]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
+
+
+def collect(ask, capacity, alignment=SECTOR_SIZE, range_bytes=RANGE_BYTES,
+            ranges=RANGES):
     """A complete ``Pass`` over a disk of ``capacity`` bytes: ``ask(pass_)``
-    makes one call at ``pass_.offset`` and feeds its answer to the pass."""
-    pass_ = Pass(capacity, alignment)
-    while not pass_.complete:
-        ask(pass_)
-    return pass_
+    makes one call at ``pass_.offset`` and feeds its answer to the pass
+    (from several threads at once for a disk cut in ranges)."""
+    passes = [Pass(capacity, alignment, first, last)
+              for first, last in split(capacity, range_bytes, ranges)]
+
+    def finish(pass_, stopped):
+        while not pass_.complete and not stopped():
+            ask(pass_)
+
+    if len(passes) == 1:
+        finish(passes[0], lambda: False)
+    else:
+        _all_at_once(finish, passes)
+    whole = passes[0]
+    for after in passes[1:]:
+        whole.extend(after)
+    return whole
+
+
+def _all_at_once(function, items):
+    """function(item, stopped) for every item, each on a thread of its
+    own; the first exception raised is raised here once its thread has
+    ended, after which ``stopped()`` tells the others to make no new
+    call (their calls are bounded by the session; nothing waits for
+    them)."""
+    done = _thread.allocate_lock()
+    done.acquire()
+    state = {"running": len(items), "failure": None}
+    lock = _thread.allocate_lock()
+
+    def stopped():
+        return state["failure"] is not None
+
+    def run(item):
+        failure = None
+        try:
+            function(item, stopped)
+        except BaseException as e:      # handed to the waiting thread
+            failure = e
+        with lock:
+            state["running"] -= 1
+            if failure is not None and state["failure"] is None:
+                state["failure"] = failure
+            if state["running"] == 0 or failure is not None:
+                if done.locked():
+                    done.release()
+
+    for item in items:
+        _thread.start_new_thread(run, (item,))
+    done.acquire()
+    if state["failure"] is not None:
+        raise state["failure"]
 
 
 def with_tail(areas, start, end):
@@ -202,13 +297,24 @@ def with_tail(areas, start, end):
 
 
 def disk_map(areas, size):
-    """The DiskMap of a disk whose data are exactly ``areas`` (merged)."""
-    builder = extents.ExtentBuilder(0, extents.HOLE | extents.ZERO)
+    """The DiskMap of a disk of ``size`` bytes whose data are exactly
+    ``areas`` (merged, inside the disk), its extents made in one tight
+    loop (tens of thousands of them for a busy disk)."""
+    hole = extents.HOLE | extents.ZERO
+    made = []
+    append = made.append
+    position = 0
     for start, length in areas:
         if debug_flags.extents:
             debug("changed area at [%d...%d] (length %d)"
                   % (start, start + length - 1, length))
-        builder.add(start, is_hole=True)
-        builder.add(start + length, is_hole=False)
-    builder.add(size, is_hole=True)
-    return extents.DiskMap(builder.result())
+        end = start + length
+        if start > position:
+            append((position, start - position, hole))
+        elif made:                  # touching the previous area: one extent
+            start = made.pop()[0]
+        append((start, end - start, extents.DATA))
+        position = end
+    if size > position:
+        append((position, size - position, hole))
+    return extents.DiskMap(made)

@@ -9,15 +9,12 @@ operator is escaped (``printable``) where it enters a message.
 """
 
 import time
-from xml.sax.saxutils import escape
 
 from . import areas as changed
-from .answer import AnswerReader
 from ..errors import PluginError
 from ..nbdkit.compat import debug, debug_flags
 from ..printable import printable
-from ..vsphere.session import (SessionEnded, UnexpectedStatus,
-                               pyvmomi_problem)
+from ..vsphere import pyvmomi_problem
 
 CALL = changed.CALL
 ENABLE_HINT = ("enable it (ReconfigVM_Task with changeTrackingEnabled=true, "
@@ -43,6 +40,11 @@ _REQUEST = (
     '<deviceKey>%(key)d</deviceKey><startOffset>%(offset)d</startOffset>'
     '<changeId>%(change_id)s</changeId></QueryChangedDiskAreas>'
     '</soapenv:Body></soapenv:Envelope>')
+
+
+def _xml_text(text):
+    """``text`` as the content of an XML element."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class FullCopyNeeded(PluginError):
@@ -172,6 +174,9 @@ class TrackedDisk:
     def _query(self, stub, pass_, change_id):
         """One QueryChangedDiskAreas call at pass_.offset, its answer fed
         to ``pass_``."""
+        # Imported here, not by the process that only re-executes nbdkit.
+        from .answer import AnswerReader
+        from ..vsphere.session import UnexpectedStatus
         offset = pass_.offset
         if debug_flags.verbose:
             debug("vSphere call: %s (deviceKey %d, startOffset %d, changeId "
@@ -179,10 +184,10 @@ class TrackedDisk:
                            printable(change_id)))
         snapshot = "" if self.params.snapshot is None else (
             '<snapshot type="VirtualMachineSnapshot">%s</snapshot>'
-            % escape(self.params.snapshot))
-        body = _REQUEST % {"vm": escape(vm_moref(self.params.vm)),
+            % _xml_text(self.params.snapshot))
+        body = _REQUEST % {"vm": _xml_text(vm_moref(self.params.vm)),
                            "snapshot": snapshot, "key": self.device_key,
-                           "offset": offset, "change_id": escape(change_id)}
+                           "offset": offset, "change_id": _xml_text(change_id)}
         reader = AnswerReader(pass_)
         started = time.monotonic_ns()
         try:
@@ -198,6 +203,7 @@ class TrackedDisk:
 
     def _raise(self, fault, change_id):
         if fault.name == "NotAuthenticated":
+            from ..vsphere.session import SessionEnded
             raise SessionEnded()
         if fault.name == "ManagedObjectNotFound":
             raise PluginError("changed-since: vSphere %s has no %s"

@@ -59,12 +59,6 @@ class Stats:
     def __init__(self, names):
         self._lock = _thread.allocate_lock()
         self._functions = {name: FunctionStats(name) for name in names}
-        self._change_ids = {}           # file -> changeId for next time
-
-    def note_change_id(self, filename, change_id):
-        """changed-since=: the changeId to give next time for ``filename``."""
-        with self._lock:
-            self._change_ids[filename] = change_id
 
     def add(self, name, usecs, nbytes=0):
         with self._lock:
@@ -83,9 +77,6 @@ class Stats:
                 if f.bytes:
                     line += " %15d" % f.bytes
                 lines.append(line)
-            for filename, change_id in sorted(self._change_ids.items()):
-                lines.append("next changed-since for %s: %s"
-                             % (filename, change_id))
         return lines
 
     def as_json(self):
@@ -100,7 +91,4 @@ class Stats:
                 }
                 for f in self._functions.values() if f.calls
             }
-            document = {"functions": functions}
-            if self._change_ids:
-                document["next_change_ids"] = dict(self._change_ids)
-        return document
+        return {"functions": functions}

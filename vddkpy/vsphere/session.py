@@ -21,37 +21,22 @@ connection or nbdkit's exit.
 import http.client
 import socket
 import ssl
-import sys
 import threading
 import time
 import _thread
 
 from ..errors import PluginError
 from ..printable import printable
+from . import pyvmomi_missing_message, pyvmomi_problem  # noqa: F401
 from .thumbprint import format_thumbprint
 
 DEFAULT_TIMEOUT = 120     # seconds: vsphere-timeout='s default
 _POLL_SECONDS = 0.05      # how often a wait looks at interrupted()
 _READ_SIZE = 64 * 1024
+_IDLE_CONNECTIONS = 8     # post()'s connections kept alive between calls
 
 API_VERSION = "vim.version.version10"     # vSphere 6.0: has every call used
 _COOKIE_NAME = "vmware_soap_session"
-
-
-def pyvmomi_missing_message():
-    return ("changed-since needs pyvmomi, which is not installed for Python "
-            "%d.%d: apt install python3-pyvmomi" % sys.version_info[:2])
-
-
-def pyvmomi_problem():
-    """Why pyvmomi cannot be imported, or None; looked up without importing
-    it (the process that re-executes nbdkit has no use for it)."""
-    from importlib.util import find_spec
-    try:
-        found = find_spec("pyVmomi") is not None
-    except (ImportError, ValueError):
-        found = False
-    return None if found else pyvmomi_missing_message()
 
 
 def import_pyvmomi():
@@ -126,6 +111,8 @@ class VsphereSession:
         self.interrupted = interrupted
         self._lock = threading.Lock()
         self._stub = None
+        self._context = PinnedContext(params.thumbprint)
+        self._idle = []             # post()'s connections, kept alive
         self.vim, self.vmodl, self._adapter_class = import_pyvmomi()
 
     def call(self, function, *args, **kwargs):
@@ -216,7 +203,7 @@ class VsphereSession:
         p = self.params
         stub = self._adapter_class(
             host=p.server, port=p.port or 443, version=API_VERSION,
-            sslContext=PinnedContext(p.thumbprint))
+            sslContext=self._context)
         # Every connection of the stub: connect, handshake, each read.
         stub.schemeArgs["timeout"] = self.timeout
         content = self.vim.ServiceInstance("ServiceInstance",
@@ -235,10 +222,12 @@ class VsphereSession:
 
     def post(self, stub, body, sink):
         """POST the SOAP request ``body`` (bytes) in the session of
-        ``stub``, on its pool of pinned connections, handing the answer's
-        bytes to ``sink`` as they arrive; UnexpectedStatus for an answer
-        that is neither a result (200) nor a fault (500)."""
-        connection = stub.GetConnection()
+        ``stub``, on a pinned connection of this session's own (several
+        threads may post at once: pyvmomi's stub is not made for that),
+        handing the answer's bytes to ``sink`` as they arrive;
+        UnexpectedStatus for an answer that is neither a result (200) nor
+        a fault (500)."""
+        connection = self._connection()
         finished = False
         try:
             connection.request("POST", stub.path, body, {
@@ -259,10 +248,22 @@ class VsphereSession:
                 sink(data)
             finished = True
         finally:
-            if finished:
-                stub.ReturnConnection(connection)
-            else:
+            with self._lock:
+                kept = finished and len(self._idle) < _IDLE_CONNECTIONS
+                if kept:
+                    self._idle.append(connection)
+            if not kept:
                 connection.close()
+
+    def _connection(self):
+        """An idle connection of post(), or a new one: the certificate
+        pinned, every socket operation bounded by vsphere-timeout=."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return http.client.HTTPSConnection(
+            self.params.server, self.params.port or 443,
+            timeout=self.timeout, context=self._context)
 
 
 def _cookie_header(cookie):
