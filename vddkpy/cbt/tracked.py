@@ -47,6 +47,24 @@ def _xml_text(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+class NotFound(PluginError):
+    """vSphere has no such VM or snapshot (``vm=``, ``snapshot=``)."""
+
+
+class NoSuchDisk(PluginError):
+    """The VM (or snapshot) has no disk backed by ``file=``."""
+
+
+class TrackingOff(PluginError):
+    """Change tracking is off for the disk: ``saw`` says where, ``fix``
+    how to turn it on."""
+
+    def __init__(self, saw):
+        super().__init__("changed-since: %s: %s" % (saw, ENABLE_HINT))
+        self.saw = saw
+        self.fix = ENABLE_HINT
+
+
 class FullCopyNeeded(PluginError):
     """vSphere cannot give the changes since ``change_id``: it refused the
     changeId (not one of the disk's, or expired), or answered it with a
@@ -123,22 +141,21 @@ class TrackedDisk:
             owner = vm if snapshot is None else snapshot
             disks = self._disks(owner.config)
         except self.vsphere.vmodl.fault.ManagedObjectNotFound:
-            raise PluginError("changed-since: vSphere %s has no %s"
-                              % (self.vsphere.address, self._where)) \
-                from None
+            raise NotFound("changed-since: vSphere %s has no %s"
+                           % (self.vsphere.address, self._where)) from None
         disk = next((d for d in disks
                      if getattr(d.backing, "fileName", None) == self.filename),
                     None)
         if disk is None:
-            raise PluginError("changed-since: %s has no disk whose backing "
-                              "file is %s (its disks: %s)"
-                              % (self._where, self.shown, ", ".join(
-                                  printable(getattr(d.backing, "fileName",
-                                                    None) or "?")
-                                  for d in disks) or "none"))
+            raise NoSuchDisk("changed-since: %s has no disk whose backing "
+                             "file is %s (its disks: %s)"
+                             % (self._where, self.shown, ", ".join(
+                                 printable(getattr(d.backing, "fileName",
+                                                   None) or "?")
+                                 for d in disks) or "none"))
         self.next_change_id = getattr(disk.backing, "changeId", None)
         if not self.next_change_id:
-            raise PluginError(self._not_enabled())
+            raise self._not_enabled()
         self.device_key = disk.key
         self.capacity = disk.capacityInBytes or disk.capacityInKB * 1024
 
@@ -157,8 +174,8 @@ class TrackedDisk:
         return None
 
     def _not_enabled(self):
-        return ("changed-since: changed block tracking is not enabled on %s "
-                "of %s: %s" % (self.shown, self._where, ENABLE_HINT))
+        return TrackingOff("changed block tracking is not enabled on %s of "
+                           "%s" % (self.shown, self._where))
 
     def areas(self, change_id, alignment=changed.SECTOR_SIZE):
         """The complete, checked ``Pass`` of changed areas since
@@ -206,8 +223,8 @@ class TrackedDisk:
             from ..vsphere.session import SessionEnded
             raise SessionEnded()
         if fault.name == "ManagedObjectNotFound":
-            raise PluginError("changed-since: vSphere %s has no %s"
-                              % (self.vsphere.address, self._where))
+            raise NotFound("changed-since: vSphere %s has no %s"
+                           % (self.vsphere.address, self._where))
         if fault.name == "InvalidArgument" and change_id == changed.ALL:
             raise PluginError("changed-since=*: vSphere refused %s for %s "
                               "(%s)" % (CALL, self.shown,
@@ -216,7 +233,7 @@ class TrackedDisk:
             raise FullCopyNeeded(self._refused(change_id, fault), change_id,
                                  fault)
         if fault.name == "FileFault" and NOT_TRACKED_KEY in fault.keys:
-            raise PluginError(self._not_enabled())
+            raise self._not_enabled()
         message = "changed-since: vSphere %s: %s: %s" % (
             CALL, self.shown, printable(fault.text()))
         if fault.name == "FileFault" and self.params.snapshot is None:

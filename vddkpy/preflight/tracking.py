@@ -11,7 +11,8 @@ Runs in the child process of ``remote``, only once the thumbprint step
 has matched."""
 
 from ..cbt import areas as changed
-from ..cbt.tracked import FullCopyNeeded, TrackedDisk, vm_moref
+from ..cbt.tracked import (FullCopyNeeded, NoSuchDisk, NotFound,
+                           TrackedDisk, TrackingOff, vm_moref)
 from ..errors import PluginError
 from ..vsphere.session import VsphereSession, pyvmomi_missing_message
 from .deadlines import TRACKING_LIMIT, Overdue, deadline
@@ -48,9 +49,20 @@ def _step(params, failing):
         if params.changed_since not in (None, changed.ALL):
             disk.areas(params.changed_since)
     except FullCopyNeeded as e:         # its message says what to do
-        return Result(failing, "cbt", _text(e), escaped=True)
+        return _failed(e, failing)
+    except TrackingOff as e:
+        return Result(failing, "cbt", e.saw + ": each warm-migration pass "
+                      "would copy the whole disk", e.fix, escaped=True)
+    except NoSuchDisk as e:
+        return _failed(e, failing, "file= names the disk as the VM's "
+                       "configuration does")
+    except NotFound as e:
+        return _failed(e, failing, "vm=moref= and snapshot= must name "
+                       "objects that exist (a removed snapshot is gone: take "
+                       "a new one)")
     except PluginError as e:
-        return _failed(_text(e), failing)
+        return _failed(e, failing, "check server=, user= and the password "
+                       "(or cookie=)")
     except Exception as e:          # pyvmomi's faults, a server not vSphere
         return Result(failing, "cbt", "could not ask the vSphere API: %s"
                       % _first_line(e), "check that server= is a vCenter or "
@@ -64,30 +76,12 @@ def _step(params, failing):
     return Result(OK, "cbt", saw)
 
 
-def _text(error):
-    """The plugin's message, without its ``changed-since: ``."""
+def _failed(error, failing, fix=None):
+    """The plugin's message (escaped already), without its
+    ``changed-since: ``, as the step's line."""
     message = str(error)
-    return message[len(PREFIX):] if message.startswith(PREFIX) else message
-
-
-def _failed(text, failing):
-    """The plugin's message (escaped already) as the step's line: what it
-    saw, its fix."""
-    saw, _, fix = text.partition(": enable it")
-    if fix:
-        return Result(failing, "cbt", saw + ": each warm-migration pass "
-                      "would copy the whole disk", "enable it" + fix,
-                      escaped=True)
-    return Result(failing, "cbt", text, _fix_for(text), escaped=True)
-
-
-def _fix_for(text):
-    if "has no disk whose backing file" in text:
-        return "file= names the disk as the VM's configuration does"
-    if "has no VM " in text:
-        return ("vm=moref= and snapshot= must name objects that exist (a "
-                "removed snapshot is gone: take a new one)")
-    return "check server=, user= and the password (or cookie=)"
+    saw = message[len(PREFIX):] if message.startswith(PREFIX) else message
+    return Result(failing, "cbt", saw, fix, escaped=True)
 
 
 def _first_line(error):
