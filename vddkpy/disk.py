@@ -22,7 +22,6 @@ import _thread
 import time
 
 from .vddk import abi, log as vddklog
-from .cbt import areas as changed
 from . import extents, hints
 from .connection import Connection
 from .vddk.abi import SECTOR_SIZE, VIX_ASYNC, VIX_OK
@@ -78,7 +77,10 @@ def _completion(cb_data, result):
 
 def params_delta(params):
     """changed-since=CHANGEID (not "*"): unchanged areas read as zeros."""
-    return params.changed_since not in (None, changed.ALL)
+    if params.changed_since is None:
+        return False
+    from .cbt import areas      # only with changed-since=: not at start
+    return params.changed_since != areas.ALL
 
 
 def _or_null(text):
@@ -228,8 +230,10 @@ class Disk:
 
     def block_size(self):
         next(self.commands)
-        preferred = max(self.logical_sector, self.physical_sector, 4096,
-                        changed.DELTA_ALIGNMENT if self.delta else 0)
+        preferred = max(self.logical_sector, self.physical_sector, 4096)
+        if self.delta:
+            from .cbt.areas import DELTA_ALIGNMENT
+            preferred = max(preferred, DELTA_ALIGNMENT)
         return SECTOR_SIZE, preferred, MAX_REQUEST
 
     # -- data path ----------------------------------------------------------
