@@ -1,4 +1,4 @@
-"""Issue 13: every example of the manual (doc/nbdkit-vddk-plugin.md) runs,
+"""Every example of the manual (doc/nbdkit-vddk-plugin.md) runs,
 against the VDDK stand-in, in test_readme.py's sandbox and with its
 checks; the manual renders; the usage text names it."""
 

@@ -1,4 +1,4 @@
-"""Issue 7: vddkpy as nbdkit's `vddk` plugin, driven as real consumers do."""
+"""vddkpy as nbdkit's `vddk` plugin, driven as real consumers do."""
 
 import importlib.util
 import os

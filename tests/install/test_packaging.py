@@ -1,4 +1,4 @@
-"""Issue 13: installed like an nbdkit plugin.
+"""Installed like an nbdkit plugin.
 
 Each missing piece gives one exact line and a non-zero exit, never a
 traceback: python3-cffi, nbdkit's python plugin, the vddkpy package for
@@ -7,7 +7,7 @@ installer is tried only in a private mount namespace, where nbdkit's plugin
 directory and the embedded Python's site-packages are temporary
 directories, so nothing is written to the system.  The Debian package is
 built and checked with lintian; ``pip install .`` still works in a venv.
-Installing the package itself (issue 17: one copy of vddkpy runs, a file
+Installing the package itself (one copy of vddkpy runs, a file
 of the user's is not replaced, advice in a virtual environment) happens in
 a scratch system whose every directory dpkg writes is an overlay.
 """
@@ -160,7 +160,7 @@ def test_installer_leaves_the_packages_plugin_alone(system):
 
 
 def test_uninstall_after_the_package_replaced_an_older_install(system):
-    """(issue 17 item 6) An install made before the installer kept its
+    """An install made before the installer kept its
     record, whose script the Debian package has replaced: uninstall
     removes the copy it left, and leaves the package's script."""
     mounts = system()
@@ -310,7 +310,6 @@ def test_deb_lintian_has_no_errors(deb):
 
 
 # -- every entry point without vddkpy, and in a virtual environment ----------
-# (issue 17 item 7)
 
 PACKAGE_HOME = "/usr/lib/python3/dist-packages"     # the package's vddkpy
 SYSTEM_PYTHON = subprocess.run(
@@ -445,7 +444,7 @@ def dpkg_install(deb):
 
 def test_deb_refuses_to_replace_an_unowned_plugin(private_system, deb,
                                                   tmp_path):
-    """(issue 17 item 6) A user's own nbdkit-vddk-plugin: the install fails
+    """A user's own nbdkit-vddk-plugin: the install fails
     with one line from the package, and the file is kept."""
     mine = "%s/nbdkit-vddk-plugin" % DEB_PLUGINDIR
     steps = scratch_system(tmp_path, "\n".join([
@@ -472,7 +471,7 @@ def test_deb_refuses_to_replace_an_unowned_plugin(private_system, deb,
 
 
 def test_deb_over_a_manual_install(private_system, deb, tmp_path):
-    """(issue 17 item 6) vddkpy install from an older vddkpy's checkout,
+    """vddkpy install from an older vddkpy's checkout,
     then the package: nbdkit vddk runs the package's copy, vddkpy status
     names it and warns of the other, vddkpy uninstall removes what the
     older one wrote."""
@@ -530,7 +529,7 @@ def test_deb_over_a_manual_install(private_system, deb, tmp_path):
 
 
 def test_deb_in_a_virtual_environment(private_system, deb, tmp_path):
-    """(issue 17 item 7) With a virtual environment active, nbdkit's Python
+    """With a virtual environment active, nbdkit's Python
     runs in it and does not see python3-cffi: say 'deactivate'."""
     venv = tmp_path / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip",

@@ -1,4 +1,4 @@
-"""Issue 4: debug flags, statistics, --dump-plugin, re-exec, VDDK logs."""
+"""Debug flags, statistics, --dump-plugin, re-exec, VDDK logs."""
 
 import json
 import os

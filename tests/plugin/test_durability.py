@@ -1,4 +1,4 @@
-"""Issue 6: acknowledged writes are on disk even if nbdkit is killed, and
+"""Acknowledged writes are on disk even if nbdkit is killed, and
 SIGTERM in the middle of a copy ends cleanly and promptly."""
 
 import signal

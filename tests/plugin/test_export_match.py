@@ -1,5 +1,5 @@
-"""Issue 14.3 and 14.4: export= matches bytes as upstream does whatever the
-locale, and the client's export name is printed escaped.  Issue 18: as in
+"""export= matches bytes as upstream does whatever the
+locale, and the client's export name is printed escaped.  As in
 nbdkit 1.46, without FNM_PATHNAME ("*" matches "/")."""
 
 import json

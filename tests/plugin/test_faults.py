@@ -1,4 +1,4 @@
-"""Issue 6: VDDK failures reach the NBD client as the closest errno with one
+"""VDDK failures reach the NBD client as the closest errno with one
 error line each, fail only their own request, and a server that goes away
 for a while is survived with nbdkit's retry filter."""
 

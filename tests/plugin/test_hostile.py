@@ -1,4 +1,4 @@
-"""Issue 6: hostile and careless input -- parameters, export names, request
+"""Hostile and careless input -- parameters, export names, request
 shapes, broken files -- ends in a clean one-line error or a correct answer:
 never a Python traceback, a hang, or an abort of the stand-in."""
 

@@ -1,4 +1,4 @@
-"""Issue 17, items 1 and 2: a read-only connection's allocation map
+"""A read-only connection's allocation map
 describes the bytes that connection reads, whatever happened to the served
 path between the opens of several connections (a file renamed over it,
 growth in place), and whichever connection asked first.

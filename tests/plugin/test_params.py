@@ -1,4 +1,4 @@
-"""Issue 3: every parameter, validated and passed to VDDK as upstream does."""
+"""Every parameter, validated and passed to VDDK as upstream does."""
 
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""Issue 6: the password never shows, the re-exec's password file is
+"""The password never shows, the re-exec's password file is
 private and gone at once, export= and -r keep clients within bounds."""
 
 import errno

@@ -1,4 +1,4 @@
-"""Issue 2: a disk served through VDDK end to end, checked by real clients."""
+"""A disk served through VDDK end to end, checked by real clients."""
 
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""Issue 6, load: a minute of eight clients against one nbdkit
+"""A minute of eight clients against one nbdkit
 with latency injected -- no mismatch, no lost write, no threading-rule
 abort, and nbdkit's memory flat once warmed up.  scripts/soak.py runs the
 same soak for longer."""

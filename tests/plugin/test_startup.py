@@ -1,4 +1,4 @@
-"""Issue 18: what a start of the plugin imports.
+"""What a start of the plugin imports.
 
 Every ``nbdkit vddk`` start pays for its imports, twice when nbdkit is
 re-executed with VDDK's directory in LD_LIBRARY_PATH.  The process that
@@ -16,10 +16,13 @@ from bed import random_file, run_nbdkit
 DATA_PATH = {"vddkpy.session", "vddkpy.disk", "vddkpy.nbdkit.threadstate",
              "vddkpy.vddk.calls", "vddkpy.extents", "vddkpy.errors", "ctypes"}
 # cffi's parser, what only some paths need (password=, stats-file=, an
-# abbreviated nbdkit option), and modules whose imports cost more than
-# what they would do here (_thread and str methods do it).
+# abbreviated nbdkit option), the CBT package (changed-since= only), and
+# modules whose imports cost more than what they would do here (_thread
+# and str methods do it; collections, 3 ms, comes with functools, array
+# and namedtuple).
 NEVER = {"pycparser", "cffi", "subprocess", "tempfile", "json",
-         "threading", "re", "contextlib", "importlib"}
+         "threading", "re", "contextlib", "importlib", "collections",
+         "functools", "vddkpy.cbt"}
 
 
 def imports_per_process(stderr):

@@ -122,7 +122,7 @@ def run_with_stats(tmp_path, libdir, target, run="nbdinfo --size \"$uri\"",
 
 
 
-# -- what may be replaced (issue 17.3) ---------------------------------------
+# -- what may be replaced ----------------------------------------------------
 
 def stats_document(tmp_path, libdir):
     """A statistics document as vddkpy writes it (from a real run)."""
@@ -193,7 +193,7 @@ def test_link_planted_while_serving_is_left_alone(tmp_path, libdir):
     assert os.readlink(target) == str(victim)
 
 
-# -- never a file of the served disk (issue 17.3) ----------------------------
+# -- never a file of the served disk -----------------------------------------
 
 def digests(*paths):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -356,7 +356,7 @@ def test_parent_chain_that_loops(tmp_path, libdir):
         "disk being served (file=)" % (tmp_path / "b-flat"))
 
 
-# -- long names (issue 17.4) ---------------------------------------------------
+# -- long names ----------------------------------------------------------------
 
 def test_name_of_255_bytes_is_written(tmp_path, libdir):
     target = tmp_path / "stats" / ("s" * 250 + ".json")

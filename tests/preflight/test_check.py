@@ -1,4 +1,4 @@
-"""Issue 19: ``vddkpy check``, a preflight of a VDDK set-up, one line per
+"""``vddkpy check``, a preflight of a VDDK set-up, one line per
 step; and the plugin's hint lines after opaque VDDK errors.
 
 Every case runs the real command against the VDDK stand-in and, for
