@@ -356,7 +356,7 @@ def test_parent_chain_that_loops(tmp_path, libdir):
         "disk being served (file=)" % (tmp_path / "b-flat"))
 
 
-# -- long names ----------------------------------------------------------------
+# -- long names ---------------------------------------------------------------
 
 def test_name_of_255_bytes_is_written(tmp_path, libdir):
     target = tmp_path / "stats" / ("s" * 250 + ".json")
