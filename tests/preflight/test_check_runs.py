@@ -179,6 +179,19 @@ def test_refused_change_id_escaped_once(warm):
         "changeId for %s (" % bed.disk_file)
 
 
+def test_cbt_step_names_a_disk_the_vm_does_not_have(warm):
+    """file= that is none of the VM's disks: the cbt step lists them and
+    says what file= must be."""
+    bed, check = warm
+    bed.enable_cbt()
+    result = check("file=[datastore1] vm/other.vmdk", "changed-since=*")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert step(result, "cbt") == (
+        "FAIL cbt: VM moref=%s has no disk whose backing file is [datastore1] "
+        "vm/other.vmdk (its disks: %s); fix: file= names the disk as the "
+        "VM's configuration does" % (bed.vm, bed.disk_file))
+
+
 def test_removed_snapshot(warm):
     """A snapshot removed since: the fix says so (not only what a moref
     looks like)."""
