@@ -127,7 +127,7 @@ def fallback_lines(stderr):
      "vddkpy/vddk/_vddk_cffi.py cannot be loaded: cffi out-of-line Python module "
      "'vddkpy.vddk._vddk_cffi' has unknown version 0x2fff"),
     ("from _cffi_backend import FFI\nffi = FFI()\n"
-     "DECLARATIONS_CRC32 = 0x12345678\n",
+     "DECLARATIONS = 'void VixDiskLib_Exit(void);'\n",
      "vddkpy/vddk/_vddk_cffi.py was made from other declarations than "
      "vddkpy/vddk/abi.py's")])
 def test_serves_with_one_line_without_a_usable_module(tmp_path, generated,

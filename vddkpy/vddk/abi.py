@@ -136,6 +136,9 @@ const char *nbdkit_export_name(void);
 """
 
 DECLARATIONS = VDDK_DECLARATIONS + PROCESS_DECLARATIONS
+# The module ffibuild generates from them at build time, which binding
+# loads (in this package).
+GENERATED_MODULE = "_vddk_cffi"
 
 # Byte offsets from VMware's headers; the plugin fills VDDK-allocated
 # structures, so a mismatch would silently corrupt them.

@@ -11,26 +11,26 @@ debug line (``nbdkit -v``).
 
 import sys
 
-from . import ffibuild
+from . import abi
+
+_QUALIFIED = "%s.%s" % (__package__, abi.GENERATED_MODULE)
 
 
 def _generated():
     """(the generated module's ffi, None) or (None, why it is not used)."""
+    module = abi.GENERATED_MODULE
     try:
         # (``from . import`` would hide that the module is missing;
         # importlib costs start-up time.)
-        __import__(ffibuild.QUALIFIED)
-        generated = sys.modules[ffibuild.QUALIFIED]
+        __import__(_QUALIFIED)
+        generated = sys.modules[_QUALIFIED]
     except ImportError as e:
-        if isinstance(e, ModuleNotFoundError) \
-                and e.name == ffibuild.QUALIFIED:
-            return None, "vddkpy/vddk/%s.py is missing" % ffibuild.MODULE
-        return None, "vddkpy/vddk/%s.py cannot be loaded: %s" \
-            % (ffibuild.MODULE, e)
-    checksum = getattr(generated, ffibuild.CHECKSUM_NAME, None)
-    if checksum != ffibuild.declarations_checksum():
+        if isinstance(e, ModuleNotFoundError) and e.name == _QUALIFIED:
+            return None, "vddkpy/vddk/%s.py is missing" % module
+        return None, "vddkpy/vddk/%s.py cannot be loaded: %s" % (module, e)
+    if getattr(generated, "DECLARATIONS", None) != abi.DECLARATIONS:
         return None, ("vddkpy/vddk/%s.py was made from other declarations than "
-                      "vddkpy/vddk/abi.py's" % ffibuild.MODULE)
+                      "vddkpy/vddk/abi.py's" % module)
     return generated.ffi, None
 
 
@@ -41,7 +41,7 @@ def _parsed(why):
          "declarations at start-up instead" % why)
     import cffi
     parsed = cffi.FFI()
-    parsed.cdef(ffibuild.abi.DECLARATIONS)
+    parsed.cdef(abi.DECLARATIONS)
     return parsed
 
 

@@ -8,27 +8,23 @@ module of type tables: loading it needs only ``_cffi_backend``, where
 55 ms, paid twice because of the re-exec).  No C compiler is involved.
 Every build runs this: scripts/setup.sh (the checkout), vddkpy.install,
 scripts/build-deb.sh, and ``pip install`` (setup.py).  The module records a
-checksum of the declarations it was made from, so ``binding`` notices a
-module older than abi.py and parses the text instead.
+copy of the declarations it was made from, so ``binding`` notices a
+module older than abi.py (by comparing two strings, at no cost) and parses
+the text instead.
 """
 
 import os
 import sys
-import zlib
 
 from . import abi
 
-MODULE = "_vddk_cffi"
+MODULE = abi.GENERATED_MODULE
 QUALIFIED = "vddkpy.vddk." + MODULE
-CHECKSUM_NAME = "DECLARATIONS_CRC32"
-
-
-def declarations_checksum():
-    return zlib.crc32(abi.DECLARATIONS.encode("ascii"))
 
 
 def module_text():
-    """The generated module's text: cffi's output, then the checksum."""
+    """The generated module's text: cffi's output, then the declarations
+    it was made from."""
     import cffi
     import tempfile
     builder = cffi.FFI()
@@ -38,8 +34,8 @@ def module_text():
         builder.compile(tmpdir=scratch, verbose=False)
         with open(os.path.join(scratch, *QUALIFIED.split(".")) + ".py") as f:
             text = f.read()
-    return "%s\n# What binding compares with abi.DECLARATIONS.\n%s = 0x%08x\n" \
-        % (text, CHECKSUM_NAME, declarations_checksum())
+    return ("%s\n# What binding compares with abi.DECLARATIONS.\n"
+            "DECLARATIONS = %r\n" % (text, abi.DECLARATIONS))
 
 
 def generate(directory=None):
