@@ -64,6 +64,11 @@ class Session:
         self.vddk = Vddk(library, collect)
         self.changes = None             # changed-since=: what the run proved
         if params.changed_since is not None:
+            # vSphere's session imports threading. Whichever thread imports
+            # it first is its main thread, and Python 3.9 asserts at exit
+            # when that thread has ended (an nbdkit worker): so here, on
+            # nbdkit's main thread (get_ready).
+            import threading  # noqa: F401
             from .cbt.record import Run
             self.changes = Run(params, self.vddk.stats, _nbdkit_stopping())
         if (library.version >= 8 and params.transports is None
