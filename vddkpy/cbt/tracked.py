@@ -185,14 +185,18 @@ class TrackedDisk:
                                    self.capacity)
         if problem:
             raise PluginError(problem)
+        # Imported before collect's threads ask for their ranges (Python
+        # 3.9 fails a "from ... import" of a module that another thread is
+        # still importing), and not at module level: the process that only
+        # re-executes nbdkit imports this module too.
+        from . import answer  # noqa: F401
         return changed.collect(lambda pass_: self.vsphere.call(
             self._query, pass_, change_id), self.capacity, alignment)
 
     def _query(self, stub, pass_, change_id):
         """One QueryChangedDiskAreas call at pass_.offset, its answer fed
         to ``pass_``."""
-        # Imported here, not by the process that only re-executes nbdkit.
-        from .answer import AnswerReader
+        from .answer import AnswerReader        # imported by areas()
         from ..vsphere.session import UnexpectedStatus
         offset = pass_.offset
         if debug_flags.verbose:
