@@ -35,13 +35,21 @@ def _put_tools_first_on_path():
     module for nbdsh) and, when $NBDKIT is set, "nbdkit" as the server
     under test (otherwise the nbdkit already first on PATH is).  The
     directory is named by what it points to and kept in build/ for the next
-    run: a killed run leaves nothing in $TMPDIR."""
+    run: a killed run leaves nothing in $TMPDIR.  A user who cannot write
+    the checkout (the unit tests run so) gets one such directory of their
+    own in $TMPDIR, reused the same way."""
     tools = {"python3": sys.executable}
     if os.environ.get("NBDKIT"):
         tools["nbdkit"] = os.path.abspath(os.environ["NBDKIT"])
     key = hashlib.sha256(repr(sorted(tools.items())).encode()).hexdigest()
     bindir = ROOT / "build" / "tests-bin" / key[:16]
-    bindir.mkdir(parents=True, exist_ok=True)
+    try:
+        bindir.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        import tempfile
+        bindir = Path(tempfile.gettempdir()) / (
+            "vddkpy-tests-bin-%d-%s" % (os.getuid(), key[:16]))
+        bindir.mkdir(mode=0o700, exist_ok=True)
     for name, target in tools.items():
         link = bindir / name
         if not link.is_symlink() or os.readlink(link) != target:
