@@ -219,7 +219,8 @@ PARAMETERS = (
     _key("vimapiver", _ignored, None, "<ANY>",
          "Ignored, for old command lines."),
     _key("reexeced_", _verbatim),   # added by the re-exec, never by users
-    # cookie= read from -FD (vddkpy sync's children): never by users.
+    # cookie= read from -FD (the re-exec, vddkpy sync's children): never
+    # written by users.
     _key("cookie_", _verbatim),
 )
 
@@ -254,9 +255,9 @@ class Params:
         parameter = _BY_KEY.get(key)
         if parameter is None:
             fail_startup("unknown parameter '%s'" % printable(key))
-        if key == "cookie_" or (key == "cookie" and
-                                self.reexeced_ is not None):
-            # vddkpy's own: a descriptor (sync's pipe, the re-exec's file).
+        if key == "cookie_":
+            # vddkpy's own: cookie= from a descriptor (the re-exec's memory
+            # file, sync's pipe); cookie= itself is always the cookie.
             parameter, value = _BY_KEY["cookie"], read_password(value)
         setattr(self, parameter.attribute, parameter.parse(key, value))
 

@@ -96,10 +96,8 @@ def reexec_if_needed(directory, params):
     original = os.environ.get("LD_LIBRARY_PATH", "")
     debug("adding reexeced_=%s" % original)
     new_argv.append("reexeced_=%s" % original)
-    # After reexeced_=, which tells the parser that this cookie= names a
-    # file descriptor (a cookie itself may begin with "-").
-    if params.cookie is not None:
-        new_argv.append("cookie=-%d" % _password_fd(params.cookie))
+    if params.cookie is not None:       # cookie_: the cookie read from -FD
+        new_argv.append("cookie_=-%d" % _password_fd(params.cookie))
     library_path = "%s:%s" % (directory, original) if original else directory
     os.environ["LD_LIBRARY_PATH"] = library_path
     debug("re-executing with updated LD_LIBRARY_PATH=%s" % library_path)
