@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vddkpy.cbt.answer import AnswerReader
+from vddkpy.cbt import answer
+from vddkpy.cbt.answer import WHOLE_BYTES, AnswerReader
 from vddkpy.cbt.areas import (MIN_ADVANCE, BadAnswer, Pass, collect,
                               with_tail)
 
@@ -267,6 +268,92 @@ def test_a_huge_answer_streams_in_flat_memory():
     assert p.merged() == [(0, (count * 2048 + 256 * 1024 - 1)
                            // (256 * 1024) * 256 * 1024)]
     assert peak < 2 * MiB, peak
+
+
+def outcome(document, whole_bytes):
+    """What reading ``document`` (in 7-byte pieces) does to a pass of a
+    8 MiB disk: its state, or the refusal."""
+    pass_ = Pass(8 * MiB, alignment=512)
+    reader = AnswerReader(pass_, whole_bytes=whole_bytes)
+    try:
+        for i in range(0, len(document), 7):
+            reader.feed(document[i:i + 7])
+        fault = reader.close()
+    except BadAnswer as e:
+        return str(e)
+    return (fault, pass_.merged(), pass_.offset, pass_.calls, pass_.areas,
+            pass_.reported_bytes, pass_.gap_bytes)
+
+
+def plain_answer(start, length, areas):
+    return result(b"<startOffset>%d</startOffset><length>%d</length>"
+                  % (start, length) + b"".join(area(*a) for a in areas))
+
+
+NUMBERS = st.integers(0, 9 * MiB) | st.integers(0, 1 << 64)
+AREAS = st.lists(st.tuples(NUMBERS, NUMBERS), max_size=20)
+# Ways of writing the same answer that are not plain, and damage.
+VARIANTS = [
+    (b"<returnval>", b"<returnval >"),
+    (b"<startOffset>", b"<startOffset>\n"),
+    (b"</length><changedArea>", b"</length> <changedArea>"),
+    (b"<changedArea>", b"<vim:changedArea xmlns:vim='urn:vim25'>"),
+    (b"</changedArea>", b"</changedArea><!-- -->"),
+    (b"<start>", b"<start>0"),
+    (b"<start>", b"<start>-"),
+    (b"<length>", b"<length>&#48;"),
+    (b"</start>", b"</start><x/>"),
+    (b"</returnval>", b"<changedArea><start>1</start></changedArea>"
+     b"</returnval>"),
+    (b"soapenv:Body", b"soap:Body"),
+    (b"</soapenv:Envelope>", b"</soapenv:Envelope><x/>"),
+    (b"</soapenv:Envelope>", b""),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(NUMBERS, NUMBERS, AREAS, st.sampled_from([None] + VARIANTS),
+       st.integers(0, 20))
+def test_plain_and_streamed_reading_agree(start, length, areas, variant,
+                                          where):
+    """An answer kept whole (and read as plain if it is), or streamed
+    through the pull parser: the same pass, or the same refusal."""
+    document = written = plain_answer(start, length, areas)
+    if variant is not None and variant[0] in written:
+        old, new = variant
+        parts = written.split(old)
+        where = 1 + where % (len(parts) - 1)
+        document = old.join(parts[:where]) + new + old.join(parts[where:])
+    streamed = outcome(document, whole_bytes=0)
+    assert outcome(document, whole_bytes=WHOLE_BYTES) == streamed
+    if document == written and isinstance(streamed, tuple):
+        assert answer._read_plain(document, Pass(8 * MiB))
+
+
+def test_the_bed_s_answer_is_plain():
+    """The form vSphere and the bed write (whitespace between the SOAP
+    elements, the response's own namespace) is read as plain."""
+    document = (b'<?xml version="1.0" encoding="UTF-8"?>\n<soapenv:Envelope '
+                b'xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" '
+                b'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+                b'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+                b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
+                b'<soapenv:Body><QueryChangedDiskAreasResponse '
+                b'xmlns="urn:vim25"><returnval><startOffset>0</startOffset>'
+                b"<length>8388608</length>" + area(MiB, GRAIN)
+                + b"</returnval></QueryChangedDiskAreasResponse>"
+                b"</soapenv:Body>\n</soapenv:Envelope>")
+    pass_ = Pass(8 * MiB)
+    assert answer._read_plain(document, pass_)
+    assert pass_.merged() == [(MiB, GRAIN)] and pass_.complete
+
+
+def test_an_answer_longer_than_kept_whole_is_streamed():
+    document = plain_answer(0, 8 * MiB, [(i * 512, 512) for i in range(
+        WHOLE_BYTES // len(area(0, 512)) + 1)])
+    assert len(document) > WHOLE_BYTES
+    assert outcome(document, WHOLE_BYTES) == outcome(document, 0)
+    assert outcome(document, WHOLE_BYTES)[4] > 7000
 
 
 # -- the capacity the changeId was taken at ------------------------------------

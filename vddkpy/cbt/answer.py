@@ -9,14 +9,40 @@ refused at its first bad element.  A document that is not a SOAP
 envelope with either a DiskChangeInfo or a fault, malformed XML, a
 missing or non-numeric field: one BadAnswer saying what, never a
 traceback.
+
+The usual answer is read faster (``_read_plain``): one of at most
+WHOLE_BYTES (a page of 2000 areas is about 150 KB) is kept whole until
+it ends, and if it is well-formed XML (expat checks it in C, with no
+handler) written in the plain form vSphere and the bed write (the
+DiskChangeInfo without attributes, namespace prefixes, comments or
+spaces inside it, numbers of ASCII digits), its fields are taken with
+regular expressions: a third of the time.  Anything else (a fault,
+another form, more bytes) goes through the pull parser, which reads
+every answer; on a plain answer both make the same calls of the pass, in
+the same order (tests/unit/test_cbt_paging.py compares them).
 """
 
+import re
 from xml.etree.ElementTree import ParseError, XMLPullParser
 from xml.parsers import expat
 
 from ..printable import printable
 
 _SHOWN = 60       # characters of a bad value quoted in a message
+WHOLE_BYTES = 512 * 1024    # the most of an answer kept whole (see above)
+
+_SPACE = rb"[ \t\r\n]*"
+_PLAIN_ANSWER = re.compile(
+    rb'(?:<\?xml version="1\.0" encoding="UTF-8"\?>)?' + _SPACE
+    + rb"<soapenv:Envelope[^<>]*>" + _SPACE + rb"<soapenv:Body>" + _SPACE
+    + rb'<QueryChangedDiskAreasResponse xmlns="urn:vim25">' + _SPACE
+    + rb"<returnval><startOffset>([0-9]{1,20})</startOffset>"
+    rb"<length>([0-9]{1,20})</length>"
+    rb"((?:<changedArea><start>[0-9]{1,20}</start>"
+    rb"<length>[0-9]{1,20}</length></changedArea>)*)"
+    rb"</returnval>" + _SPACE + rb"</QueryChangedDiskAreasResponse>" + _SPACE
+    + rb"</soapenv:Body>" + _SPACE + rb"</soapenv:Envelope>" + _SPACE)
+_PLAIN_AREA = re.compile(rb"<start>([0-9]+)</start><length>([0-9]+)</length>")
 
 
 class Fault:
@@ -60,8 +86,10 @@ class AnswerReader:
     the bytes as they come, then ``close`` returns None, or the Fault
     the server answered with."""
 
-    def __init__(self, pass_):
+    def __init__(self, pass_, whole_bytes=WHOLE_BYTES):
         self.pass_ = pass_
+        self._whole = []            # the answer so far, while it may be plain
+        self._whole_left = whole_bytes
         self._parser = XMLPullParser(events=("start", "end"))
         self._path = []             # local names of the open elements
         self._elements = []         # and the elements
@@ -162,6 +190,15 @@ class AnswerReader:
     # -- use ---------------------------------------------------------------
 
     def feed(self, data):
+        if self._whole is not None:
+            self._whole_left -= len(data)
+            self._whole.append(data)
+            if self._whole_left >= 0:
+                return
+            kept, self._whole = self._whole, None   # too long to be plain
+            for data in kept:
+                self._parse(self._parser.feed, data)
+            return
         self._parse(self._parser.feed, data)
 
     def _parse(self, function, *args):
@@ -177,6 +214,11 @@ class AnswerReader:
     def close(self):
         """None once a complete DiskChangeInfo went to the pass (``end``
         called), or the Fault answered."""
+        if self._whole is not None:
+            document, self._whole = b"".join(self._whole), None
+            if _read_plain(document, self.pass_):
+                return None
+            self._parse(self._parser.feed, document)
         self._parse(self._parser.close)
         if self._fault is not None:
             name, message, keys = self._fault
@@ -185,3 +227,21 @@ class AnswerReader:
             self.pass_.refuse("holds no returnval (DiskChangeInfo)")
         self.pass_.end()
         return None
+
+
+def _read_plain(document, pass_):
+    """True once a plain answer (see the module's text) went to
+    ``pass_``; False, with nothing done, for any other document."""
+    try:
+        expat.ParserCreate(namespace_separator="}").Parse(document, True)
+    except expat.ExpatError:
+        return False
+    plain = _PLAIN_ANSWER.fullmatch(document)
+    if plain is None:
+        return False
+    pass_.begin(int(plain[1]), int(plain[2]))
+    area = pass_.area
+    for start, length in _PLAIN_AREA.findall(document, *plain.span(3)):
+        area(int(start), int(length))
+    pass_.end()
+    return True

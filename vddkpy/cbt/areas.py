@@ -303,14 +303,15 @@ def disk_map(areas, size):
     """The DiskMap of a disk of ``size`` bytes whose data are exactly
     ``areas`` (merged, inside the disk), its extents made in one tight
     loop (tens of thousands of them for a busy disk)."""
+    if debug_flags.extents:
+        for start, length in areas:
+            debug("changed area at [%d...%d] (length %d)"
+                  % (start, start + length - 1, length))
     hole = extents.HOLE | extents.ZERO
     made = []
     append = made.append
     position = 0
     for start, length in areas:
-        if debug_flags.extents:
-            debug("changed area at [%d...%d] (length %d)"
-                  % (start, start + length - 1, length))
         end = start + length
         if start > position:
             append((position, start - position, hole))
