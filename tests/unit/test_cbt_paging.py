@@ -308,6 +308,8 @@ VARIANTS = [
     (b"soapenv:Body", b"soap:Body"),
     (b"</soapenv:Envelope>", b"</soapenv:Envelope><x/>"),
     (b"</soapenv:Envelope>", b""),
+    (b"xmlns:soapenv=", b"xmlns:soap="),          # an unbound prefix
+    (b"<soapenv:Envelope ", b'<soapenv:Envelope a="1" a="2" '),
 ]
 
 

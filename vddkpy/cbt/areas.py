@@ -134,25 +134,43 @@ class Pass:
 
     def area(self, start, length):
         """One changed area of the current answer."""
+        self.areas_of(((start, length),))
+
+    def areas_of(self, areas):
+        """Changed areas of the current answer: (start, length) pairs (a
+        page's thousands in one loop, its lookups made once)."""
         first, last = self._range
-        end = start + length
-        if length <= 0:
-            self.refuse("has an area of %d bytes at %d" % (length, start))
-        if start < first or end > last:
-            self.refuse("has the area [%d, %d) outside the range it "
-                        "covers, [%d, %d)" % (start, end, first, last))
-        if end > self.capacity:
-            self.refuse("has the area [%d, %d) past the end of the disk "
-                        "(%d bytes)" % (start, end, self.capacity))
-        self.areas += 1
-        if self.areas > self.max_areas:
-            self.refuse("makes %d areas: a disk of %d bytes has at most %d"
-                        % (self.areas, self.capacity, self.max_areas))
-        end = min(end, self.last)           # after it: another range's
-        self.reported_bytes += max(0, end - max(start, self.first))
-        start = max(start, self.offset)     # before it: answered already
-        if start < end:
-            self._add(start, end)
+        capacity, low, high = self.capacity, self.first, self.last
+        offset, add, count = self.offset, self._add, self.areas
+        reported = 0
+        try:
+            for start, length in areas:
+                end = start + length
+                if length <= 0:
+                    self.refuse("has an area of %d bytes at %d"
+                                % (length, start))
+                if start < first or end > last:
+                    self.refuse("has the area [%d, %d) outside the range it "
+                                "covers, [%d, %d)" % (start, end, first, last))
+                if end > capacity:
+                    self.refuse("has the area [%d, %d) past the end of the "
+                                "disk (%d bytes)" % (start, end, capacity))
+                count += 1
+                if count > self.max_areas:
+                    self.refuse("makes %d areas: a disk of %d bytes has at "
+                                "most %d" % (count, capacity, self.max_areas))
+                if end > high:              # after it: another range's
+                    end = high
+                inside = start if start > low else low
+                if end > inside:
+                    reported += end - inside
+                if start < offset:          # before it: answered already
+                    start = offset
+                if start < end:
+                    add(start, end)
+        finally:
+            self.areas = count
+            self.reported_bytes += reported
 
     def end(self):
         """The answer is over: the next one starts where it ended."""
@@ -162,8 +180,7 @@ class Pass:
 
     def answer(self, start, length, areas):
         self.begin(start, length)
-        for area in areas:
-            self.area(*area)
+        self.areas_of(areas)
         self.end()
 
     def _add(self, start, end):
