@@ -227,14 +227,19 @@ class VsphereSession:
         handing the answer's bytes to ``sink`` as they arrive;
         UnexpectedStatus for an answer that is neither a result (200) nor
         a fault (500)."""
-        connection = self._connection()
+        connection, reused = self._connection()
         finished = False
         try:
-            connection.request("POST", stub.path, body, {
-                "Cookie": stub.cookie, "SOAPAction": stub.versionId,
-                "Content-Type": "text/xml; charset=utf-8",
-                "User-Agent": "vddkpy"})
-            answer = connection.getresponse()
+            try:
+                answer = self._send(connection, stub, body)
+            except (ConnectionError, http.client.BadStatusLine,
+                    ssl.SSLEOFError):
+                if not reused:
+                    raise
+                # The server closed the kept connection while it was idle
+                # (nothing was answered, so asking again is safe).
+                connection.close()
+                answer = self._send(connection, stub, body)
             cookie = answer.getheader("set-cookie")
             if cookie:
                 stub.cookie = cookie
@@ -255,15 +260,23 @@ class VsphereSession:
             if not kept:
                 connection.close()
 
+    @staticmethod
+    def _send(connection, stub, body):
+        connection.request("POST", stub.path, body, {
+            "Cookie": stub.cookie, "SOAPAction": stub.versionId,
+            "Content-Type": "text/xml; charset=utf-8", "User-Agent": "vddkpy"})
+        return connection.getresponse()
+
     def _connection(self):
-        """An idle connection of post(), or a new one: the certificate
-        pinned, every socket operation bounded by vsphere-timeout=."""
+        """(an idle connection of post(), True) or (a new one, False): the
+        certificate pinned, every socket operation bounded by
+        vsphere-timeout=."""
         with self._lock:
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop(), True
         return http.client.HTTPSConnection(
             self.params.server, self.params.port or 443,
-            timeout=self.timeout, context=self._context)
+            timeout=self.timeout, context=self._context), False
 
 
 def _cookie_header(cookie):
