@@ -187,6 +187,7 @@ def main(argv=None):
                                         dir=args.workdir))
     meta, started = run_meta(ctx), time.monotonic()
     try:
+        servers.byte_compile()
         ctx.standin = servers.install_standin(ctx.workdir)
         make_disks(ctx, cases, meta)
         run_cases(ctx, cases)
