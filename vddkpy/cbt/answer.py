@@ -11,16 +11,16 @@ missing or non-numeric field: one BadAnswer saying what, never a
 traceback.
 
 The usual answer is read faster (``_read_plain``): one of at most
-WHOLE_BYTES (a page of 2000 areas is about 150 KB) is kept whole until
-it ends, and if it is written in the plain form vSphere and the bed
-write (the DiskChangeInfo without attributes, namespace prefixes,
-comments or spaces inside it, numbers of ASCII digits: a regular
-expression says so) and well-formed XML (expat, with no handler, checks
-what is not areas), its fields are taken with regular expressions: a
-fifth of the time.  Anything else (a fault,
-another form, more bytes) goes through the pull parser, which reads
-every answer; on a plain answer both make the same calls of the pass, in
-the same order (tests/unit/test_cbt_paging.py compares them).
+WHOLE_BYTES (a page of 2000 areas is about 150 KB) is kept whole until it
+ends; if it is written in the plain form vSphere and the bed write (no
+attributes, namespace prefixes, comments or spaces inside the
+DiskChangeInfo, numbers of ASCII digits: a regular expression says so)
+and is well-formed XML (expat, with no handler, checks what is not its
+run of areas), its numbers are taken with a regular expression, in a
+fifth of the time.  Anything else (a fault, another form, more bytes)
+goes through the pull parser, which reads every answer.  On a plain
+answer both make the same calls of the pass in the same order, which
+tests/unit/test_cbt_paging.py checks on generated and damaged answers.
 """
 
 import re

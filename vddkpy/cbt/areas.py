@@ -139,9 +139,10 @@ class Pass:
     def areas_of(self, areas):
         """Changed areas of the current answer: (start, length) pairs (a
         page's thousands in one loop, its lookups made once)."""
-        first, last = self._range
-        capacity, low, high = self.capacity, self.first, self.last
-        offset, add, count = self.offset, self._add, self.areas
+        first, last = self._range                  # the answer's range
+        low, high = self.first, self.last           # and this pass's
+        capacity, offset, add, count = (self.capacity, self.offset,
+                                        self._add, self.areas)
         reported = 0
         try:
             for start, length in areas:
