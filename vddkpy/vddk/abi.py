@@ -139,6 +139,7 @@ DECLARATIONS = VDDK_DECLARATIONS + PROCESS_DECLARATIONS
 # The module ffibuild generates from them at build time, which binding
 # loads (in this package).
 GENERATED_MODULE = "_vddk_cffi"
+GENERATED_QUALIFIED = "%s.%s" % (__package__, GENERATED_MODULE)
 
 # Byte offsets from VMware's headers; the plugin fills VDDK-allocated
 # structures, so a mismatch would silently corrupt them.

@@ -13,8 +13,6 @@ import sys
 
 from . import abi
 
-_QUALIFIED = "%s.%s" % (__package__, abi.GENERATED_MODULE)
-
 
 def _generated():
     """(the generated module's ffi, None) or (None, why it is not used)."""
@@ -22,10 +20,10 @@ def _generated():
     try:
         # (``from . import`` would hide that the module is missing;
         # importlib costs start-up time.)
-        __import__(_QUALIFIED)
-        generated = sys.modules[_QUALIFIED]
+        __import__(abi.GENERATED_QUALIFIED)
+        generated = sys.modules[abi.GENERATED_QUALIFIED]
     except ImportError as e:
-        if isinstance(e, ModuleNotFoundError) and e.name == _QUALIFIED:
+        if isinstance(e, ModuleNotFoundError) and e.name == abi.GENERATED_QUALIFIED:
             return None, "vddkpy/vddk/%s.py is missing" % module
         return None, "vddkpy/vddk/%s.py cannot be loaded: %s" % (module, e)
     if getattr(generated, "DECLARATIONS", None) != abi.DECLARATIONS:

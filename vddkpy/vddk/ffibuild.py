@@ -19,7 +19,7 @@ import sys
 from . import abi
 
 MODULE = abi.GENERATED_MODULE
-QUALIFIED = "vddkpy.vddk." + MODULE
+QUALIFIED = abi.GENERATED_QUALIFIED
 
 
 def module_text():
