@@ -172,6 +172,18 @@ def test_readonly_does_not_create(tmp_path, libdir):
 COOKIE = "52e1a7b9-cookie-d1f0"
 
 
+def _serves_with_the_cookie_hidden(server, cookie):
+    """A read works, the serving nbdkit's command line does not hold
+    ``cookie``, and VDDK's ConnectEx got it; the server is then stopped."""
+    h = server.connect()
+    assert len(h.pread(512, 0)) == 512
+    with open("/proc/%d/cmdline" % server.proc.pid, "rb") as f:
+        assert cookie.encode() not in f.read()
+    h.shutdown()
+    server.stop()
+    assert server.calls("ConnectEx")[0]["cookie"] == cookie
+
+
 def test_cookie_leaves_the_command_line(tmp_path, nbdkit, store):
     """cookie= is moved off the re-executed server's command line (to an
     unlinked file, as password=), so ps does not show it and nbdkit's -v
@@ -182,13 +194,7 @@ def test_cookie_leaves_the_command_line(tmp_path, nbdkit, store):
             password, "vm=moref=2", "thumbprint=%s" % THUMB, "file=" + REMOTE_DISK]
     server = nbdkit(*args, libdir=libdir, config=server_config(store)
                     + "  cookie %s root\n" % COOKIE)
-    h = server.connect()
-    assert len(h.pread(512, 0)) == 512
-    with open("/proc/%d/cmdline" % server.proc.pid, "rb") as f:
-        assert COOKIE.encode() not in f.read()
-    h.shutdown()
-    server.stop()
-    assert server.calls("ConnectEx")[0]["cookie"] == COOKIE
+    _serves_with_the_cookie_hidden(server, COOKIE)
     assert server.stderr.count(COOKIE) == server.stderr.count(
         "config key=cookie, value=%s" % COOKIE) == 1, server.stderr
     assert_no_traceback(server.stderr)
@@ -217,13 +223,7 @@ def test_cookie_from_a_descriptor_only_by_the_internal_key(
             config=server_config(store) + "  cookie %s root\n" % cookie)
     finally:
         os.close(read)
-    h = server.connect()
-    assert len(h.pread(512, 0)) == 512
-    with open("/proc/%d/cmdline" % server.proc.pid, "rb") as f:
-        assert cookie.encode() not in f.read()
-    h.shutdown()
-    server.stop()
-    assert server.calls("ConnectEx")[0]["cookie"] == cookie
+    _serves_with_the_cookie_hidden(server, cookie)
     echoed = 0 if given == "cookie_" else 1     # nbdkit -v, as for cookie=
     assert server.stderr.count(cookie) == echoed, server.stderr
     assert_no_traceback(server.stderr)
