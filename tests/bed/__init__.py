@@ -11,6 +11,7 @@ from .core import (  # noqa: F401
     REMOTE_DISK,
     REMOTE_DISK_ARGS,
     server_version,
+    hangup_safe_options,
     server_calls,
     client_takes,
     requires_client_option,

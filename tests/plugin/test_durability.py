@@ -9,7 +9,8 @@ import nbd
 import pytest
 
 from bed import tally
-from bed import TIMEOUT, assert_no_traceback, random_file, some_disk
+from bed import (TIMEOUT, assert_no_traceback, hangup_safe_options,
+                 random_file, some_disk)
 
 MiB = 1024 * 1024
 # Slow writes: a write acknowledged before VDDK finished it would be lost.
@@ -58,8 +59,9 @@ def completed_writes(calls):
 def test_sigterm_in_the_middle_of_a_copy(tmp_path, nbdkit, where):
     args, standin, disk = some_disk(tmp_path, where, 32 * MiB)
     source = random_file(tmp_path / "source.raw", 32 * MiB, seed=12)
+    # nbdcopy hangs up at the first ESHUTDOWN reply, with others queued.
     server = nbdkit(*args, config=SLOW_WRITES + standin,
-                    options=["-D", "vddk.stats=1"])
+                    options=["-D", "vddk.stats=1"] + hangup_safe_options())
     copy = subprocess.Popen(["nbdcopy", str(source), server.uri],
                             stderr=subprocess.DEVNULL)
     try:
