@@ -22,6 +22,7 @@ from .core import (  # noqa: F401
     Nbdkit,
     standin_env,
     read_calls,
+    fresh_socket,
     run_nbdkit,
     error_lines,
     assert_no_traceback,

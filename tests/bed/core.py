@@ -4,6 +4,7 @@ server test makes (no crash, no traceback, exact error lines)."""
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -281,11 +282,21 @@ def read_calls(path, fn=None):
     return [c for c in calls if fn is None or c["fn"] == fn]
 
 
+_SOCKETS = itertools.count()
+
+
+def fresh_socket(tmp_path):
+    """A Unix socket path of the test's for ``nbdkit -U``, new at each
+    call.  Not "-U -": nbdkit makes that one's directory in /tmp and
+    leaves it behind when it fails before serving."""
+    return str(tmp_path / ("run%d.sock" % next(_SOCKETS)))
+
+
 def run_nbdkit(tmp_path, libdir, args, options=(), config=None, env=None,
                run=None, verbose=True, timeout=TIMEOUT, **popen):
     """Run nbdkit to completion (config errors, --dump-plugin, --run);
     the server must not crash."""
-    command = ["nbdkit", "-f", "-U", "-"]
+    command = ["nbdkit", "-f", "-U", fresh_socket(tmp_path)]
     if verbose:
         command.append("-v")
     command += list(options)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bed import (PLUGIN, REMOTE, REMOTE_DISK, THUMB, install_standin,
-                      random_vmdk, server_config, standin_env)
+from bed import (PLUGIN, REMOTE, REMOTE_DISK, THUMB, fresh_socket,
+                 install_standin, random_vmdk, server_config, standin_env)
 
 C_DIR = os.environ.get("VDDK_C_PLUGIN_DIR")
 C_PLUGIN = Path(C_DIR or "/nonexistent") / "nbdkit-vddk-plugin.so"
@@ -122,7 +122,7 @@ nbdcopy "$uri" - | sha256sum
 
 def run(kind, tmp_path, libdir, args, options=(), config=None, env=None,
         run_script="true"):
-    command = (["nbdkit", "-f", "-U", "-"] + list(options)
+    command = (["nbdkit", "-f", "-U", fresh_socket(tmp_path)] + list(options)
                + ["--run", run_script] + PLUGINS[kind]
                + ["libdir=%s" % libdir] + list(args))
     return subprocess.run(command, env=standin_env(tmp_path, config, env),

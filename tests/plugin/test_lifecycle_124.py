@@ -19,7 +19,7 @@ import nbd
 import pytest
 
 from bed import (ROOT, TIMEOUT, assert_no_traceback, assert_server_survived,
-                 random_file, read_calls, standin_env)
+                 fresh_socket, random_file, read_calls, standin_env)
 
 MiB = 1024 * 1024
 NBDKIT_124_LACKS = ("after_fork", "cleanup", "block_size")
@@ -79,7 +79,7 @@ class Server:
         if run is None:
             command += ["-U", str(self.socket), "-P", str(self.pidfile)]
         else:
-            command += ["-U", "-", "--run", run]
+            command += ["-U", fresh_socket(tmp_path), "--run", run]
         if readonly:
             command.append("-r")
         command += ["python", str(script), "libdir=%s" % libdir] + list(args)

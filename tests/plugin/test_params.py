@@ -414,9 +414,9 @@ def test_password_from_file(tmp_path, libdir, datastore, content, expected):
 
 def test_password_typed_at_terminal(tmp_path, libdir, datastore):
     pexpect = pytest.importorskip("pexpect")
-    from bed import PLUGIN, standin_env
+    from bed import PLUGIN, fresh_socket, standin_env
     env = standin_env(tmp_path, server_config(datastore))
-    command = ["nbdkit", "-f", "-U", "-", "--run", 'nbdinfo --size "$uri"',
+    command = ["nbdkit", "-f", "-U", fresh_socket(tmp_path), "--run", 'nbdinfo --size "$uri"',
                "python", str(PLUGIN), "libdir=%s" % libdir] + REMOTE[:2] + [
         "password=-", "vm=moref=2", "thumbprint=%s" % THUMB,
         "file=[datastore1] Fedora/Fedora.vmdk"]
