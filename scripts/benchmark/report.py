@@ -63,13 +63,13 @@ def table(cases, kinds):
 
 def goal_line(case):
     goal = case.goal
-    ratio = case.ratio("vddkpy", goal.other)
+    ratio = case.goal_ratio()
     if ratio is None:
         return "- %s: goal %s not measured" % (
             case.name, goal.text(case.higher_is_better))
     return "- %s: vddkpy %s %s = %.2f× %s's %s (goal %s): %s" % (
         case.name, fmt_num(case.median("vddkpy")), case.unit, ratio,
-        goal.other, fmt_num(case.median(goal.other)),
+        goal.against(), fmt_num(case.goal_figure()),
         goal.text(case.higher_is_better),
         "met" if case.goal_met() else "not met")
 
@@ -118,16 +118,16 @@ def write_png(path, cases):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    shown = [c for c in cases if c.goal and c.ratio("vddkpy", c.goal.other)]
+    shown = [c for c in cases if c.goal and c.goal_ratio()]
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.5 * max(1, len(shown))))
     for y, case in enumerate(shown):
-        ratio = case.ratio("vddkpy", case.goal.other)
+        ratio = case.goal_ratio()
         ax.barh(y, ratio, color="tab:green" if case.goal_met() else
                 "tab:red")
         ax.plot([case.goal.factor] * 2, [y - 0.4, y + 0.4], "k--")
         ax.text(ratio, y, " %.2f" % ratio, va="center")
     ax.set_yticks(range(len(shown)))
-    ax.set_yticklabels(["%s (vs %s)" % (c.name, c.goal.other)
+    ax.set_yticklabels(["%s (vs %s)" % (c.name, c.goal.against())
                         for c in shown])
     ax.set_xlabel("vddkpy median / other server's median (dashed: goal)")
     fig.tight_layout()

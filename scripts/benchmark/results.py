@@ -8,13 +8,22 @@ from typing import Callable, Optional
 @dataclass
 class Goal:
     """vddkpy's median against ``other``'s: at most (time) or at least
-    (rate) ``factor`` times it."""
+    (rate) ``factor`` times it; ``other``'s in the case ``case`` when
+    given (the same server doing the same work another way), else in the
+    goal's own case."""
     other: str
     factor: float
+    case: Optional["Case"] = None
+
+    def against(self):
+        """What the goal compares with: "c-vddk", or "CASE (vddkpy)"."""
+        if self.case is None:
+            return self.other
+        return "%s (%s)" % (self.case.name, self.other)
 
     def text(self, higher_is_better):
         return "%s %g× %s" % ("≥" if higher_is_better else "≤", self.factor,
-                              self.other)
+                              self.against())
 
 
 @dataclass
@@ -64,11 +73,21 @@ class Case:
         a, b = self.median(kind), self.median(other)
         return a / b if a and b else None
 
+    def goal_figure(self):
+        """The median the goal holds vddkpy's to, or None."""
+        held_to = self.goal.case or self
+        return held_to.median(self.goal.other)
+
+    def goal_ratio(self):
+        """vddkpy's median over the goal's figure, or None."""
+        a, b = self.median("vddkpy"), self.goal_figure()
+        return a / b if a and b else None
+
     def goal_met(self):
         """True/False, or None when a server of the goal has no figure."""
         if self.goal is None:
             return None
-        r = self.ratio("vddkpy", self.goal.other)
+        r = self.goal_ratio()
         if r is None:
             return None
         if self.higher_is_better:
@@ -94,6 +113,8 @@ class Case:
         if self.goal is not None:
             out["goal"] = {"other": self.goal.other,
                            "factor": self.goal.factor,
-                           "ratio": self.ratio("vddkpy", self.goal.other),
+                           "ratio": self.goal_ratio(),
                            "met": self.goal_met()}
+            if self.goal.case is not None:
+                out["goal"]["case"] = self.goal.case.name
         return out

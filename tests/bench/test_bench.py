@@ -184,6 +184,37 @@ def test_ranking_gives_each_goal_met_or_not():
     assert "| 0.75 |" in row and "vddkpy 20.0 µs CPU/request" in row
 
 
+def map_cases(cbt_s, allocated_s=3.0):
+    allocated = Case("map-a", "map", "s", ["vddkpy"], None)
+    tracked = Case("map-b", "map", "s", ["vddkpy"], None,
+                   goal=Goal("vddkpy", 0.1, case=allocated))
+    for case, seconds in ((allocated, allocated_s), (tracked, cbt_s)):
+        case.add("vddkpy", seconds, others_seconds=0.0,
+                 window_seconds=seconds)
+    return [allocated, tracked]
+
+
+@pytest.mark.parametrize("cbt_s, verdict_text", [(0.28, "met"),
+                                                 (0.31, "not met")])
+def test_a_goal_held_to_another_case_of_the_same_server(cbt_s,
+                                                        verdict_text):
+    cases = [fio_case(100000)] + map_cases(cbt_s)
+    text = report.markdown(cases, list(servers.KINDS), {}, None)
+    assert "- map-b: vddkpy %g s = %.2f× map-a (vddkpy)'s 3 (goal ≤ 0.1× " \
+        "map-a (vddkpy)): %s" % (cbt_s, cbt_s / 3, verdict_text) in text
+    goal = cases[-1].to_json()["goal"]
+    assert goal["case"] == "map-a" and goal["ratio"] == cbt_s / 3
+    assert goal["met"] is (verdict_text == "met")
+
+
+def test_a_goal_whose_other_case_did_not_run_is_not_measured():
+    tracked = map_cases(0.28)[1]
+    tracked.goal.case.samples.clear()
+    text = report.markdown([fio_case(100000), tracked],
+                           list(servers.KINDS), {}, None)
+    assert "- map-b: goal ≤ 0.1× map-a (vddkpy) not measured" in text
+
+
 @requires_bench_tools("fio", "hyperfine")
 def test_bench_runs_fio_and_hyperfine_cases(tmp_path):
     out = tmp_path / "bench.json"
