@@ -88,6 +88,9 @@ class Session:
         if code != 0:
             fail_startup(str(self.vddk.error("VixDiskLib_InitEx", code)))
         self.initialized = True
+        if self.changes is not None and self.params.export is None:
+            # Threads only now: this is the serving process.
+            self.changes.begin_ahead(self.params.file)
 
     def shutdown(self):
         """At cleanup or exit: no VDDK thread may call into Python after
@@ -100,6 +103,8 @@ class Session:
         the server session ended, a stream-optimized disk completed), so
         what is still open is closed here.
         """
+        if self.changes is not None:
+            self.changes.stop()
         for disk in list(self.disks):
             self.close_disk(disk)
         if self.initialized:

@@ -389,6 +389,12 @@ def Disk(changed_since, capacity, base_capacity, areas):
     return disk
 
 
+def map_of(disk, size):
+    """The map a connection serves for ``disk`` on VDDK's ``size``."""
+    from vddkpy.cbt.tracked import changed_pass, served_map
+    return served_map(disk, changed_pass(disk), size)
+
+
 def data_of(disk_map, size):
     from vddkpy import extents
     return [(start, length) for start, length, kind
@@ -396,27 +402,24 @@ def data_of(disk_map, size):
 
 
 def test_a_grown_disk_serves_its_new_tail_as_changed():
-    from vddkpy.cbt.tracked import served_map
     disk = Disk("52 a/3", 12 * MiB, 8 * MiB, [(MiB, 512)])
-    disk_map, _ = served_map(disk, 12 * MiB)
+    disk_map = map_of(disk, 12 * MiB)
     assert data_of(disk_map, 12 * MiB) == [(MiB, 256 * 1024),
                                            (8 * MiB, 4 * MiB)]
 
 
 def test_a_tail_vsphere_does_not_report_on_is_changed():
     """VDDK's size above vSphere's capacity: the rest is changed."""
-    from vddkpy.cbt.tracked import served_map
     disk = Disk("*", 8 * MiB, None, [(8 * MiB - 512, 512)])
-    disk_map, _ = served_map(disk, 9 * MiB)
+    disk_map = map_of(disk, 9 * MiB)
     assert data_of(disk_map, 9 * MiB) == [(8 * MiB - 512, MiB + 512)]
 
 
 def test_a_shrunk_disk_needs_a_full_copy():
-    from vddkpy.cbt.tracked import served_map
     from vddkpy.errors import PluginError
     disk = Disk("52 a/3", 8 * MiB, 12 * MiB, [])
     with pytest.raises(PluginError) as e:
-        served_map(disk, 8 * MiB)
+        map_of(disk, 8 * MiB)
     assert str(e.value) == (
         "changed-since=52 a/3: the disk has shrunk from 12582912 to 8388608 "
         "bytes since this changeId: a full copy is needed: make one with "

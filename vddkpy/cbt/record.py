@@ -13,13 +13,28 @@ only after it is zero.
 
 Each connection (``Connection``) gets its map through this record, which
 owns the process's one vSphere session; Disk holds its Connection and
-reports failed reads to it.
+reports failed reads to it.  The first connection's questions are asked
+ahead, as the server starts (``begin_ahead``): vSphere's answers then
+come while the client connects and VDDK opens the disk, not after.
+Asking earlier than the connection is safe: the changeId handed out is
+the one looked up before the areas were asked for, so the next round
+asks for every change made after it, those of the wait included.
 """
 
 import _thread
 
-from .tracked import TrackedDisk, served_map
+# Imported here, on nbdkit's main thread, before any thread asks vSphere
+# (Python 3.9 fails a "from ... import" of a module that another thread
+# is still importing).
+from . import answer  # noqa: F401
+from .tracked import TrackedDisk, changed_pass, served_map
 from ..printable import printable
+from ..vsphere import stopped_waiting
+from ..vsphere.background import Background, Stopped
+
+# How long the server's stop waits for the questions asked ahead to end
+# (they stop at their next look at interrupted()).
+STOP_SECONDS = 5
 
 
 class Run:
@@ -28,17 +43,62 @@ class Run:
     def __init__(self, params, stats=None, interrupted=None):
         self.params = params
         self.stats = stats
-        self.interrupted = interrupted
+        self._nbdkit_says_stop = interrupted
+        self._stopping = False
         self._lock = _thread.allocate_lock()
+        self._vsphere_lock = _thread.allocate_lock()
         self._vsphere = None
         self._connections = []
+        self._ahead = None          # (file, Background) until taken
+
+    def interrupted(self):
+        """Whether to stop waiting for vSphere: the run is stopping, or
+        nbdkit is (or the calling thread's client has gone)."""
+        return self._stopping or (self._nbdkit_says_stop is not None
+                                  and self._nbdkit_says_stop())
 
     def vsphere(self):
-        with self._lock:
+        with self._vsphere_lock:
             if self._vsphere is None:
                 from ..vsphere.session import VsphereSession
                 self._vsphere = VsphereSession(self.params, self.interrupted)
             return self._vsphere
+
+    def begin_ahead(self, filename):
+        """Begin asking, on a thread of its own, what the first connection
+        to ``filename`` needs (the log-in, the disk's lookup, its pass of
+        changed areas)."""
+        self._ahead = (filename, Background(self._ask, filename))
+
+    def changes(self, filename):
+        """(the looked-up TrackedDisk, its complete Pass) for a new
+        connection to ``filename``: asked ahead for the first one, now
+        for the others."""
+        with self._lock:
+            ahead = self._ahead
+            if ahead is not None and ahead[0] == filename:
+                self._ahead = None
+        if ahead is None or ahead[0] != filename:
+            return self._ask(filename)
+        try:
+            return ahead[1].result(self.interrupted)
+        except Stopped:
+            raise stopped_waiting(self.params) from None
+
+    def _ask(self, filename):
+        disk = TrackedDisk(self.vsphere(), self.params, filename, self.stats)
+        disk.look_up()
+        return disk, changed_pass(disk)
+
+    def stop(self):
+        """At the server's stop: every wait for vSphere ends, and what was
+        asked ahead and never taken has ended before this returns (or
+        STOP_SECONDS have passed)."""
+        self._stopping = True
+        with self._lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[1].wait(timeout=STOP_SECONDS)
 
     def connection(self, filename):
         """The record of a new connection serving ``filename``."""
@@ -99,10 +159,8 @@ class Connection:
 
     def served_map(self, size):
         """The DiskMap to serve for a disk of ``size`` bytes (VDDK's)."""
-        disk = TrackedDisk(self.run.vsphere(), self.run.params,
-                           self.filename, self.run.stats)
-        disk.look_up()
-        disk_map, pass_ = served_map(disk, size)
+        disk, pass_ = self.run.changes(self.filename)
+        disk_map = served_map(disk, pass_, size)
         self.capacity, self.base_capacity = disk.capacity, disk.base_capacity
         self.next_change_id = disk.next_change_id
         self.coverage = pass_.coverage()

@@ -285,21 +285,28 @@ def parameter_problems(params, readonly):
         yield problem
 
 
-def served_map(disk, size):
-    """The DiskMap a connection serves for changed-since= on a disk of
-    ``size`` bytes (VDDK's), from the looked-up TrackedDisk ``disk``, and
-    the Pass it was built from: the changed areas (widened for a delta)
-    as data, the rest as zero holes.  Bytes past what vSphere reports on
-    (a capacity below VDDK's, a disk grown since the changeId) count as
-    changed: unknown is never served as unchanged."""
+def changed_pass(disk):
+    """The complete, checked Pass of changed areas the looked-up
+    TrackedDisk ``disk`` serves: since changed-since=, widened for a
+    delta (not "*")."""
     change_id = disk.params.changed_since
     alignment = changed.SECTOR_SIZE if change_id == changed.ALL \
         else changed.DELTA_ALIGNMENT
-    pass_ = disk.areas(change_id, alignment)
+    return disk.areas(change_id, alignment)
+
+
+def served_map(disk, pass_, size):
+    """The DiskMap a connection serves for changed-since= on a disk of
+    ``size`` bytes (VDDK's), from the looked-up TrackedDisk ``disk`` and
+    its ``changed_pass``: the changed areas as data, the rest as zero
+    holes.  Bytes past what vSphere reports on (a capacity below VDDK's,
+    a disk grown since the changeId) count as changed: unknown is never
+    served as unchanged."""
     areas = pass_.merged()
     tail = min(disk.capacity, size)
     if disk.base_capacity is not None:
         tail = min(tail, disk.base_capacity)
     if tail < size:
-        areas = changed.with_tail(areas, tail // alignment * alignment, size)
-    return changed.disk_map(areas, size), pass_
+        areas = changed.with_tail(areas, tail // pass_.alignment
+                                  * pass_.alignment, size)
+    return changed.disk_map(areas, size)

@@ -1,6 +1,7 @@
 """Talking to vSphere.  Here: whether pyvmomi can be had, asked at start-up
 without importing it or anything heavy (the process that only
-re-executes nbdkit has no use for them)."""
+re-executes nbdkit has no use for them), and how messages name the
+server."""
 
 import sys
 
@@ -19,3 +20,16 @@ def pyvmomi_problem():
     except (ImportError, ValueError):
         found = False
     return None if found else pyvmomi_missing_message()
+
+
+def address(params):
+    """The vSphere server of ``params`` as messages name it, host:port."""
+    from ..printable import printable
+    return "%s:%d" % (printable(params.server), params.port or 443)
+
+
+def stopped_waiting(params):
+    """The error of a wait for vSphere that nbdkit ended."""
+    from ..errors import PluginError
+    return PluginError("stopped waiting for vSphere %s: nbdkit is shutting "
+                       "down or the client has gone" % address(params))

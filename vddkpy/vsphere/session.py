@@ -22,16 +22,15 @@ import http.client
 import socket
 import ssl
 import threading
-import time
-import _thread
 
 from ..errors import PluginError
 from ..printable import printable
-from . import pyvmomi_missing_message, pyvmomi_problem  # noqa: F401
+from . import (address, pyvmomi_missing_message,  # noqa: F401
+               pyvmomi_problem, stopped_waiting)
+from .background import Background, Stopped, TimedOut
 from .thumbprint import format_thumbprint
 
 DEFAULT_TIMEOUT = 120     # seconds: vsphere-timeout='s default
-_POLL_SECONDS = 0.05      # how often a wait looks at interrupted()
 _READ_SIZE = 64 * 1024
 _IDLE_CONNECTIONS = 8     # post()'s connections kept alive between calls
 
@@ -105,7 +104,7 @@ class VsphereSession:
 
     def __init__(self, params, interrupted=None):
         self.params = params
-        self.address = "%s:%d" % (printable(params.server), params.port or 443)
+        self.address = address(params)
         self.timeout = getattr(params, "vsphere_timeout", None) \
             or DEFAULT_TIMEOUT
         self.interrupted = interrupted
@@ -124,31 +123,13 @@ class VsphereSession:
     def _bounded(self, function, *args):
         """function(*args) on a thread of its own, waited for at most
         self.timeout seconds, and no longer once interrupted()."""
-        done = _thread.allocate_lock()
-        done.acquire()
-        outcome = []
-
-        def run():
-            try:
-                outcome.append((True, function(*args)))
-            except BaseException as e:      # handed to the waiting thread
-                outcome.append((False, e))
-            finally:
-                done.release()
-
-        _thread.start_new_thread(run, ())
-        deadline = time.monotonic() + self.timeout
-        while not done.acquire(timeout=_POLL_SECONDS):
-            if self.interrupted is not None and self.interrupted():
-                raise PluginError("stopped waiting for vSphere %s: nbdkit is "
-                                  "shutting down or the client has gone"
-                                  % self.address)
-            if time.monotonic() >= deadline:
-                raise self._timed_out()
-        succeeded, value = outcome[0]
-        if succeeded:
-            return value
-        raise value
+        try:
+            return Background(function, *args).result(self.interrupted,
+                                                      self.timeout)
+        except Stopped:
+            raise stopped_waiting(self.params) from None
+        except TimedOut:
+            raise self._timed_out() from None
 
     def _timed_out(self):
         return PluginError("vSphere %s did not answer within %g s "

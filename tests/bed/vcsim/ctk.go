@@ -107,11 +107,12 @@ func (t *ctk) since(changeID string) (uint64, bool) {
 	return seq, true
 }
 
-// grains reads the sequence numbers of grains [first, first+len(out));
-// grains past the end of the file were never written.
-func (t *ctk) grains(first int64, out []uint64) error {
-	buf := make([]byte, 8*len(out))
-	n, err := t.f.ReadAt(buf, ctkGrainsOffset+8*first)
+// grains reads the sequence numbers of grains [first, first+len(out))
+// through buf (8 bytes a grain, kept by the caller: a page of a large
+// disk reads megabytes, which fresh buffers would leave to the garbage
+// collector); grains past the end of the file were never written.
+func (t *ctk) grains(first int64, out []uint64, buf []byte) error {
+	n, err := t.f.ReadAt(buf[:8*len(out)], ctkGrainsOffset+8*first)
 	if err != nil && err != io.EOF {
 		return err
 	}

@@ -195,8 +195,9 @@ func collectAreas(t *ctk, since uint64, start, capacity int64, k knobs) ([]area,
 	}
 	var areas []area
 	seqs := make([]uint64, 8192)
+	buf := make([]byte, 8*len(seqs))
 	for first := start / t.grain; first*t.grain < end; first += int64(len(seqs)) {
-		if err := t.grains(first, seqs); err != nil {
+		if err := t.grains(first, seqs, buf); err != nil {
 			return nil, 0, err
 		}
 		for i, seq := range seqs {

@@ -1,0 +1,101 @@
+"""The first connection's questions to vSphere are asked as the server
+starts (cbt.record.Run.begin_ahead): its map is ready sooner, it is the
+same map, a failure of those questions is the first connection's error
+and not the next one's, and a server that stops while they wait for a
+stalled vSphere stops at once.  (nbdkit 1.24 has no after_fork: there
+they are asked at the first open, while VDDK opens the disk.)"""
+
+import json
+import signal
+
+import nbd
+import pytest
+
+from bed import assert_no_traceback, error_lines, server_calls
+from test_changed_since import (data_extents, grains_of, served,
+                                write_through_nbdkit)
+from test_hostile_vsphere import wait_until
+
+MiB = 1 << 20
+
+
+def snapshot_after_writes(vcsim, nbdkit, writes):
+    bed = vcsim(size=16 * MiB)
+    bed.enable_cbt()
+    write_through_nbdkit(nbdkit, bed, writes, None)
+    snapshot, _ = bed.create_snapshot("s1")
+    bed.reset()
+    return bed, snapshot
+
+
+def asked_ahead(bed, calls):
+    """Wait until the server, with no client yet, has made ``calls``
+    QueryChangedDiskAreas calls."""
+    if server_calls("after_fork"):
+        wait_until(lambda: bed.calls("QueryChangedDiskAreas") == calls,
+                   "the server did not ask vSphere as it started")
+
+
+def test_the_first_connection_gets_the_pass_asked_as_the_server_started(
+        vcsim, nbdkit):
+    writes = [(i * MiB, b"\7" * 4096) for i in range(16)]
+    bed, snapshot = snapshot_after_writes(vcsim, nbdkit, writes)
+    bed.set_page_size(5)
+    server = served(nbdkit, bed, "changed-since=*", "snapshot=" + snapshot)
+    asked_ahead(bed, 4)                 # 16 areas in pages of 5
+    assert data_extents(server) == grains_of(writes)
+    assert bed.calls("QueryChangedDiskAreas") == 4
+    # Every later connection asks for its own pass.
+    assert data_extents(server) == grains_of(writes)
+    assert bed.calls("QueryChangedDiskAreas") == 8
+    assert bed.calls("Login") == 1
+
+
+def test_a_failure_asked_ahead_is_the_first_connections_alone(vcsim,
+                                                               nbdkit):
+    bed, snapshot = snapshot_after_writes(vcsim, nbdkit, [(MiB, b"\5" * 512)])
+    bed.set_hostile("raw", status=503, content_type="text/html",
+                    body="<html>busy</html>", calls=1)
+    server = served(nbdkit, bed, "changed-since=*", "snapshot=" + snapshot)
+    asked_ahead(bed, 1)
+    with pytest.raises(nbd.Error):
+        server.connect()
+    h = server.connect()
+    assert h.pread(512, MiB) == b"\5" * 512
+    h.shutdown()
+    server.stop()
+    assert [line.split(": open: error: ", 1)[1]
+            for line in error_lines(server.stderr)] == [
+        "vSphere's answer to QueryChangedDiskAreas at offset 0 is HTTP 503 "
+        "Service Unavailable, not SOAP"]
+    assert bed.calls("QueryChangedDiskAreas") == 2
+    assert_no_traceback(server.stderr)
+
+
+@pytest.mark.skipif(not server_calls("after_fork"),
+                    reason="nbdkit 1.24 asks nothing before the first open")
+def test_a_server_stopped_while_asking_ahead_stops_at_once(vcsim, nbdkit):
+    bed, snapshot = snapshot_after_writes(vcsim, nbdkit, [(MiB, b"\5" * 512)])
+    bed.set_hostile("stall")
+    server = served(nbdkit, bed, "changed-since=*", "snapshot=" + snapshot)
+    asked_ahead(bed, 1)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=2) == 0
+    assert_no_traceback(server.stderr)
+    assert error_lines(server.stderr) == []
+    server.assert_survived()
+
+
+def test_no_client_no_change_id(vcsim, nbdkit, tmp_path):
+    """A pass asked ahead that no connection took proves nothing."""
+    bed, snapshot = snapshot_after_writes(vcsim, nbdkit, [(MiB, b"\5" * 512)])
+    stats = tmp_path / "stats.json"
+    server = served(nbdkit, bed, "changed-since=*", "snapshot=" + snapshot,
+                    "stats-file=%s" % stats)
+    asked_ahead(bed, 1)
+    server.stop()
+    document = json.loads(stats.read_text())
+    assert document["complete"] is False and "next_change_ids" not in document
+    assert document["change_tracking"]["incomplete_because"] == [
+        "no client connected"]
+

@@ -1,0 +1,65 @@
+"""Work on a thread of its own, waited for without holding up nbdkit.
+
+A caller that waits for vSphere must be able to stop waiting: at a time
+limit, or at once when nbdkit is shutting down or the client has gone.
+So the work runs on a thread of its own (``_thread``: ``threading``
+must be first imported on nbdkit's main thread, see ``session.Session``)
+and the caller waits for it in slices, asking ``interrupted()`` between
+them; a thread given up on ends by itself, its outcome unused.
+"""
+
+import time
+import _thread
+
+POLL_SECONDS = 0.05     # how often a wait looks at interrupted()
+
+
+class Stopped(Exception):
+    """A wait ended by ``interrupted()``."""
+
+
+class TimedOut(Exception):
+    """A wait that reached its time limit."""
+
+
+class Background:
+    """``function(*args)`` running on a thread of its own from now on."""
+
+    def __init__(self, function, *args):
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        self._outcome = None
+        _thread.start_new_thread(self._run, (function, args))
+
+    def _run(self, function, args):
+        try:
+            self._outcome = (True, function(*args))
+        except BaseException as e:      # handed to the waiting thread
+            self._outcome = (False, e)
+        finally:
+            self._done.release()
+
+    def result(self, interrupted=None, timeout=None):
+        """The function's value, or its exception raised here; Stopped
+        once ``interrupted()`` says so, TimedOut after ``timeout``
+        seconds (None: no limit)."""
+        if not self.wait(interrupted, timeout):
+            if interrupted is not None and interrupted():
+                raise Stopped()
+            raise TimedOut()
+        succeeded, value = self._outcome
+        if succeeded:
+            return value
+        raise value
+
+    def wait(self, interrupted=None, timeout=None):
+        """Whether the function has ended, waiting until it does, until
+        ``interrupted()`` or for at most ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.acquire(timeout=POLL_SECONDS):
+            if interrupted is not None and interrupted():
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        self._done.release()            # for any later wait
+        return True
