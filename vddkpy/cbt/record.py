@@ -49,7 +49,8 @@ class Run:
         self._vsphere_lock = _thread.allocate_lock()
         self._vsphere = None
         self._connections = []
-        self._ahead = None          # (file, Background) until taken
+        self._ahead = None          # Background: what begin_ahead asks
+        self._ahead_file = None     # its file, until a connection takes it
 
     def interrupted(self):
         """Whether to stop waiting for vSphere: the run is stopping, or
@@ -68,20 +69,21 @@ class Run:
         """Begin asking, on a thread of its own, what the first connection
         to ``filename`` needs (the log-in, the disk's lookup, its pass of
         changed areas)."""
-        self._ahead = (filename, Background(self._ask, filename))
+        self._ahead_file = filename
+        self._ahead = Background(self._ask, filename)
 
     def changes(self, filename):
         """(the looked-up TrackedDisk, its complete Pass) for a new
         connection to ``filename``: asked ahead for the first one, now
         for the others."""
         with self._lock:
-            ahead = self._ahead
-            if ahead is not None and ahead[0] == filename:
-                self._ahead = None
-        if ahead is None or ahead[0] != filename:
+            first = filename == self._ahead_file
+            if first:
+                self._ahead_file = None
+        if not first:
             return self._ask(filename)
         try:
-            return ahead[1].result(self.interrupted)
+            return self._ahead.result(self.interrupted)
         except Stopped:
             raise stopped_waiting(self.params) from None
 
@@ -92,13 +94,12 @@ class Run:
 
     def stop(self):
         """At the server's stop: every wait for vSphere ends, and what was
-        asked ahead and never taken has ended before this returns (or
-        STOP_SECONDS have passed)."""
+        asked ahead has ended before this returns (or STOP_SECONDS have
+        passed), taken or not: no thread of ours may run Python code once
+        it is finalised."""
         self._stopping = True
-        with self._lock:
-            ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            ahead[1].wait(timeout=STOP_SECONDS)
+        if self._ahead is not None:
+            self._ahead.wait(timeout=STOP_SECONDS)
 
     def connection(self, filename):
         """The record of a new connection serving ``filename``."""

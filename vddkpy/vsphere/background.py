@@ -2,9 +2,9 @@
 
 A caller that waits for vSphere must be able to stop waiting: at a time
 limit, or at once when nbdkit is shutting down or the client has gone.
-So the work runs on a thread of its own (``_thread``: ``threading``
-must be first imported on nbdkit's main thread, see ``session.Session``)
-and the caller waits for it in slices, asking ``interrupted()`` between
+So the work runs on a thread of its own (``_thread``: ``threading`` must
+be first imported on nbdkit's main thread, see vddkpy/session.py) and
+the caller waits for it in slices, asking ``interrupted()`` between
 them; a thread given up on ends by itself, its outcome unused.
 """
 
