@@ -11,12 +11,17 @@ from .servers import BenchError
 RUN_TIMEOUT = 1800
 
 
-def hyperfine_command(argv, output, runs, warmup):
+def hyperfine_command(argv, output, runs, warmup, socket=None):
     """--shell=none: no shell start-up in the figures; hyperfine splits
-    the command line as a POSIX shell would (shlex quoting)."""
-    return ["hyperfine", "--shell=none", "--style=none",
-            "--runs=%d" % runs, "--warmup=%d" % warmup,
-            "--export-json=%s" % output, shlex.join(argv)]
+    the command line as a POSIX shell would (shlex quoting).  ``socket``:
+    the Unix socket the command's nbdkit serves on (-U), removed before
+    each run, untimed (nbdkit leaves it behind; "-U -" would leave a
+    directory in /tmp at each start that executes nbdkit again, as every
+    vddk plugin does)."""
+    prepare = [] if socket is None else ["--prepare=rm -f %s" % socket]
+    return (["hyperfine", "--shell=none", "--style=none",
+             "--runs=%d" % runs, "--warmup=%d" % warmup] + prepare
+            + ["--export-json=%s" % output, shlex.join(argv)])
 
 
 def parse_hyperfine(text):
@@ -29,13 +34,16 @@ def parse_hyperfine(text):
     return list(result["times"]), result["user"] + result["system"]
 
 
-def run_hyperfine(argv, output, env=None, runs=1, warmup=0, server_pid=None):
+def run_hyperfine(argv, output, env=None, runs=1, warmup=0, server_pid=None,
+                  socket=None):
     """(median wall seconds of the runs, figures incl. the times and the
     CPU time of other work during them); ``server_pid``: a server the
-    command talks to, whose CPU time is ours, not other work."""
+    command talks to, whose CPU time is ours, not other work; ``socket``:
+    see hyperfine_command."""
     started = time.monotonic()
     with CpuWatch(server_pid) as cpu:
-        p = subprocess.run(hyperfine_command(argv, output, runs, warmup),
+        p = subprocess.run(hyperfine_command(argv, output, runs, warmup,
+                                             socket),
                            env=env, stdin=subprocess.DEVNULL,
                            capture_output=True, text=True,
                            timeout=RUN_TIMEOUT)

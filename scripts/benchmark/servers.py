@@ -69,6 +69,11 @@ def disk_args(disk, remote=False):
     return ["file=%s" % disk]
 
 
+def socket_of(ctx):
+    """The Unix socket of the timed commands' nbdkit (one at a time)."""
+    return ctx.workdir / "run.sock"
+
+
 def server_env(directory, config=None, calllog=None):
     """The environment of a server: the stand-in's configuration and call
     log in ``directory``, nothing inherited that would change them."""

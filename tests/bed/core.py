@@ -287,8 +287,9 @@ _SOCKETS = itertools.count()
 
 def fresh_socket(tmp_path):
     """A Unix socket path of the test's for ``nbdkit -U``, new at each
-    call.  Not "-U -": nbdkit makes that one's directory in /tmp and
-    leaves it behind when it fails before serving."""
+    call (nbdkit leaves the socket there).  Not "-U -": nbdkit makes that
+    one's directory in /tmp and leaves it behind when it fails before
+    serving."""
     return str(tmp_path / ("run%d.sock" % next(_SOCKETS)))
 
 
@@ -296,7 +297,8 @@ def run_nbdkit(tmp_path, libdir, args, options=(), config=None, env=None,
                run=None, verbose=True, timeout=TIMEOUT, **popen):
     """Run nbdkit to completion (config errors, --dump-plugin, --run);
     the server must not crash."""
-    command = ["nbdkit", "-f", "-U", fresh_socket(tmp_path)]
+    socket = fresh_socket(tmp_path)
+    command = ["nbdkit", "-f", "-U", socket]
     if verbose:
         command.append("-v")
     command += list(options)
@@ -306,9 +308,13 @@ def run_nbdkit(tmp_path, libdir, args, options=(), config=None, env=None,
     if libdir is not None:
         command.append("libdir=%s" % libdir)
     command += list(args)
-    result = subprocess.run(command, env=standin_env(tmp_path, config, env),
-                            capture_output=True, text=True, timeout=timeout,
-                            **popen)
+    try:
+        result = subprocess.run(command,
+                                env=standin_env(tmp_path, config, env),
+                                capture_output=True, text=True,
+                                timeout=timeout, **popen)
+    finally:
+        Path(socket).unlink(missing_ok=True)    # nbdkit leaves it
     assert_server_survived(result.stderr, result.returncode)
     return result
 

@@ -21,7 +21,7 @@ import sys
 
 from ..hyperfine import run_hyperfine
 from ..results import Case, Goal
-from ..servers import PLUGIN, ROOT, server_env
+from ..servers import PLUGIN, ROOT, server_env, socket_of
 
 QAB_LATENCY_US = 1000000
 QCDA_LATENCY_S = 0.05
@@ -63,14 +63,15 @@ def measure(cbt):
             log.unlink()
         config = bed.standin_config(
             "latency QueryAllocatedBlocks %d" % QAB_LATENCY_US)
-        argv = (["nbdkit", "-r", "-U", "-", "python", str(PLUGIN),
+        argv = (["nbdkit", "-r", "-U", str(socket_of(ctx)), "python",
+                 str(PLUGIN),
                  "libdir=%s" % ctx.standin] + bed.plugin_args()
                 + (["changed-since=*"] if cbt else [])
                 + ["--run", 'nbdinfo --map "$uri" >/dev/null'])
         out = ctx.workdir / ("hyperfine-%s-%s.json" % (case.name, kind))
         value, extra = run_hyperfine(
             argv, out, env=server_env(ctx.workdir, config=config,
-                                      calllog=log))
+                                      calllog=log), socket=socket_of(ctx))
         extra["QueryAllocatedBlocks"] = standin_calls(
             log, "QueryAllocatedBlocks")
         extra["QueryChangedDiskAreas"] = bed.calls("QueryChangedDiskAreas")

@@ -4,7 +4,8 @@ after submission, overlapping), one nbdkit per copy, start-up included."""
 
 from ..hyperfine import run_hyperfine
 from ..results import Case, Goal
-from ..servers import THREADS, disk_args, esxi_config, plugin_args, server_env
+from ..servers import (THREADS, disk_args, esxi_config, plugin_args,
+                       server_env, socket_of)
 
 KINDS = ["vddkpy", "c-vddk"]
 REQUEST_SIZES = (("256k", 256 * 1024), ("2m", 2 * 1024 * 1024))
@@ -12,7 +13,8 @@ REQUEST_SIZES = (("256k", 256 * 1024), ("2m", 2 * 1024 * 1024))
 
 def command(ctx, kind, request_size):
     copy = 'nbdcopy --request-size=%d "$uri" null:' % request_size
-    return (["nbdkit", "-U", "-", "-t", str(THREADS)] + plugin_args(kind, ctx)
+    return (["nbdkit", "-U", str(socket_of(ctx)), "-t", str(THREADS)]
+            + plugin_args(kind, ctx)
             + disk_args(ctx.data, remote=True) + ["--run", copy])
 
 
@@ -22,7 +24,8 @@ def measure(request_size):
         env = server_env(ctx.workdir, config=esxi_config(ctx.data))
         return run_hyperfine(command(ctx, kind, request_size), out, env=env,
                              runs=ctx.hyperfine_runs,
-                             warmup=ctx.hyperfine_warmup if first else 0)
+                             warmup=ctx.hyperfine_warmup if first else 0,
+                             socket=socket_of(ctx))
     return one
 
 

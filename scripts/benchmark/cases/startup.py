@@ -9,7 +9,7 @@ the directory, so it shows what is left without the re-exec."""
 
 from ..hyperfine import run_hyperfine
 from ..results import Case, Goal
-from ..servers import disk_args, plugin_args, server_env
+from ..servers import disk_args, plugin_args, server_env, socket_of
 
 KINDS = ["vddkpy", "c-vddk", "py-empty"]
 # A start takes 5-40 ms: each turn times this many, so that a turn lasts
@@ -20,7 +20,7 @@ RUNS_PER_TURN = 20
 def command(ctx, kind, what):
     if what == "dump":
         return ["nbdkit"] + plugin_args(kind, ctx) + ["--dump-plugin"]
-    return (["nbdkit", "-U", "-"] + plugin_args(kind, ctx)
+    return (["nbdkit", "-U", str(socket_of(ctx))] + plugin_args(kind, ctx)
             + disk_args(ctx.data) + ["--run", "true"])
 
 
@@ -32,7 +32,8 @@ def measure(what, library_path=False):
             env["LD_LIBRARY_PATH"] = str(ctx.standin)
         return run_hyperfine(command(ctx, kind, what), out, env=env,
                              runs=max(ctx.hyperfine_runs, RUNS_PER_TURN),
-                             warmup=ctx.hyperfine_warmup if first else 0)
+                             warmup=ctx.hyperfine_warmup if first else 0,
+                             socket=None if what == "dump" else socket_of(ctx))
     return one
 
 

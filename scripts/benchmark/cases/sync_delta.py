@@ -26,7 +26,7 @@ import sys
 from .. import disks
 from ..hyperfine import run_hyperfine
 from ..results import Case
-from ..servers import PLUGIN, ROOT, server_env
+from ..servers import PLUGIN, ROOT, server_env, socket_of
 
 QCDA_LATENCY_S = 0.05
 READ_LATENCY_US = 1000
@@ -127,7 +127,8 @@ def measure(how):
         env["PYTHONPATH"] = str(ROOT)
         if how == "nbdcopy":
             command = shlex.join(
-                ["nbdkit", "-r", "-U", "-", "python", str(PLUGIN)] + params
+                ["nbdkit", "-r", "-U", str(socket_of(ctx)), "python",
+                 str(PLUGIN)] + params
                 + ["file=" + bed.disk_file, "changed-since=" + change_id,
                    "--run", 'nbdcopy --destination-is-zero -S 0 --flush -- '
                    '"$uri" [ nbdkit --exit-with-parent file %s ]' % shlex.quote(
@@ -138,7 +139,8 @@ def measure(how):
                 shlex.join([sys.executable, "-m", "vddkpy.sync"] + params
                            + ["--to", str(copy)]))
         out = ctx.workdir / ("hyperfine-%s.json" % case.name)
-        value, extra = run_hyperfine(["sh", "-c", command], out, env=env)
+        value, extra = run_hyperfine(["sh", "-c", command], out, env=env,
+                                     socket=socket_of(ctx))
         read = bytes_read(log)
         extra.update(bytes_read=read, changed_bytes=changed,
                      read_per_changed=round(read / changed, 3),
