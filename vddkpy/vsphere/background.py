@@ -43,10 +43,9 @@ class Background:
         """The function's value, or its exception raised here; Stopped
         once ``interrupted()`` says so, TimedOut after ``timeout``
         seconds (None: no limit)."""
-        if not self.wait(interrupted, timeout):
-            if interrupted is not None and interrupted():
-                raise Stopped()
-            raise TimedOut()
+        ended_first = self._wait(interrupted, timeout)
+        if ended_first is not None:
+            raise ended_first()
         succeeded, value = self._outcome
         if succeeded:
             return value
@@ -55,11 +54,16 @@ class Background:
     def wait(self, interrupted=None, timeout=None):
         """Whether the function has ended, waiting until it does, until
         ``interrupted()`` or for at most ``timeout`` seconds."""
+        return self._wait(interrupted, timeout) is None
+
+    def _wait(self, interrupted, timeout):
+        """None once the function has ended, else what ended the wait
+        first: Stopped or TimedOut."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done.acquire(timeout=POLL_SECONDS):
             if interrupted is not None and interrupted():
-                return False
+                return Stopped
             if deadline is not None and time.monotonic() >= deadline:
-                return False
+                return TimedOut
         self._done.release()            # for any later wait
-        return True
+        return None
