@@ -88,9 +88,9 @@ class Session:
         if code != 0:
             fail_startup(str(self.vddk.error("VixDiskLib_InitEx", code)))
         self.initialized = True
-        if self.changes is not None and self.params.export is None:
+        if self.changes is not None:
             # Threads only now: this is the serving process.
-            self.changes.begin_ahead(self.params.file)
+            self.changes.begin_ahead()
 
     def shutdown(self):
         """At cleanup or exit: no VDDK thread may call into Python after

@@ -55,8 +55,7 @@ def test_refused_at_startup(tmp_path, libdir, args, options, message):
 
 def test_readonly_in_a_cluster_of_options(tmp_path, libdir):
     """-fr is -f and -r, as nbdkit reads its options: accepted (no client
-    connects, so what the server asked vSphere ahead is never used: its
-    failure to reach esxi.example.com says nothing)."""
+    connects, so vSphere is never asked)."""
     result = run_nbdkit(tmp_path, libdir, ["server=esxi.example.com",
                                            "changed-since=*"] + VSPHERE,
                         options=["-fr"], verbose=False, run="true")

@@ -13,12 +13,13 @@ only after it is zero.
 
 Each connection (``Connection``) gets its map through this record, which
 owns the process's one vSphere session; Disk holds its Connection and
-reports failed reads to it.  The first connection's questions are asked
-ahead, as the server starts (``begin_ahead``): vSphere's answers then
-come while the client connects and VDDK opens the disk, not after.
-Asking earlier than the connection is safe: the changeId handed out is
-the one looked up before the areas were asked for, so the next round
-asks for every change made after it, those of the wait included.
+reports failed reads to it.  With snapshot=, the first connection's
+questions are asked ahead, as the server starts (``begin_ahead``):
+vSphere's answers then come while the client connects and VDDK opens the
+disk, not after.  Only as of a snapshot, whose changes are fixed: a
+powered-off VM's own disk could be written before the client comes.
+A failure asked ahead that is over when the connection comes is not
+handed to it (vSphere may be back): the connection asks again.
 """
 
 import _thread
@@ -28,6 +29,8 @@ import _thread
 # is still importing).
 from . import answer  # noqa: F401
 from .tracked import TrackedDisk, changed_pass, served_map
+from ..errors import PluginError
+from ..nbdkit.compat import debug
 from ..printable import printable
 from ..vsphere import stopped_waiting
 from ..vsphere.background import Background, Stopped
@@ -65,25 +68,42 @@ class Run:
                 self._vsphere = VsphereSession(self.params, self.interrupted)
             return self._vsphere
 
-    def begin_ahead(self, filename):
-        """Begin asking, on a thread of its own, what the first connection
-        to ``filename`` needs (the log-in, the disk's lookup, its pass of
-        changed areas)."""
-        self._ahead_file = filename
-        self._ahead = Background(self._ask, filename)
+    def begin_ahead(self):
+        """At the serving process's start: begin asking, on a thread of
+        its own, what the first connection will need (the log-in, the
+        disk's lookup, its pass of changed areas), if it is known now
+        (file=, not export=) and cannot change before the client comes
+        (as of snapshot=)."""
+        if self.params.export is None and self.params.snapshot is not None:
+            self._ahead_file = self.params.file
+            self._ahead = Background(self._ask_ahead, self.params.file)
 
-    def changes(self, filename):
-        """(the looked-up TrackedDisk, its complete Pass) for a new
-        connection to ``filename``: asked ahead for the first one, now
-        for the others."""
+    def _ask_ahead(self, filename):
+        try:
+            return self._ask(filename)
+        except PluginError as e:            # (its text is escaped already)
+            debug("changed-since: what was asked ahead for the first "
+                  "connection failed (it asks again if it comes later): %s"
+                  % e)
+            raise
+
+    def _take_ahead(self, filename):
+        """What was asked ahead, for the first connection to its file, if
+        it has not failed before that connection came."""
         with self._lock:
-            first = filename == self._ahead_file
-            if first:
-                self._ahead_file = None
-        if not first:
+            if filename != self._ahead_file:
+                return None
+            self._ahead_file = None
+            return None if self._ahead.failed() else self._ahead
+
+    def changes(self, filename, ahead=None):
+        """(the looked-up TrackedDisk, its complete Pass) for a connection
+        to ``filename``: what was asked ahead for it (``ahead``), or asked
+        now."""
+        if ahead is None:
             return self._ask(filename)
         try:
-            return self._ahead.result(self.interrupted)
+            return ahead.result(self.interrupted)
         except Stopped:
             raise stopped_waiting(self.params) from None
 
@@ -103,7 +123,7 @@ class Run:
 
     def connection(self, filename):
         """The record of a new connection serving ``filename``."""
-        connection = Connection(self, filename)
+        connection = Connection(self, filename, self._take_ahead(filename))
         with self._lock:
             self._connections.append(connection)
         return connection
@@ -150,9 +170,10 @@ class Run:
 class Connection:
     """One connection's map and reads."""
 
-    def __init__(self, run, filename):
+    def __init__(self, run, filename, ahead=None):
         self.run = run
         self.filename = filename
+        self.ahead = ahead          # what was asked ahead for it, if any
         self.next_change_id = None
         self.capacity = self.base_capacity = None
         self.coverage = None
@@ -160,7 +181,7 @@ class Connection:
 
     def served_map(self, size):
         """The DiskMap to serve for a disk of ``size`` bytes (VDDK's)."""
-        disk, pass_ = self.run.changes(self.filename)
+        disk, pass_ = self.run.changes(self.filename, self.ahead)
         disk_map = served_map(disk, pass_, size)
         self.capacity, self.base_capacity = disk.capacity, disk.base_capacity
         self.next_change_id = disk.next_change_id

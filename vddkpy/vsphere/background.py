@@ -51,6 +51,11 @@ class Background:
             return value
         raise value
 
+    def failed(self):
+        """Whether the function has ended by raising (without waiting)."""
+        outcome = self._outcome
+        return outcome is not None and not outcome[0]
+
     def wait(self, interrupted=None, timeout=None):
         """Whether the function has ended, waiting until it does, until
         ``interrupted()`` or for at most ``timeout`` seconds."""
