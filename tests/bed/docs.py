@@ -58,7 +58,13 @@ def localize(command, sandbox):
             ("scripts/", "%s/scripts/" % ROOT),
             ("plugin/plugin.py", str(ROOT / "plugin" / "plugin.py"))):
         command = command.replace(placeholder, value)
-    return command
+    # A socket of the sandbox's for each "-U -": nbdkit leaves the
+    # directory of "-U -" in /tmp when it executes itself again, as a
+    # vddk plugin does.
+    sockets = iter(range(1, command.count("-U - ") + 1))
+    return re.sub(r"-U - ", lambda _: "-U %s/nbd%d.sock " % (root,
+                                                             next(sockets)),
+                  command)
 
 
 def run_example(sandbox, command):
@@ -71,6 +77,8 @@ def run_example(sandbox, command):
         for path in (root / leftover, root / "abs" / leftover):
             if path.exists():
                 path.unlink()
+    for socket in root.glob("nbd*.sock"):
+        socket.unlink()
     result = subprocess.run(["bash", "-ec", localize(command, sandbox)],
                             cwd=root, env=env, capture_output=True,
                             text=True, timeout=TIMEOUT)
