@@ -58,13 +58,17 @@ def localize(command, sandbox):
             ("scripts/", "%s/scripts/" % ROOT),
             ("plugin/plugin.py", str(ROOT / "plugin" / "plugin.py"))):
         command = command.replace(placeholder, value)
-    # A socket of the sandbox's for each "-U -": nbdkit leaves the
-    # directory of "-U -" in /tmp when it executes itself again, as a
-    # vddk plugin does.
-    sockets = iter(range(1, command.count("-U - ") + 1))
-    return re.sub(r"-U - ", lambda _: "-U %s/nbd%d.sock " % (root,
-                                                             next(sockets)),
-                  command)
+    return own_sockets(command, root)
+
+
+def own_sockets(command, directory):
+    """``command`` with a socket in ``directory`` for each "-U -"
+    (nbd1.sock, ...; remove them before each run): nbdkit leaves the
+    directory of "-U -" in /tmp when it executes itself again, as a vddk
+    plugin does."""
+    numbers = iter(range(1, command.count("-U - ") + 1))
+    return re.sub(r"-U - ", lambda _: "-U %s/nbd%d.sock " % (
+        directory, next(numbers)), command)
 
 
 def run_example(sandbox, command):

@@ -294,7 +294,11 @@ def run_documented(command, bed, libdir, snapshots, directory,
     through a pipe."""
     import tempfile
     from bed import standin_env
-    argv = ["bash", "-c", localize(command, bed, libdir, snapshots)]
+    from bed.docs import own_sockets
+    for socket in directory.glob("nbd*.sock"):
+        socket.unlink()
+    argv = ["bash", "-c", own_sockets(localize(command, bed, libdir,
+                                               snapshots), directory)]
     with tempfile.TemporaryFile("w+") as out, \
             tempfile.TemporaryFile("w+") as err:
         returncode = subprocess.run(

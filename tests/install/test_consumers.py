@@ -50,8 +50,9 @@ def test_dump_plugin_and_copy(tmp_path, installed):
     disk = random_file(tmp_path / "disk.raw", 4 * 1024 * 1024)
     out = tmp_path / "out.raw"
     run = subprocess.run(
-        ["nbdkit", "-U", fresh_socket(tmp_path), installed, "libdir=%s" % libdir,
-         "file=%s" % disk, "--run", 'nbdcopy "$uri" %s' % out],
+        ["nbdkit", "-U", fresh_socket(tmp_path), installed,
+         "libdir=%s" % libdir, "file=%s" % disk,
+         "--run", 'nbdcopy "$uri" %s' % out],
         capture_output=True, text=True, env=standin_env(tmp_path),
         timeout=TIMEOUT)
     assert run.returncode == 0, run.stderr
@@ -80,8 +81,9 @@ def test_virt_v2v_probe(tmp_path, installed):
     # With a libdir lacking VDDK, serving fails with the loader's message
     # that virt-v2v looks for to tell the user to fix libdir.
     result = subprocess.run(
-        ["nbdkit", "-U", fresh_socket(tmp_path), installed, "libdir=%s" % tmp_path,
-         "file=/dev/null", "--run", "true"], capture_output=True, text=True,
+        ["nbdkit", "-U", fresh_socket(tmp_path), installed,
+         "libdir=%s" % tmp_path, "file=/dev/null", "--run", "true"],
+        capture_output=True, text=True,
         env=dict(standin_env(tmp_path), LANG="C"), timeout=TIMEOUT)
     assert result.returncode == 1
     assert "cannot open shared object file" in result.stderr
@@ -197,9 +199,10 @@ def test_filters(tmp_path, installed, filters, args):
     script = ('nbdcopy %s "$uri" && nbdcopy "$uri" %s && nbdinfo --map '
               '"$uri"' % (source, out))
     result = subprocess.run(
-        ["nbdkit", "-U", fresh_socket(tmp_path)] + ["--filter=%s" % f for f in filters] +
-        [installed, "libdir=%s" % libdir, "file=%s" % disk] + args +
-        ["--run", script], capture_output=True, text=True,
+        ["nbdkit", "-U", fresh_socket(tmp_path)]
+        + ["--filter=%s" % f for f in filters]
+        + [installed, "libdir=%s" % libdir, "file=%s" % disk] + args
+        + ["--run", script], capture_output=True, text=True,
         env=standin_env(tmp_path), timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     expected = source.read_bytes() + original[4 * 1024 * 1024:]
@@ -217,8 +220,8 @@ def test_unaligned_client_with_blocksize_filter(tmp_path, installed):
               "h.set_strict_mode(0); h.connect_uri('$uri'); "
               "h.pwrite(b'Q' * 100, 3); print(h.pread(10, 0).hex())\"")
     result = subprocess.run(
-        ["nbdkit", "-U", fresh_socket(tmp_path), "--filter=blocksize", installed,
-         "libdir=%s" % libdir, "file=%s" % disk, "minblock=512",
+        ["nbdkit", "-U", fresh_socket(tmp_path), "--filter=blocksize",
+         installed, "libdir=%s" % libdir, "file=%s" % disk, "minblock=512",
          "--run", script], capture_output=True, text=True,
         env=standin_env(tmp_path), timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr

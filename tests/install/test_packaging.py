@@ -18,7 +18,8 @@ import subprocess
 
 import pytest
 
-from bed import ROOT, TIMEOUT, install_standin, random_file, standin_env
+from bed import (ROOT, TIMEOUT, fresh_socket, install_standin, random_file,
+                 standin_env)
 from vddkpy import __version__
 from vddkpy.vddk import ffibuild
 from vddkpy.install.nbdkit_host import EmbeddedPython
@@ -94,9 +95,9 @@ def no_cffi(tmp_path):
 def test_plugin_without_cffi(tmp_path, no_cffi):
     for mode in (["--run", "true", "file=/dev/null"], ["--dump-plugin"]):
         result = subprocess.run(
-            ["nbdkit", "-U", "-", "python", str(ROOT / "plugin" / "plugin.py")]
-            + mode, env=no_cffi, capture_output=True, text=True,
-            timeout=TIMEOUT)
+            ["nbdkit", "-U", fresh_socket(tmp_path), "python",
+             str(ROOT / "plugin" / "plugin.py")] + mode,
+            env=no_cffi, capture_output=True, text=True, timeout=TIMEOUT)
         assert result.returncode == 1
         assert result.stderr == "nbdkit: error: %s\n" % CFFI_LINE
 
@@ -194,7 +195,7 @@ def test_private_install_serves_then_uninstalls(tmp_path, system):
         mounts, tmp_path, "/usr/bin/python3 -m vddkpy install",
         "nbdkit vddk --dump-plugin >/dev/null",
         "/usr/bin/python3 -m vddkpy status",
-        "cd %s && nbdkit -U - vddk libdir=%s file=%s --run 'nbdcopy "
+        "cd %s && nbdkit -U nbd.sock vddk libdir=%s file=%s --run 'nbdcopy "
         "\"$uri\" out.raw'" % (tmp_path, libdir, disk))
     assert result.returncode == 0, result.stderr
     assert "installed %s/nbdkit-vddk-plugin\n" % PLUGINDIR in result.stdout
@@ -223,8 +224,8 @@ def test_installed_for_another_python(tmp_path, system):
     upgraded = dict(mounts)
     upgraded[SITE] = tmp_path / "empty"
     upgraded[SITE].mkdir()
-    result = private(upgraded, ["nbdkit", "-U", "-", "vddk",
-                                "file=/dev/null", "--run", "true"],
+    result = private(upgraded, ["nbdkit", "-U", fresh_socket(tmp_path),
+                                "vddk", "file=/dev/null", "--run", "true"],
                      cwd=tmp_path)
     assert_one_line(
         result, "nbdkit: error: vddkpy is not installed for Python %s, the "
@@ -491,8 +492,8 @@ def test_deb_over_a_manual_install(private_system, deb, tmp_path):
         "step check vddkpy status",
         "step uninstall vddkpy uninstall",
         "step check_after vddkpy status",
-        "step serve nbdkit -U - vddk libdir=%s file=%s --run 'nbdcopy "
-        "\"$uri\" %s/out.raw'" % (libdir, disk, tmp_path),
+        "step serve nbdkit -U %s/nbd.sock vddk libdir=%s file=%s --run "
+        "'nbdcopy \"$uri\" %s/out.raw'" % (tmp_path, libdir, disk, tmp_path),
         "step purge dpkg --purge nbdkit-plugin-vddkpy",
         "step left ls -A %s" % DEB_PLUGINDIR]),
         ["manual", "install", "dump", "check", "uninstall", "check_after",

@@ -416,8 +416,9 @@ def test_password_typed_at_terminal(tmp_path, libdir, datastore):
     pexpect = pytest.importorskip("pexpect")
     from bed import PLUGIN, fresh_socket, standin_env
     env = standin_env(tmp_path, server_config(datastore))
-    command = ["nbdkit", "-f", "-U", fresh_socket(tmp_path), "--run", 'nbdinfo --size "$uri"',
-               "python", str(PLUGIN), "libdir=%s" % libdir] + REMOTE[:2] + [
+    command = ["nbdkit", "-f", "-U", fresh_socket(tmp_path),
+               "--run", 'nbdinfo --size "$uri"', "python", str(PLUGIN),
+               "libdir=%s" % libdir] + REMOTE[:2] + [
         "password=-", "vm=moref=2", "thumbprint=%s" % THUMB,
         "file=[datastore1] Fedora/Fedora.vmdk"]
     child = pexpect.spawn(command[0], command[1:], env=env, timeout=60)
