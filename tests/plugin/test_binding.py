@@ -11,9 +11,8 @@ import subprocess
 
 import pytest
 
-from bed import (ROOT, TIMEOUT, assert_no_traceback,
-                      assert_server_survived, install_standin, random_file,
-                      standin_env)
+from bed import (ROOT, TIMEOUT, assert_no_traceback, assert_server_survived,
+                 fresh_socket, install_standin, random_file, standin_env)
 from bed.embedded import CFFI_LINE
 from vddkpy.vddk import abi, binding, ffibuild
 
@@ -104,7 +103,8 @@ def serve_copy(tmp_path, plugin, verbose, env=None):
     libdir = install_standin(tmp_path / "vddk")
     disk = random_file(tmp_path / "disk.raw", 1024 * 1024, seed=18)
     out = tmp_path / "out.raw"
-    command = ["nbdkit", "-f", "-U", "-"] + (["-v"] if verbose else []) + [
+    command = ["nbdkit", "-f", "-U", fresh_socket(tmp_path)] + (
+        ["-v"] if verbose else []) + [
         "python", str(plugin), "libdir=%s" % libdir, "file=%s" % disk,
         "--run", 'nbdcopy "$uri" %s' % out]
     extra = {"LD_LIBRARY_PATH": str(libdir)}
