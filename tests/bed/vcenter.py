@@ -262,6 +262,11 @@ class Vcsim:
             self._si = self.connect()
         return self._si
 
+    def sessions(self):
+        """The sessions vSphere holds now (the fixture's own included):
+        each log-in that never logs out stays until it times out."""
+        return len(self.si.content.sessionManager.sessionList)
+
     def vm_object(self):
         from pyVmomi import vim
         return vim.VirtualMachine(self.vm, self.si._stub)

@@ -229,9 +229,11 @@ def test_changed_areas_command(vcsim, nbdkit):
     writes = [(3 << 20, b"\1" * 100 * 1024), ((16 << 20) - 4096, b"\2" * 4096)]
     write_through_nbdkit(nbdkit, bed, writes, None)
     snapshot, b = bed.create_snapshot("s1")
+    sessions = bed.sessions()
     result = changed_areas(bed, "changed-since=" + a, "snapshot=" + snapshot,
                            password="sekret")
     assert result.returncode == 0, result.stderr
+    assert bed.sessions() == sessions           # it logged out
     assert "sekret" not in result.stdout + result.stderr
     assert json.loads(result.stdout) == {
         "file": bed.disk_file, "changed_since": a, "capacity": 16 << 20,
@@ -489,6 +491,13 @@ def test_cookie_session(vcsim, nbdkit):
     config = bed.standin_config().replace(
         "  user root sekret\n", "  user root sekret\n  cookie %s root\n"
         % cookie)
+    # The session is the cookie's owner's: the server's stop leaves it.
+    first = nbdkit(*bed.plugin_args(), "cookie=" + cookie, "changed-since=*",
+                   "snapshot=" + snapshot, config=config, readonly=True)
+    assert data_extents(first)
+    first.stop()
+    assert bed.calls("Logout") == 0
+    assert session.content.sessionManager.currentSession is not None
     bed.reset()
     server = nbdkit(*bed.plugin_args(), "cookie=" + cookie,
                     "changed-since=" + before, "snapshot=" + snapshot,
@@ -507,6 +516,23 @@ def test_cookie_session(vcsim, nbdkit):
     assert error_lines(server.stderr)[-1].endswith(
         ": open: error: vSphere %s:%d no longer accepts cookie= (its session "
         "has ended)" % (bed.host, bed.port))
+
+
+def test_the_server_logs_out_when_it_stops(vcsim, nbdkit):
+    """The server's one session ends with it: vSphere would keep an
+    abandoned one until it timed out, and refuses log-ins past a limit."""
+    bed, snapshot, before = tracked_bed(vcsim, nbdkit)
+    sessions = bed.sessions()
+    bed.reset()
+    server = served(nbdkit, bed, "changed-since=" + before,
+                    "snapshot=" + snapshot)
+    first = data_extents(server)            # two connections, one session
+    assert first and data_extents(server) == first
+    assert bed.sessions() == sessions + 1
+    server.stop()
+    assert (bed.calls("Login"), bed.calls("Logout")) == (1, 1)
+    assert bed.sessions() == sessions
+    assert error_lines(server.stderr) == []
 
 
 def test_stats_and_extents_debug(vcsim, nbdkit, tmp_path):

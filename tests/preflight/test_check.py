@@ -647,12 +647,14 @@ def test_vcsim_version_and_change_tracking(tmp_path, libdir, vcsim):
                                     "nfchostport=%d" % nfc_port]
         before = digest(bed.data_path)
         about = bed.si.content.about
+        sessions = bed.sessions()
         verdict = compatibility.verdict(8, tuple(
             int(n) for n in about.version.split(".")[:2]))
         off = run_check(tmp_path, args, config)
         bed.enable_cbt()
         on = run_check(tmp_path, args, config)
         change_id = bed.change_id()
+    assert bed.sessions() == sessions           # the check logged out
     status = "FAIL" if verdict == compatibility.TOO_OLD else "ok"
     assert step(off, "version").startswith(
         "%-4s version: %s; VDDK 8 supports vSphere 6.7 to 9.0"

@@ -134,6 +134,7 @@ def test_rounds_of_scattered_writes_then_a_final_one(
         started, libdir, tmp_path, image_format):
     size = 64 << 20
     bed, run, to = started(size=size, seed=21)
+    sessions = bed.sessions()
     image = to / ("vm." + image_format)
     result = run.ok(to, "--format", image_format)
     assert result.stdout == full_copy(image, size)
@@ -164,6 +165,7 @@ def test_rounds_of_scattered_writes_then_a_final_one(
     assert image_bytes(image, image_format) == bed.data_path.read_bytes()
     assert bytes_read(run) <= 1.1 * grains(last)
     assert bed.snapshot_morefs() == []
+    assert bed.sessions() == sessions       # every log-in logged out
 
 
 @pytest.mark.parametrize("more_disks", [[], [8 << 20]])
@@ -184,7 +186,8 @@ def test_data_path_outage_mid_copy_changes_nothing_and_rerun_repairs(
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_round_changes_nothing_and_rerun_repairs(
         started, signum):
-    _, run, to = started(size=16 << 20, seed=23)
+    bed, run, to = started(size=16 << 20, seed=23)
+    sessions = bed.sessions()
     state_before = round_then_guest_writes(run, to, 300, seed=6)
     # Reads of 0.5 s: the signal comes while the disk is being copied.
     proc = run.start_copying(to, 0.5)
@@ -195,6 +198,7 @@ def test_interrupted_round_changes_nothing_and_rerun_repairs(
     assert one_line(err) == (
         "vddkpy sync: %s: the state is unchanged and the round's snapshot "
         "removed; run it again" % word)
+    assert bed.sessions() == sessions
     assert_unchanged_then_repaired(run, to, state_before)
 
 

@@ -40,9 +40,13 @@ def parse(args):
 
 
 def report(params):
-    disk = TrackedDisk(VsphereSession(params), params, params.file)
-    disk.look_up()
-    areas = disk.areas(params.changed_since, alignment=1).merged()
+    session = VsphereSession(params)
+    try:
+        disk = TrackedDisk(session, params, params.file)
+        disk.look_up()
+        areas = disk.areas(params.changed_since, alignment=1).merged()
+    finally:
+        session.close()
     if disk.base_capacity is not None and disk.base_capacity < \
             disk.capacity:
         areas = with_tail(areas, disk.base_capacity, disk.capacity)

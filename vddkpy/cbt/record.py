@@ -116,10 +116,16 @@ class Run:
         """At the server's stop: every wait for vSphere ends, and what was
         asked ahead has ended before this returns (or STOP_SECONDS have
         passed), taken or not: no thread of ours may run Python code once
-        it is finalised."""
+        it is finalised.  Then the vSphere session is logged out."""
         self._stopping = True
         if self._ahead is not None:
             self._ahead.wait(timeout=STOP_SECONDS)
+        with self._vsphere_lock:
+            vsphere, self._vsphere = self._vsphere, None
+        problem = vsphere and vsphere.close()
+        if problem:
+            debug("changed-since: %s (the session ends when it times out)"
+                  % problem)
 
     def connection(self, filename):
         """The record of a new connection serving ``filename``."""

@@ -43,6 +43,13 @@ def _step(params, failing):
         if params.changed_since is None:
             return None
         return Result(FAIL, "cbt", pyvmomi_missing_message())
+    try:
+        return _tracking(session, params, failing)
+    finally:
+        session.close()
+
+
+def _tracking(session, params, failing):
     disk = TrackedDisk(session, params, params.file)
     try:
         disk.look_up()

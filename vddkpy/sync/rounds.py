@@ -164,6 +164,8 @@ class Round:
                     raise SyncError("%s; then %s" % (failing, e)) from None
                 raise
             finally:
+                if self.vm is not None:
+                    self.vm.close()
                 if self.private is not None:
                     shutil.rmtree(self.private, ignore_errors=True)
                 if self.lock_fd is not None:

@@ -55,6 +55,10 @@ class Vm:
             raise VsphereError(str(e)) from None
         self.vim = self.session.vim
 
+    def close(self):
+        """Log out (bounded; a failure leaves the session to time out)."""
+        self.session.close()
+
     def _call(self, function, *args):
         try:
             return self.session.call(function, *args)

@@ -16,6 +16,12 @@ made on a thread of its own that the caller stops waiting for after the
 same time, or at once when ``interrupted()`` says so (nbdkit is shutting
 down, or the client went away), so a stalled server never holds up a
 connection or nbdkit's exit.
+
+A session logged in with a password is logged out when its user is done
+(``close``): vSphere keeps an abandoned session until it times out (30
+minutes by default on vCenter), and a host holding too many refuses new
+log-ins, which a backup tool starting nbdkit per disk and per round would
+soon reach.  cookie='s session is whoever gave it's, and stays.
 """
 
 import http.client
@@ -33,6 +39,8 @@ from .thumbprint import format_thumbprint
 DEFAULT_TIMEOUT = 120     # seconds: vsphere-timeout='s default
 _READ_SIZE = 64 * 1024
 _IDLE_CONNECTIONS = 8     # post()'s connections kept alive between calls
+LOGOUT_SECONDS = 1        # the most close() waits for vSphere's goodbye
+_LOCK_SECONDS = 0.2       # and for the session's lock (held by a log-in)
 
 API_VERSION = "vim.version.version10"     # vSphere 6.0: has every call used
 _COOKIE_NAME = "vmware_soap_session"
@@ -110,6 +118,7 @@ class VsphereSession:
         self.interrupted = interrupted
         self._lock = threading.Lock()
         self._stub = None
+        self._session_manager = None    # the logged-in stub's
         self._context = PinnedContext(params.thumbprint)
         self._idle = []             # post()'s connections, kept alive
         self.vim, self.vmodl, self._adapter_class = import_pyvmomi()
@@ -199,7 +208,39 @@ class VsphereSession:
                                   "%s" % (self.address, printable(p.user),
                                           printable(e.msg or ""))) \
                     from None
+        self._session_manager = content.sessionManager
         return stub
+
+    def close(self):
+        """Log out the session this object logged in (not cookie='s),
+        waiting LOGOUT_SECONDS at most, even while nbdkit is stopping, and
+        close the kept connections.  None, or why the log-out failed (one
+        line): the session then ends when it times out, as it would have."""
+        # The lock is held for a whole log-in: one still under way (vSphere
+        # stalled) is not waited for.
+        if not self._lock.acquire(timeout=_LOCK_SECONDS):
+            return "a log-in to vSphere %s was still under way" % self.address
+        try:
+            stub, self._stub = self._stub, None
+            idle, self._idle = self._idle, []
+        finally:
+            self._lock.release()
+        for connection in idle:
+            connection.close()
+        if stub is None or self.params.cookie is not None:
+            return None
+        try:
+            Background(self._guarded, self._session_manager.Logout) \
+                .result(timeout=LOGOUT_SECONDS)
+        except TimedOut:
+            return ("vSphere %s did not answer the log-out within %g s"
+                    % (self.address, LOGOUT_SECONDS))
+        except PluginError as e:            # (its text is escaped already)
+            return str(e)
+        except self.vmodl.MethodFault as e:
+            return "vSphere %s refused the log-out: %s" % (
+                self.address, printable(e.msg or type(e).__name__))
+        return None
 
     def post(self, stub, body, sink):
         """POST the SOAP request ``body`` (bytes) in the session of
