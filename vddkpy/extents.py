@@ -139,9 +139,11 @@ def whole_disk(query, size, hole_type):
 class DiskMap:
     """A whole-disk extent list that answers requests without VDDK."""
 
-    def __init__(self, extents):
+    def __init__(self, extents, starts=None):
+        """``extents`` sorted and disjoint; ``starts``, if given, where
+        each begins (a maker that has them saves a pass over them)."""
         self.extents = extents
-        self._starts = [e[0] for e in self.extents]
+        self._starts = [e[0] for e in extents] if starts is None else starts
 
     def covering(self, offset, count):
         """The extents that overlap [offset, offset+count)."""

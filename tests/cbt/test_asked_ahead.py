@@ -2,9 +2,9 @@
 as the server starts (cbt.record.Run.begin_ahead): its map is ready
 sooner and is the same map, a failure that is over before the client
 comes is not handed to it, and a server that stops while they wait for a
-stalled vSphere stops at once.  Nothing is asked ahead without a
-snapshot (a powered-off VM's disk could be written before the client
-comes) or with export=.  (nbdkit 1.24 has no after_fork: there they are
+stalled vSphere stops at once.  Without a snapshot (a powered-off VM's
+disk could be written before the client comes) or with export= only the
+log-in is made ahead.  (nbdkit 1.24 has no after_fork: there they are
 asked at the first open, while VDDK opens the disk.)"""
 
 import json
@@ -92,6 +92,25 @@ def test_a_server_stopped_while_asking_ahead_stops_at_once(vcsim, nbdkit):
     server.assert_survived()
 
 
+@pytest.mark.skipif(not server_calls("after_fork"),
+                    reason="nbdkit 1.24 asks nothing before the first open")
+def test_without_a_snapshot_only_the_log_in_is_made_ahead(vcsim, nbdkit):
+    bed = vcsim(size=16 * MiB, seed=3, power_on=False)
+    bed.enable_cbt()
+    bed.reset()
+    server = served(nbdkit, bed, "changed-since=*")
+    wait_until(lambda: bed.calls("Login") == 1,
+               "the server did not log in as it started")
+    assert bed.calls("RetrievePropertiesEx") == 0       # no lookup
+    assert bed.calls("QueryChangedDiskAreas") == 0
+    assert data_extents(server) == [(0, 16 * MiB)]
+    assert bed.calls("Login") == 1
+    assert bed.calls("QueryChangedDiskAreas") >= 1
+    server.stop()
+    assert bed.calls("Logout") == 1
+    assert error_lines(server.stderr) == []
+
+
 def test_no_client_no_change_id(vcsim, nbdkit, tmp_path):
     """A pass asked ahead that no connection took proves nothing."""
     bed, snapshot = snapshot_after_writes(vcsim, nbdkit, [(MiB, b"\5" * 512)])
@@ -137,7 +156,10 @@ def ahead_run(snapshot="snapshot-7", export=None, asking=None):
     ("snapshot-7", None, True), (None, None, False),
     ("snapshot-7", "[datastore1] vm/*.vmdk", False)])
 def test_asked_ahead_only_what_cannot_change_before_the_client(
-        snapshot, export, asked):
+        snapshot, export, asked, monkeypatch):
+    from vddkpy.cbt.record import Run
+    logged_in = []
+    monkeypatch.setattr(Run, "_log_in_ahead", lambda run: logged_in.append(1))
     run = ahead_run(snapshot, export)
     first = run.connection("[datastore1] vm/vm.vmdk")
     second = run.connection("[datastore1] vm/vm.vmdk")
@@ -146,6 +168,7 @@ def test_asked_ahead_only_what_cannot_change_before_the_client(
         assert run.changes(first.filename, first.ahead) == (
             "[datastore1] vm/vm.vmdk", 1)
     run.stop()
+    assert logged_in == ([] if asked else [1])      # or only the log-in
 
 
 def test_a_failure_over_before_the_client_came_is_asked_again():

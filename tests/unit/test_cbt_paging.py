@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from vddkpy.cbt import answer
 from vddkpy.cbt.answer import WHOLE_BYTES, AnswerReader
+from vddkpy import extents
 from vddkpy.cbt.areas import (MIN_ADVANCE, BadAnswer, Pass, collect,
-                              with_tail)
+                              disk_map, with_tail)
 
 MiB = 1 << 20
 GRAIN = 64 * 1024
@@ -139,10 +140,47 @@ def test_areas_are_bounded_by_the_capacity():
 
 
 def test_with_tail():
-    assert with_tail([(0, 512), (MiB, 2 * MiB)], 2 * MiB, 4 * MiB) == [
-        (0, 512), (MiB, 3 * MiB)]
-    assert with_tail([(0, 512)], 2 * MiB, 4 * MiB) == [
-        (0, 512), (2 * MiB, 2 * MiB)]
+    assert with_tail([0, MiB], [512, 3 * MiB], 2 * MiB, 4 * MiB) == (
+        [0, MiB], [512, 4 * MiB])
+    assert with_tail([0], [512], 2 * MiB, 4 * MiB) == (
+        [0, 2 * MiB], [512, 4 * MiB])
+    assert with_tail([0, 3 * MiB], [512, 3 * MiB + 512], 2 * MiB,
+                     4 * MiB) == ([0, 2 * MiB], [512, 4 * MiB])
+    assert with_tail([], [], 0, MiB) == ([0], [MiB])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 63), unique=True, max_size=30),
+       st.integers(0, 2))
+def test_disk_map_is_the_areas_as_data_and_the_rest_as_holes(cuts, tail):
+    """Areas from any set of boundaries (data and room taking turns):
+    the extents tile the disk in order, data exactly the areas, holes
+    between, and every request is answered from them."""
+    unit, size = 512, 64 * 512 + tail * 512
+    cuts = sorted(cuts)
+    areas = [(a * unit, b * unit) for a, b in zip(cuts[0::2], cuts[1::2])
+             if a < b]
+    begins, ends = [a for a, _ in areas], [b for _, b in areas]
+    made = disk_map(begins, ends, size)
+    position, kinds = 0, []
+    for start, length, kind in made.extents:
+        assert start == position and length > 0
+        position += length
+        kinds.append(kind)
+    assert position == size
+    assert all(a != b for a, b in zip(kinds, kinds[1:]))
+    assert [(s, s + n) for s, n, k in made.extents
+            if k == extents.DATA] == areas
+    assert all(k == extents.HOLE | extents.ZERO for k in kinds
+               if k != extents.DATA)
+    for offset in range(0, size, 3 * unit):
+        assert made.within(offset, 5 * unit) == extents.cut(
+            made.extents, offset, 5 * unit)
+
+
+def test_disk_map_refuses_areas_that_touch():
+    with pytest.raises(ValueError):
+        disk_map([0, 512], [512, 1024], 4096)
 
 
 @settings(max_examples=200, deadline=None)

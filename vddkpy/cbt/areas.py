@@ -37,6 +37,8 @@ range's end), then their maps joined in order (``collect``).
 
 import _thread
 import bisect
+from itertools import repeat
+from operator import sub
 
 from .. import extents
 from ..vddk.abi import SECTOR_SIZE
@@ -231,6 +233,11 @@ class Pass:
         """The map: sorted, disjoint (start, length) areas."""
         return [(b, e - b) for b, e in zip(self._begins, self._ends)]
 
+    def bounds(self):
+        """The map as two lists: where each area begins, where it ends
+        (sorted, with room between one area and the next)."""
+        return self._begins.tolist(), self._ends.tolist()
+
     def coverage(self):
         """What this pass asked and was told, for the statistics."""
         return {"calls": self.calls,
@@ -308,35 +315,43 @@ def _all_at_once(function, items):
         raise state["failure"]
 
 
-def with_tail(areas, start, end):
-    """Merged ``areas`` with [start, end) (past what vSphere reported on:
-    a grown disk's new part) changed too."""
-    areas = [a for a in areas if a[0] < start]
-    if areas and areas[-1][0] + areas[-1][1] >= start:
-        start = areas.pop()[0]
-    return areas + [(start, end - start)]
+def with_tail(begins, ends, start, end):
+    """The map ``begins``, ``ends`` (``Pass.bounds``) with [start, end)
+    (past what vSphere reported on: a grown disk's new part) changed too."""
+    kept = bisect.bisect_left(begins, start)   # the areas before ``start``
+    begins, ends = begins[:kept], ends[:kept]
+    if ends and ends[-1] >= start:
+        start = begins.pop()
+        ends.pop()
+    return begins + [start], ends + [end]
 
 
-def disk_map(areas, size):
-    """The DiskMap of a disk of ``size`` bytes whose data are exactly
-    ``areas`` (merged, inside the disk), its extents made in one tight
-    loop (tens of thousands of them for a busy disk)."""
+def disk_map(begins, ends, size):
+    """The DiskMap of a disk of ``size`` bytes whose data are exactly the
+    areas [begins[i], ends[i]) (``Pass.bounds``: sorted, apart, inside the
+    disk).  A busy disk has tens of thousands of them: its extents are
+    made by zip and slice assignment, data and holes taking turns, not by
+    a Python step each."""
     if debug_flags.extents:
-        for start, length in areas:
+        for start, end in zip(begins, ends):
             debug("changed area at [%d...%d] (length %d)"
-                  % (start, start + length - 1, length))
+                  % (start, end - 1, end - start))
     hole = extents.HOLE | extents.ZERO
-    made = []
-    append = made.append
-    position = 0
-    for start, length in areas:
-        end = start + length
-        if start > position:
-            append((position, start - position, hole))
-        elif made:                  # touching the previous area: one extent
-            start = made.pop()[0]
-        append((start, end - start, extents.DATA))
-        position = end
-    if size > position:
-        append((position, size - position, hole))
-    return extents.DiskMap(made)
+    if not begins:
+        return extents.DiskMap([(0, size, hole)] if size else [])
+    gaps = list(map(sub, begins[1:], ends))
+    if gaps and min(gaps) <= 0:
+        raise ValueError("changed areas that are not apart")
+    made = [None] * (2 * len(begins) - 1)
+    made[0::2] = zip(begins, map(sub, ends, begins), repeat(extents.DATA))
+    made[1::2] = zip(ends, gaps, repeat(hole))
+    starts = [None] * len(made)
+    starts[0::2] = begins
+    starts[1::2] = ends[:-1]
+    if begins[0] > 0:
+        made.insert(0, (0, begins[0], hole))
+        starts.insert(0, 0)
+    if ends[-1] < size:
+        made.append((ends[-1], size - ends[-1], hole))
+        starts.append(ends[-1])
+    return extents.DiskMap(made, starts)

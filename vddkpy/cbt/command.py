@@ -44,15 +44,16 @@ def report(params):
     try:
         disk = TrackedDisk(session, params, params.file)
         disk.look_up()
-        areas = disk.areas(params.changed_since, alignment=1).merged()
+        begins, ends = disk.areas(params.changed_since, alignment=1).bounds()
     finally:
         session.close()
     if disk.base_capacity is not None and disk.base_capacity < \
             disk.capacity:
-        areas = with_tail(areas, disk.base_capacity, disk.capacity)
+        begins, ends = with_tail(begins, ends, disk.base_capacity,
+                                 disk.capacity)
     return {"file": params.file, "changed_since": params.changed_since,
             "capacity": disk.capacity, "next_change_id": disk.next_change_id,
-            "areas": [list(area) for area in areas]}
+            "areas": [[b, e - b] for b, e in zip(begins, ends)]}
 
 
 

@@ -19,9 +19,12 @@ vSphere's answers then come while the client connects and VDDK opens the
 disk, not after.  Only as of a snapshot, whose changes are fixed: a
 powered-off VM's own disk could be written before the client comes.
 A failure asked ahead that is over when the connection comes is not
-handed to it (vSphere may be back): the connection asks again.
+handed to it (vSphere may be back): the connection asks again.  Without
+a snapshot (or with export=) only the log-in is made ahead, which
+depends on no disk (its imports included: tens of milliseconds of them).
 """
 
+import time
 import _thread
 
 # Imported here, on nbdkit's main thread, before any thread asks vSphere
@@ -53,6 +56,7 @@ class Run:
         self._vsphere = None
         self._connections = []
         self._ahead = None          # Background: what begin_ahead asks
+        self._login_ahead = None    # Background: or only the log-in
         self._ahead_file = None     # its file, until a connection takes it
 
     def interrupted(self):
@@ -73,10 +77,19 @@ class Run:
         its own, what the first connection will need (the log-in, the
         disk's lookup, its pass of changed areas), if it is known now
         (file=, not export=) and cannot change before the client comes
-        (as of snapshot=)."""
+        (as of snapshot=); otherwise the log-in only."""
         if self.params.export is None and self.params.snapshot is not None:
             self._ahead_file = self.params.file
             self._ahead = Background(self._ask_ahead, self.params.file)
+        else:
+            self._login_ahead = Background(self._log_in_ahead)
+
+    def _log_in_ahead(self):
+        try:
+            self.vsphere().log_in()
+        except PluginError as e:            # (its text is escaped already)
+            debug("changed-since: the log-in made ahead failed (each "
+                  "connection logs in if it must): %s" % e)
 
     def _ask_ahead(self, filename):
         try:
@@ -118,8 +131,10 @@ class Run:
         passed), taken or not: no thread of ours may run Python code once
         it is finalised.  Then the vSphere session is logged out."""
         self._stopping = True
-        if self._ahead is not None:
-            self._ahead.wait(timeout=STOP_SECONDS)
+        deadline = time.monotonic() + STOP_SECONDS
+        for ahead in (self._ahead, self._login_ahead):
+            if ahead is not None:
+                ahead.wait(timeout=max(0, deadline - time.monotonic()))
         with self._vsphere_lock:
             vsphere, self._vsphere = self._vsphere, None
         problem = vsphere and vsphere.close()

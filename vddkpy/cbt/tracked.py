@@ -302,11 +302,11 @@ def served_map(disk, pass_, size):
     holes.  Bytes past what vSphere reports on (a capacity below VDDK's,
     a disk grown since the changeId) count as changed: unknown is never
     served as unchanged."""
-    areas = pass_.merged()
+    begins, ends = pass_.bounds()
     tail = min(disk.capacity, size)
     if disk.base_capacity is not None:
         tail = min(tail, disk.base_capacity)
     if tail < size:
-        areas = changed.with_tail(areas, tail // pass_.alignment
-                                  * pass_.alignment, size)
-    return changed.disk_map(areas, size)
+        begins, ends = changed.with_tail(
+            begins, ends, tail // pass_.alignment * pass_.alignment, size)
+    return changed.disk_map(begins, ends, size)

@@ -129,6 +129,10 @@ class VsphereSession:
         it within vsphere-timeout= seconds."""
         return self._bounded(self._call, function, args, kwargs)
 
+    def log_in(self):
+        """Log in now if not logged in yet (within vsphere-timeout=)."""
+        self._bounded(self._logged_in)
+
     def _bounded(self, function, *args):
         """function(*args) on a thread of its own, waited for at most
         self.timeout seconds, and no longer once interrupted()."""
