@@ -139,6 +139,43 @@ def test_areas_are_bounded_by_the_capacity():
         "areas: a disk of 32768 bytes has at most 64")
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.integers(0, 200), unique=True, max_size=40),
+       st.sampled_from([1, 512, 4096]), st.integers(0, 2),
+       st.sampled_from([0, 512, 4096, -4096]), st.booleans())
+def test_a_page_in_bulk_is_the_same_as_area_by_area(
+        cuts, alignment, earlier, shift, sort):
+    """Pass.page (a plain answer's areas, joined in bulk when they are
+    what vSphere sends) leaves the pass as areas_of does, or refuses the
+    same way, for pages that qualify and pages that do not (unsorted,
+    touching the map, before the part not answered yet, past the pass's
+    range or the disk, off the alignment)."""
+    unit, size = 512, 256 * 1024
+    first, last = 4096, size - 4096
+    base = first + MIN_ADVANCE + shift      # where the second answer starts
+    cuts = sorted(cuts)
+    areas = [(base + a * unit, (b - a) * unit)
+             for a, b in zip(cuts[0::2], cuts[1::2])]
+    if not sort:
+        areas.reverse()
+
+    def state(bulk):
+        p = Pass(size, alignment, first=first, last=last)
+        try:
+            p.answer(first, MIN_ADVANCE,
+                     [(first + MIN_ADVANCE - 4096, 4096)] * earlier)
+            p.begin(p.offset, size - p.offset)
+            if bulk:
+                p.page([s for s, _ in areas], [n for _, n in areas])
+            else:
+                p.areas_of(areas)
+            p.end()
+        except BadAnswer as e:
+            return str(e)
+        return p.coverage(), p.merged()
+    assert state(bulk=True) == state(bulk=False)
+
+
 def test_with_tail():
     assert with_tail([0, MiB], [512, 3 * MiB], 2 * MiB, 4 * MiB) == (
         [0, MiB], [512, 4 * MiB])
