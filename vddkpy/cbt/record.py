@@ -31,6 +31,7 @@ import _thread
 # (Python 3.9 fails a "from ... import" of a module that another thread
 # is still importing).
 from . import answer  # noqa: F401
+from .areas import RANGES
 from .tracked import TrackedDisk, changed_pass, served_map
 from ..errors import PluginError
 from ..nbdkit.compat import debug
@@ -86,7 +87,9 @@ class Run:
 
     def _log_in_ahead(self):
         try:
-            self.vsphere().log_in()
+            vsphere = self.vsphere()
+            vsphere.prepare(RANGES)
+            vsphere.log_in()
         except PluginError as e:            # (its text is escaped already)
             debug("changed-since: the log-in made ahead failed (each "
                   "connection logs in if it must): %s" % e)
@@ -121,7 +124,10 @@ class Run:
             raise stopped_waiting(self.params) from None
 
     def _ask(self, filename):
-        disk = TrackedDisk(self.vsphere(), self.params, filename, self.stats)
+        vsphere = self.vsphere()
+        # The pass's connections are made while the lookup is asked.
+        vsphere.prepare(RANGES)
+        disk = TrackedDisk(vsphere, self.params, filename, self.stats)
         disk.look_up()
         return disk, changed_pass(disk)
 

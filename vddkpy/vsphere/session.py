@@ -116,11 +116,14 @@ class VsphereSession:
         self.timeout = getattr(params, "vsphere_timeout", None) \
             or DEFAULT_TIMEOUT
         self.interrupted = interrupted
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()   # held for a whole log-in
         self._stub = None
         self._session_manager = None    # the logged-in stub's
         self._context = PinnedContext(params.thumbprint)
+        self._pool_lock = threading.Lock()
         self._idle = []             # post()'s connections, kept alive
+        self._opening = 0           # and those prepare() has under way
+        self._closed = False
         self.vim, self.vmodl, self._adapter_class = import_pyvmomi()
 
     def call(self, function, *args, **kwargs):
@@ -222,15 +225,17 @@ class VsphereSession:
         line): the session then ends when it times out, as it would have."""
         # The lock is held for a whole log-in: one still under way (vSphere
         # stalled) is not waited for.
+        with self._pool_lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
         if not self._lock.acquire(timeout=_LOCK_SECONDS):
             return "a log-in to vSphere %s was still under way" % self.address
         try:
             stub, self._stub = self._stub, None
-            idle, self._idle = self._idle, []
         finally:
             self._lock.release()
-        for connection in idle:
-            connection.close()
         if stub is None or self.params.cookie is not None:
             return None
         try:
@@ -279,11 +284,7 @@ class VsphereSession:
                 sink(data)
             finished = True
         finally:
-            with self._lock:
-                kept = finished and len(self._idle) < _IDLE_CONNECTIONS
-                if kept:
-                    self._idle.append(connection)
-            if not kept:
+            if not (finished and self._keep(connection)):
                 connection.close()
 
     @staticmethod
@@ -294,15 +295,55 @@ class VsphereSession:
         return connection.getresponse()
 
     def _connection(self):
-        """(an idle connection of post(), True) or (a new one, False): the
-        certificate pinned, every socket operation bounded by
-        vsphere-timeout=."""
-        with self._lock:
+        """(an idle connection of post(), True) or (a new one, False)."""
+        with self._pool_lock:
             if self._idle:
                 return self._idle.pop(), True
+        return self._new_connection(), False
+
+    def _new_connection(self):
+        """A connection to vSphere, not yet made: the certificate pinned,
+        every socket operation bounded by vsphere-timeout=."""
         return http.client.HTTPSConnection(
             self.params.server, self.params.port or 443,
-            timeout=self.timeout, context=self._context), False
+            timeout=self.timeout, context=self._context)
+
+    def _keep(self, connection):
+        """Whether ``connection`` went to the idle ones (at most
+        _IDLE_CONNECTIONS, none once closed)."""
+        with self._pool_lock:
+            kept = not self._closed and len(self._idle) < _IDLE_CONNECTIONS
+            if kept:
+                self._idle.append(connection)
+        return kept
+
+    def prepare(self, count):
+        """Begin making connections for post() (TCP, the TLS handshake,
+        the pin checked), each on a thread of its own, until ``count`` are
+        kept or under way: a pass asks several ranges at once, each on a
+        connection of its own, and the round trips of their handshakes can
+        pass while the log-in and the lookup are asked.  A connection that
+        cannot be made is not kept: post() then makes its own and says
+        why."""
+        with self._pool_lock:
+            wanted = min(count, _IDLE_CONNECTIONS) - len(self._idle) \
+                - self._opening
+            self._opening += max(0, wanted)
+        for _ in range(wanted):
+            Background(self._make_connection)
+
+    def _make_connection(self):
+        connection = self._new_connection()
+        try:
+            connection.connect()
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            connection = None
+        finally:
+            with self._pool_lock:
+                self._opening -= 1
+        if connection is not None and not self._keep(connection):
+            connection.close()
 
 
 def _cookie_header(cookie):

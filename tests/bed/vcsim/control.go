@@ -12,7 +12,9 @@ import (
 
 // knobs are what tests change while the server runs.
 type knobs struct {
-	latency map[string]time.Duration // SOAP method -> added delay per call
+	// SOAP method -> added delay per call (for QueryChangedDiskAreas the
+	// call's whole time: its answer is worked out within it).
+	latency map[string]time.Duration
 	// QueryChangedDiskAreas paging: at most pageAreas areas per answer
 	// (the real server's cap), each answer covering at most pageBytes of
 	// the disk (0: no limit), so an answer may hold no area at all and
