@@ -223,13 +223,13 @@ class VsphereSession:
         waiting LOGOUT_SECONDS at most, even while nbdkit is stopping, and
         close the kept connections.  None, or why the log-out failed (one
         line): the session then ends when it times out, as it would have."""
-        # The lock is held for a whole log-in: one still under way (vSphere
-        # stalled) is not waited for.
         with self._pool_lock:
             self._closed = True
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+        # The lock is held for a whole log-in: one still under way (vSphere
+        # stalled) is not waited for.
         if not self._lock.acquire(timeout=_LOCK_SECONDS):
             return "a log-in to vSphere %s was still under way" % self.address
         try:
