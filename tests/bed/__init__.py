@@ -23,6 +23,8 @@ from .core import (  # noqa: F401
     standin_env,
     read_calls,
     fresh_socket,
+    stop_listening,
+    listening,
     run_nbdkit,
     error_lines,
     assert_no_traceback,

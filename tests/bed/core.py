@@ -2,6 +2,7 @@
 nbdkit running the plugin against it, test disks, and the checks every
 server test makes (no crash, no traceback, exact error lines)."""
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -9,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket as sockets
 import subprocess
 import sys
 import time
@@ -291,6 +293,27 @@ def fresh_socket(tmp_path):
     one's directory in /tmp and leaves it behind when it fails before
     serving."""
     return str(tmp_path / ("run%d.sock" % next(_SOCKETS)))
+
+
+def stop_listening(listener):
+    """Close a listening socket that a thread of the test waits on in
+    accept(): shut down first, or on Linux that accept() never returns
+    and its thread outlives the test (Python 3.12 and later then warn at
+    every fork of the test process, pexpect's among them)."""
+    try:
+        listener.shutdown(sockets.SHUT_RDWR)
+    except OSError:
+        pass
+    listener.close()
+
+
+@contextlib.contextmanager
+def listening(listener):
+    """``listener`` for the block, then stop_listening."""
+    try:
+        yield listener
+    finally:
+        stop_listening(listener)
 
 
 def run_nbdkit(tmp_path, libdir, args, options=(), config=None, env=None,

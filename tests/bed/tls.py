@@ -7,6 +7,8 @@ import threading
 
 from vddkpy.vsphere.thumbprint import format_thumbprint
 
+from .core import stop_listening
+
 
 class TlsServer:
     """Accepts connections until ``close()``; each, once its TLS handshake
@@ -50,7 +52,7 @@ class TlsServer:
 
     def close(self):
         self.stopped.set()
-        self.listener.close()
+        stop_listening(self.listener)
 
 
 def tls_server(tmp_path):

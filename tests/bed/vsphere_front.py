@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 
-from bed import ROOT
+from bed import ROOT, stop_listening
 from vddkpy.vsphere.thumbprint import format_thumbprint  # noqa: E402
 
 _ABOUT = """<?xml version="1.0" encoding="UTF-8"?>
@@ -119,4 +119,4 @@ class Host:
         self.api.shutdown()
         self.api.server_close()
         if self.nfc is not None:
-            self.nfc.close()
+            stop_listening(self.nfc)

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from bed import (REMOTE_DISK, THUMB, assert_no_traceback, error_lines,
-                      random_vmdk, run_nbdkit, server_config)
+                 listening, random_vmdk, run_nbdkit, server_config)
 
 VSPHERE = ["user=root", "password=sekret", "vm=moref=2",
            "thumbprint=%s" % THUMB, "file=" + REMOTE_DISK]
@@ -162,7 +162,7 @@ def tls_listener(tmp_path):
 
 def test_wrong_thumbprint_sends_nothing(tmp_path, libdir):
     listener, actual, received = tls_listener(tmp_path)
-    with listener:
+    with listening(listener):
         port = listener.getsockname()[1]
         lines = open_error(tmp_path, libdir, port)
     assert lines[0].endswith(
@@ -216,7 +216,7 @@ def test_every_handshake_is_pinned(tmp_path):
                 requests.append(b"")
 
     threading.Thread(target=serve, daemon=True).start()
-    with listener:
+    with listening(listener):
         conn = http.client.HTTPSConnection(
             "127.0.0.1", listener.getsockname()[1],
             context=PinnedContext(prints[0]), timeout=30)

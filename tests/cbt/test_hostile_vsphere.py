@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from bed import assert_no_traceback, error_lines
+from bed import assert_no_traceback, error_lines, listening
 
 MiB = 1 << 20
 DATA = b"\5" * 4096
@@ -250,7 +250,7 @@ def test_a_silent_server_at_the_handshake(tmp_path, libdir, nbdkit):
     up after vsphere-timeout=, and SIGTERM ends nbdkit at once."""
     from test_changed_since_errors import VSPHERE, loopback_disk
     listener, accepted = silent_listener()
-    with listener:
+    with listening(listener):
         port = listener.getsockname()[1]
         config = loopback_disk(tmp_path, port)
         args = ["server=127.0.0.1", "port=%d" % port, "changed-since=*",
