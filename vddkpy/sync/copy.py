@@ -53,13 +53,18 @@ def plugin_command():
 
 
 def last_error(log):
-    """The last error line a child wrote to ``log``, made printable."""
+    """The last error line a child wrote to ``log``, made printable: the
+    last complete one (another of its threads may be halfway through a
+    line of its own: nbdkit writes one in several pieces), else its last
+    line."""
     try:
         with open(log, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    errors = [line for line in lines if "error" in line.lower()]
+    lines = text.splitlines()
+    written = lines if text.endswith("\n") else lines[:-1]
+    errors = [line for line in written if "error" in line.lower()]
     return printable((errors or lines or [""])[-1].strip())
 
 
