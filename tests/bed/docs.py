@@ -37,12 +37,12 @@ def sandbox(tmp_path_factory, private_system):
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2",
                     str(root / "in.raw"), str(root / "input.qcow2")],
                    check=True)
-    listener, _ = tls_server(root)
+    tls = tls_server(root)
     subprocess.run(["/usr/bin/python3", "-m", "vddkpy", "install"], cwd=ROOT,
                    check=True, capture_output=True)
-    yield {"root": root, "libdir": libdir, "tls": listener,
+    yield {"root": root, "libdir": libdir, "tls": tls,
            "config": servers(root / "ds")}
-    listener.close()
+    tls.close()
     subprocess.run(["/usr/bin/python3", "-m", "vddkpy",
                     "uninstall"], cwd=ROOT, capture_output=True)
 
@@ -54,7 +54,7 @@ def localize(command, sandbox):
             ("/absolute/path/to/", "%s/abs/" % root),
             ("/tmp/rootpw", str(root / "rootpw")),
             ("esxi.example.com:443",
-             "127.0.0.1:%d" % sandbox["tls"].getsockname()[1]),
+             "127.0.0.1:%d" % sandbox["tls"].port),
             ("scripts/", "%s/scripts/" % ROOT),
             ("plugin/plugin.py", str(ROOT / "plugin" / "plugin.py"))):
         command = command.replace(placeholder, value)

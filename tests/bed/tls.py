@@ -11,11 +11,12 @@ from .core import stop_listening
 
 
 class TlsServer:
-    """Accepts connections until ``close()``; each, once its TLS handshake
-    is done, goes to ``serve(tls)`` on a thread of its own (a failure
-    there just ends the connection).  ``port``, ``cert`` (the PEM file)
-    and its ``thumbprint`` as thumbprint= takes it; ``stopped`` is set by
-    ``close()``, for a ``serve`` that goes on until then."""
+    """Accepts connections until ``close()`` (or the end of its ``with``
+    block); each, once its TLS handshake is done, goes to ``serve(tls)``
+    on a thread of its own (a failure there just ends the connection).
+    ``port``, ``cert`` (the PEM file) and its ``thumbprint`` as
+    thumbprint= takes it; ``stopped`` is set by ``close()``, for a
+    ``serve`` that goes on until then."""
 
     def __init__(self, directory, serve, name="tls"):
         key, self.cert = (directory / ("%s-key.pem" % name),
@@ -54,10 +55,15 @@ class TlsServer:
         self.stopped.set()
         stop_listening(self.listener)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def tls_server(tmp_path):
-    """(the listening socket, the certificate's PEM file) of a TlsServer
-    that reads at most a byte of each connection; closing the socket
-    stops it."""
-    server = TlsServer(tmp_path, lambda tls: tls.recv(1))
-    return server.listener, server.cert
+    """A TlsServer that reads at most a byte of each connection.  Its
+    ``close`` (not the listening socket's) ends its thread: a socket
+    closed while that thread waits in accept() keeps it waiting."""
+    return TlsServer(tmp_path, lambda tls: tls.recv(1))

@@ -148,15 +148,15 @@ def thumbprint_of(cert):
 
 @pytest.mark.parametrize("spelling", ["new", "module", "script"])
 def test_thumbprint_spellings(tmp_path, spelling):
-    listener, cert = tls_server(tmp_path)
-    with listener:
-        address = "127.0.0.1:%d" % listener.getsockname()[1]
+    with tls_server(tmp_path) as server:
+        address = "127.0.0.1:%d" % server.port
         result = {"new": lambda: vddkpy("thumbprint", address),
                   "module": lambda: run([PYTHON, "-m", "vddkpy.thumbprint",
                                          address]),
                   "script": lambda: as_script("vddkpy.thumbprint",
                                               [address])}[spelling]()
-    assert (result.returncode, result.stdout) == (0, thumbprint_of(cert))
+    assert (result.returncode, result.stdout) == (0,
+                                                  thumbprint_of(server.cert))
     assert result.stderr == {
         "new": "",
         "module": note("python3 -m vddkpy.thumbprint",

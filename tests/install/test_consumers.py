@@ -159,11 +159,10 @@ def test_cloudstack_settings(tmp_path, installed, vcenter_disk):
     """CloudStack: vddk.lib.dir, vddk.transports=nbd:nbdssl, thumbprint
     fetched from the server when unset, password file deleted after use."""
     store, disk = vcenter_disk
-    listener, _ = tls_server(tmp_path)
-    with listener:
+    with tls_server(tmp_path) as server:
         fetched = subprocess.run(
             [sys.executable, "-m", "vddkpy.thumbprint",
-             "127.0.0.1:%d" % listener.getsockname()[1]],
+             "127.0.0.1:%d" % server.port],
             cwd=ROOT, capture_output=True, text=True, check=True).stdout
     libdir = install_standin(tmp_path / "vddk-lib-dir", layout="lib64")
     proc, uri = start_v2v_style(tmp_path, installed, libdir, store,

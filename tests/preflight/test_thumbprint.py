@@ -19,12 +19,10 @@ def run_tool(address):
 
 
 def test_matches_openssl(tmp_path):
-    listener, cert = tls_server(tmp_path)
-    with listener:
-        port = listener.getsockname()[1]
-        result = run_tool("127.0.0.1:%d" % port)
+    with tls_server(tmp_path) as server:
+        result = run_tool("127.0.0.1:%d" % server.port)
     expected = subprocess.run(
-        ["openssl", "x509", "-in", str(cert), "-noout", "-fingerprint",
+        ["openssl", "x509", "-in", str(server.cert), "-noout", "-fingerprint",
          "-sha1"], capture_output=True, text=True, check=True).stdout
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected.strip().split("=", 1)[1]
