@@ -3,7 +3,12 @@ stand-in: placeholders mapped to the sandbox (the VDDK directory to the
 stand-in, /absolute/path/to to test disks, the example servers to servers
 the stand-in emulates)."""
 
+import contextlib
+import errno
+import glob
+import os
 import re
+import socket
 import subprocess
 
 import pytest
@@ -69,6 +74,33 @@ def own_sockets(command, directory):
     numbers = iter(range(1, command.count("-U - ") + 1))
     return re.sub(r"-U - ", lambda _: "-U %s/nbd%d.sock " % (
         directory, next(numbers)), command)
+
+
+@contextlib.contextmanager
+def libnbd_leftovers_removed():
+    """For a block running nbdcopy with a "[ server ]": nbdcopy exits on a
+    failed copy without closing its handles, and the directory libnbd
+    made for that server's socket (always in /tmp) stays.  Those the
+    block left, whose socket no one listens on any more, are removed."""
+    before = set(glob.glob("/tmp/libnbd*"))
+    try:
+        yield
+    finally:
+        for directory in set(glob.glob("/tmp/libnbd*")) - before:
+            if set(os.listdir(directory)) <= {"sock"} and \
+                    not _listened_on(os.path.join(directory, "sock")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, "sock"))
+                os.rmdir(directory)
+
+
+def _listened_on(path):
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(path)
+        except OSError as e:
+            return e.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    return True
 
 
 def run_example(sandbox, command):

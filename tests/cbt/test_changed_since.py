@@ -296,13 +296,14 @@ def run_documented(command, bed, libdir, snapshots, directory,
     through a pipe."""
     import tempfile
     from bed import standin_env
-    from bed.docs import own_sockets
+    from bed.docs import libnbd_leftovers_removed, own_sockets
     for socket in directory.glob("nbd*.sock"):
         socket.unlink()
     argv = ["bash", "-c", own_sockets(localize(command, bed, libdir,
                                                snapshots), directory)]
     with tempfile.TemporaryFile("w+") as out, \
-            tempfile.TemporaryFile("w+") as err:
+            tempfile.TemporaryFile("w+") as err, \
+            libnbd_leftovers_removed():
         returncode = subprocess.run(
             argv, cwd=directory, stdout=out, stderr=err, timeout=600,
             env=standin_env(directory, config or bed.standin_config()),
@@ -311,7 +312,7 @@ def run_documented(command, bed, libdir, snapshots, directory,
         err.seek(0)
         result = subprocess.CompletedProcess(argv, returncode, out.read(),
                                              err.read())
-    assert not processes_left_in(directory), result.stderr
+        assert not processes_left_in(directory), result.stderr
     if status is not None:
         assert result.returncode == status, result.stderr
     assert_no_traceback(result.stderr)
