@@ -142,3 +142,39 @@ def test_a_connection_that_cannot_be_prepared_is_not_kept(tmp_path):
                                params.thumbprint))
     finally:
         server.close()
+
+
+def test_a_log_in_that_ends_after_close_is_logged_out(vcsim):
+    """close() does not wait for a stalled log-in; the session it makes
+    is logged out as soon as it is made, and a closed session makes no
+    other (a backup tool may keep the object)."""
+    bed = vcsim()
+    params = Params(bed)
+    params.server, params.user = bed.host, bed.user
+    params.password = bed.password
+    sessions = bed.sessions()
+    bed.reset()
+    bed.set_latency("Login", 5)
+    session = VsphereSession(params)
+    failures = []
+
+    def log_in():
+        with pytest.raises(PluginError) as e:
+            session.log_in()
+        failures.append(str(e.value))
+    thread = threading.Thread(target=log_in)
+    thread.start()
+    wait_until(lambda: bed.calls("Login") == 1, "no Login")
+    assert session.close() == (
+        "a log-in to vSphere %s:%d was still under way (its session is "
+        "logged out when it ends)" % (bed.host, bed.port))
+    thread.join()
+    closed = "the session with vSphere %s:%d is closed" % (bed.host,
+                                                           bed.port)
+    assert failures == [closed]
+    assert (bed.calls("Login"), bed.calls("Logout")) == (1, 1)
+    assert bed.sessions() == sessions
+    with pytest.raises(PluginError) as e:
+        session.call(lambda stub: None)
+    assert str(e.value) == closed
+    assert bed.calls("Login") == 1

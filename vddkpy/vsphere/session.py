@@ -18,10 +18,12 @@ down, or the client went away), so a stalled server never holds up a
 connection or nbdkit's exit.
 
 A session logged in with a password is logged out when its user is done
-(``close``): vSphere keeps an abandoned session until it times out (30
-minutes by default on vCenter), and a host holding too many refuses new
-log-ins, which a backup tool starting nbdkit per disk and per round would
-soon reach.  cookie='s session is whoever gave it's, and stays.
+(``close``; one whose log-in is still under way then, as soon as it is
+made; a closed session logs in no more): vSphere keeps an abandoned
+session until it times out (30 minutes by default on vCenter), and a
+host holding too many refuses new log-ins, which a backup tool starting
+nbdkit per disk and per round would soon reach.  cookie='s session is
+whoever gave it's, and stays.
 """
 
 import http.client
@@ -192,9 +194,19 @@ class VsphereSession:
 
     def _logged_in(self):
         with self._lock:
+            if self._closed:
+                raise self._closed_error()
             if self._stub is None:
-                self._stub = self._guarded(self._login)
+                stub = self._guarded(self._login)
+                if self._closed:        # close() came during the log-in
+                    self._log_out(stub)
+                    raise self._closed_error()
+                self._stub = stub
             return self._stub
+
+    def _closed_error(self):
+        return PluginError("the session with vSphere %s is closed"
+                           % self.address)
 
     def _login(self):
         p = self.params
@@ -231,11 +243,17 @@ class VsphereSession:
         # The lock is held for a whole log-in: one still under way (vSphere
         # stalled) is not waited for.
         if not self._lock.acquire(timeout=_LOCK_SECONDS):
-            return "a log-in to vSphere %s was still under way" % self.address
+            return ("a log-in to vSphere %s was still under way (its "
+                    "session is logged out when it ends)" % self.address)
         try:
             stub, self._stub = self._stub, None
         finally:
             self._lock.release()
+        return self._log_out(stub)
+
+    def _log_out(self, stub):
+        """Log out ``stub``'s session if this object logged it in: None,
+        or why not (one line)."""
         if stub is None or self.params.cookie is not None:
             return None
         try:
