@@ -602,6 +602,39 @@ def test_progress_bar(started):
     assert result.stdout == full_copy(to / "vm.raw", 2 << 20)
 
 
+def test_a_warning_is_one_line_whatever_the_progress(started):
+    """Warnings go to stderr once, above the bar if there is one; with
+    --progress=json also as a step."""
+    bed, run, to = started(size=2 << 20, seed=37)
+    run.ok(to)
+    warning = "vddkpy sync: warning: change tracking of %s was reset" % DISK
+    for progress in ("bar", "json", "none"):
+        bed.enable_cbt(False)
+        bed.enable_cbt(True)
+        result = run.ok(to, "--progress=" + progress)
+        said = [line for line in result.stderr.splitlines()
+                if "warning:" in line]
+        assert len(said) == 1 and said[0].startswith(warning), said
+        steps = [json.loads(line) for line in result.stdout.splitlines()
+                 if progress == "json"]
+        assert [s["message"] for s in steps if s["step"] == "warning"] == (
+            [said[0][len("vddkpy sync: warning: "):]]
+            if progress == "json" else [])
+
+
+def test_a_log_out_vsphere_does_not_answer_is_a_warning(started):
+    """The round is done; its session stays on vSphere until it times
+    out, and the line says so."""
+    bed, run, to = started(size=2 << 20, seed=38)
+    bed.set_latency("Logout", 3)
+    result = run.ok(to)
+    assert result.stderr == (
+        "vddkpy sync: warning: vSphere %s:%d did not answer the log-out "
+        "within 1 s: the session stays on vSphere until it times out\n"
+        % (bed.host, bed.port))
+    assert (to / "vm.raw").read_bytes() == bed.data_path.read_bytes()
+
+
 def test_image_is_the_disk_at_the_snapshot_while_the_guest_writes(
         started, libdir, tmp_path):
     """The guest keeps writing during a round: the image is the disk as

@@ -7,12 +7,17 @@ import sys
 import threading
 import time
 
+WARNING = "vddkpy sync: warning: %s"
+
 
 class Quiet:
-    """Says nothing."""
+    """Says nothing but warnings (one line each on stderr)."""
 
     def step(self, name, **fields):
         pass
+
+    def warning(self, message):
+        print(WARNING % message, file=sys.stderr)
 
     def start_copy(self, total):
         pass
@@ -57,6 +62,10 @@ class JsonLines(Quiet):
     def end_copy(self):
         self.step("copy", done=self.done, total=self.total)
 
+    def warning(self, message):
+        self.step("warning", message=message)
+        super().warning(message)
+
 
 class Bar(Quiet):
     """A tqdm bar per round on stderr: bytes, rate, time left."""
@@ -66,10 +75,12 @@ class Bar(Quiet):
         self.lock = threading.Lock()
 
     def step(self, name, **fields):
-        if name in ("snapshot", "copied", "done", "warning"):
-            text = fields.get("message") or " ".join(
-                "%s=%s" % kv for kv in sorted(fields.items()))
-            self._write("%s: %s" % (name, text))
+        if name in ("snapshot", "copied", "done"):
+            self._write("%s: %s" % (name, " ".join(
+                "%s=%s" % kv for kv in sorted(fields.items()))))
+
+    def warning(self, message):
+        self._write(WARNING % message)      # (above the bar, if one is)
 
     def _write(self, line):
         import tqdm

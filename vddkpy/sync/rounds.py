@@ -155,22 +155,32 @@ class Round:
     def _clean_up(self):
         """Remove the round's snapshot (waiting for the task), always."""
         failing = sys.exc_info()[1]         # the round's own failure, if any
+        went_well = failing is None
         with _signals_held():
             try:
                 self._remove_snapshot()
             except SyncError as e:
+                went_well = False
                 if isinstance(failing, (PlanError, VsphereError, CopyError,
                                         SyncError)):
                     raise SyncError("%s; then %s" % (failing, e)) from None
                 raise
             finally:
                 if self.vm is not None:
-                    self.vm.close()
+                    self._log_out(went_well)
                 if self.private is not None:
                     shutil.rmtree(self.private, ignore_errors=True)
                 if self.lock_fd is not None:
                     os.close(self.lock_fd)
                     self.lock_fd = None
+
+    def _log_out(self, went_well):
+        """A log-out that fails is a warning after a round that went well
+        (after one that failed, the error line is the one to read)."""
+        problem = self.vm.close()
+        if problem and went_well:
+            self._warn("%s: the session stays on vSphere until it times "
+                       "out" % problem)
 
     def _remove_snapshot(self):
         if self.snapshot is None:
@@ -248,8 +258,8 @@ class Round:
                                 "round copies every disk whole)"
                                 % printable(self.params.vm))
             self.vm.enable_tracking()
-            self.progress.step("warning", message="change tracking turned "
-                               "on for VM %s" % printable(self.params.vm))
+            self._warn("change tracking turned on for VM %s"
+                       % printable(self.params.vm))
         return power != "poweredOff"       # suspended: disks held too
 
     # -- disks ---------------------------------------------------------------
@@ -347,8 +357,7 @@ class Round:
 
     def _warn(self, message):
         """A warning line on stderr (and a step for orchestrators)."""
-        self.progress.step("warning", message=message)
-        print("vddkpy sync: warning: %s" % message, file=sys.stderr)
+        self.progress.warning(message)
 
     def _areas(self, disk, p, target):
         """(areas to copy, areas to zero) of one disk."""

@@ -56,8 +56,9 @@ class Vm:
         self.vim = self.session.vim
 
     def close(self):
-        """Log out (bounded; a failure leaves the session to time out)."""
-        self.session.close()
+        """Log out (bounded): None, or why not (one line; the session then
+        stays until it times out)."""
+        return self.session.close()
 
     def _call(self, function, *args):
         try:

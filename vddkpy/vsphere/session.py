@@ -244,7 +244,8 @@ class VsphereSession:
         # stalled) is not waited for.
         if not self._lock.acquire(timeout=_LOCK_SECONDS):
             return ("a log-in to vSphere %s was still under way (its "
-                    "session is logged out when it ends)" % self.address)
+                    "session is logged out if it is made before this "
+                    "process ends)" % self.address)
         try:
             stub, self._stub = self._stub, None
         finally:
