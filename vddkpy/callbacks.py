@@ -79,6 +79,10 @@ def config_complete():
 @_reporting
 def get_ready():
     global session, serving
+    if params.changed_since is not None and params.cbt_agent_ is None:
+        # Before VDDK is loaded and nbdkit re-executed (see cbt.agent).
+        from .cbt.agent import start
+        start(params)
     library = load_library(params)
     from .session import Session
     session = Session(params, library)

@@ -222,6 +222,9 @@ PARAMETERS = (
     # cookie= read from -FD (the re-exec, vddkpy sync's children): never
     # written by users.
     _key("cookie_", _verbatim),
+    # changed-since=: the socket and pid of vddkpy's vSphere process
+    # (cbt.agent), handed on by the re-exec; never written by users.
+    _key("cbt_agent_", _verbatim),
 )
 
 _BY_KEY = {parameter.key: parameter for parameter in PARAMETERS}

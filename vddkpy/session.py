@@ -16,7 +16,8 @@ from .vddk.calls import Vddk
 from .disk import Disk
 from .errors import PluginError
 from .nbdkit.compat import debug, debug_flags, error, fail_startup
-from .nbdkit.native import FNM_NOMATCH, fnmatch_bytes, to_bytes
+from .nbdkit.native import (FNM_NOMATCH, fnmatch_bytes, has_symbol,
+                            process, to_bytes)
 from .printable import printable, quoted
 from .vddk.log import error_function, log_function
 
@@ -43,13 +44,9 @@ def _nbdkit_stopping():
     client has gone: nbdkit_nanosleep returns at once with an error then
     (the plugin cannot see nbdkit's quit flag otherwise).  None outside
     nbdkit."""
-    import ctypes       # changed-since= only
-    try:
-        nanosleep = ctypes.CDLL(None).nbdkit_nanosleep
-    except AttributeError:
+    if not has_symbol("nbdkit_nanosleep"):
         return None
-    nanosleep.argtypes = (ctypes.c_uint, ctypes.c_uint)
-    return lambda: nanosleep(0, 0) != 0
+    return lambda: process.nbdkit_nanosleep(0, 0) != 0
 
 
 class Session:
@@ -64,11 +61,6 @@ class Session:
         self.vddk = Vddk(library, collect)
         self.changes = None             # changed-since=: what the run proved
         if params.changed_since is not None:
-            # vSphere's session imports threading. Whichever thread imports
-            # it first is its main thread, and Python 3.9 asserts at exit
-            # when that thread has ended (an nbdkit worker): so here, on
-            # nbdkit's main thread (get_ready).
-            import threading  # noqa: F401
             from .cbt.record import Run
             self.changes = Run(params, self.vddk.stats, _nbdkit_stopping())
         if (library.version >= 8 and params.transports is None
@@ -88,9 +80,6 @@ class Session:
         if code != 0:
             fail_startup(str(self.vddk.error("VixDiskLib_InitEx", code)))
         self.initialized = True
-        if self.changes is not None:
-            # Threads only now: this is the serving process.
-            self.changes.begin_ahead()
 
     def shutdown(self):
         """At cleanup or exit: no VDDK thread may call into Python after

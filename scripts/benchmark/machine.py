@@ -6,6 +6,7 @@ import os
 import resource
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def machine_busy_seconds():
@@ -24,9 +25,31 @@ def process_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
+def adopt_orphans(adopt=True):
+    """Become (or stop being) the parent of our descendants whose parent
+    ends first, as vddkpy's vSphere process (changed-since=) does when
+    nbdkit's --run exits: its CPU time is the command's, not other work,
+    once reaped here."""
+    import ctypes
+    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, int(adopt), 0, 0, 0)
+
+
+def reap_orphans():
+    """Reap the adopted descendants that have ended.  (Also any child of
+    ours that has ended unwaited for, which subprocess then finds gone.)"""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def children_cpu_seconds():
     """CPU time of every descendant reaped so far (hyperfine, fio and the
-    processes they waited for)."""
+    processes they waited for, and adopted ones: ``adopt_orphans``)."""
+    reap_orphans()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -43,11 +66,13 @@ class CpuWatch:
         return machine_busy_seconds(), children_cpu_seconds(), server
 
     def __enter__(self):
+        adopt_orphans()
         self._start = self._read()
         return self
 
     def __exit__(self, *exc):
         end = self._read()
+        adopt_orphans(False)
         self.machine, self.children, self.server = (
             b - a for a, b in zip(self._start, end))
         return False

@@ -1,11 +1,11 @@
 """With snapshot=, the first connection's questions to vSphere are asked
-as the server starts (cbt.record.Run.begin_ahead): its map is ready
-sooner and is the same map, a failure that is over before the client
+as the server starts (cbt.asking.Asker.begin_ahead, in vddkpy's vSphere
+process): its map is ready sooner and is the same map, a failure that is over before the client
 comes is not handed to it, and a server that stops while they wait for a
 stalled vSphere stops at once.  Without a snapshot (a powered-off VM's
 disk could be written before the client comes) or with export= only the
-log-in is made ahead.  (nbdkit 1.24 has no after_fork: there they are
-asked at the first open, while VDDK opens the disk.)"""
+log-in is made ahead.  (On every nbdkit version: the vSphere process
+starts at get_ready.)"""
 
 import json
 import signal
@@ -13,7 +13,7 @@ import signal
 import nbd
 import pytest
 
-from bed import assert_no_traceback, error_lines, server_calls
+from bed import assert_no_traceback, error_lines
 from test_changed_since import (data_extents, grains_of, served,
                                 write_through_nbdkit)
 from test_hostile_vsphere import wait_until
@@ -37,9 +37,8 @@ def snapshot_after_writes(vcsim, nbdkit, writes):
 def asked_ahead(bed, calls):
     """Wait until the server, with no client yet, has made ``calls``
     QueryChangedDiskAreas calls."""
-    if server_calls("after_fork"):
-        wait_until(lambda: bed.calls("QueryChangedDiskAreas") == calls,
-                   "the server did not ask vSphere as it started")
+    wait_until(lambda: bed.calls("QueryChangedDiskAreas") == calls,
+               "the server did not ask vSphere as it started")
 
 
 def test_the_first_connection_gets_the_pass_asked_as_the_server_started(
@@ -57,8 +56,6 @@ def test_the_first_connection_gets_the_pass_asked_as_the_server_started(
     assert bed.calls("Login") == 1
 
 
-@pytest.mark.skipif(not server_calls("after_fork"),
-                    reason="nbdkit 1.24 asks nothing before the first open")
 def test_a_failure_asked_ahead_is_asked_again_by_a_later_client(vcsim,
                                                                  nbdkit):
     """vSphere failed the questions asked as the server started: the
@@ -78,8 +75,6 @@ def test_a_failure_asked_ahead_is_asked_again_by_a_later_client(vcsim,
     assert_no_traceback(server.stderr)
 
 
-@pytest.mark.skipif(not server_calls("after_fork"),
-                    reason="nbdkit 1.24 asks nothing before the first open")
 def test_a_server_stopped_while_asking_ahead_stops_at_once(vcsim, nbdkit):
     bed, snapshot = snapshot_after_writes(vcsim, nbdkit, [(MiB, b"\5" * 512)])
     bed.set_hostile("stall")
@@ -92,8 +87,6 @@ def test_a_server_stopped_while_asking_ahead_stops_at_once(vcsim, nbdkit):
     server.assert_survived()
 
 
-@pytest.mark.skipif(not server_calls("after_fork"),
-                    reason="nbdkit 1.24 asks nothing before the first open")
 def test_without_a_snapshot_only_the_log_in_is_made_ahead(vcsim, nbdkit):
     bed = vcsim(size=16 * MiB, seed=3, power_on=False)
     bed.enable_cbt()
@@ -127,7 +120,7 @@ def test_no_client_no_change_id(vcsim, nbdkit, tmp_path):
 
 
 class Asking:
-    """Run._ask's stand-in: fails the first ``failures`` times."""
+    """Asker._ask's stand-in: fails the first ``failures`` times."""
 
     def __init__(self, failures=0):
         self.calls = 0
@@ -141,15 +134,16 @@ class Asking:
         return filename, self.calls
 
 
-def ahead_run(snapshot="snapshot-7", export=None, asking=None):
+def ahead_asker(snapshot="snapshot-7", export=None, asking=None):
     from types import SimpleNamespace
-    from vddkpy.cbt.record import Run
-    run = Run(SimpleNamespace(snapshot=snapshot, export=export,
-                              file="[datastore1] vm/vm.vmdk",
-                              server="127.0.0.1", port=443))
-    run._ask = asking or Asking()
-    run.begin_ahead()
-    return run
+    from vddkpy.cbt.asking import Asker
+    asker = Asker(SimpleNamespace(snapshot=snapshot, export=export,
+                                  file="[datastore1] vm/vm.vmdk",
+                                  server="127.0.0.1", port=443))
+    asker._ask = asking or Asking()
+    asker.vsphere = lambda: None        # no session: nothing is asked
+    asker.begin_ahead()
+    return asker
 
 
 @pytest.mark.parametrize("snapshot, export, asked", [
@@ -157,26 +151,27 @@ def ahead_run(snapshot="snapshot-7", export=None, asking=None):
     ("snapshot-7", "[datastore1] vm/*.vmdk", False)])
 def test_asked_ahead_only_what_cannot_change_before_the_client(
         snapshot, export, asked, monkeypatch):
-    from vddkpy.cbt.record import Run
+    from vddkpy.cbt.asking import Asker
     logged_in = []
-    monkeypatch.setattr(Run, "_log_in_ahead", lambda run: logged_in.append(1))
-    run = ahead_run(snapshot, export)
-    first = run.connection("[datastore1] vm/vm.vmdk")
-    second = run.connection("[datastore1] vm/vm.vmdk")
-    assert (first.ahead is not None) == asked and second.ahead is None
-    if asked:
-        assert run.changes(first.filename, first.ahead) == (
-            "[datastore1] vm/vm.vmdk", 1)
-    run.stop()
+    monkeypatch.setattr(Asker, "_log_in_ahead",
+                        lambda asker: logged_in.append(1))
+    asking = Asking()
+    asker = ahead_asker(snapshot, export, asking)
+    if asked:       # before any connection came
+        assert asker._ahead.wait() and asking.calls == 1
+    else:
+        assert asker._ahead is None and asking.calls == 0
+    filename = "[datastore1] vm/vm.vmdk"
+    assert asker.changes(filename) == (filename, 1)
+    assert asker.changes(filename) == (filename, 2)     # asked again
+    asker.stop()
     assert logged_in == ([] if asked else [1])      # or only the log-in
 
 
 def test_a_failure_over_before_the_client_came_is_asked_again():
     asking = Asking(failures=1)
-    run = ahead_run(asking=asking)
-    assert run._ahead.wait() and run._ahead.failed()
-    connection = run.connection("[datastore1] vm/vm.vmdk")
-    assert connection.ahead is None
-    assert run.changes(connection.filename, connection.ahead) == (
+    asker = ahead_asker(asking=asking)
+    assert asker._ahead.wait() and asker._ahead.failed()
+    assert asker.changes("[datastore1] vm/vm.vmdk") == (
         "[datastore1] vm/vm.vmdk", 2)
-    run.stop()
+    asker.stop()

@@ -49,7 +49,7 @@ def test_keys_are_unique_and_internal_keys_undocumented():
     keys = [p.key for p in params.PARAMETERS]
     assert len(keys) == len(set(keys))
     internal = [p for p in params.PARAMETERS if p.help is None]
-    assert [p.key for p in internal] == ["reexeced_", "cookie_"]
+    assert [p.key for p in internal] == ["reexeced_", "cookie_", "cbt_agent_"]
     assert all(p.anchor is None and p.value is None for p in internal)
 
 

@@ -12,36 +12,17 @@ client finished) is left to the client's exit status: move the changeId
 only after it is zero.
 
 Each connection (``Connection``) gets its map through this record, which
-owns the process's one vSphere session; Disk holds its Connection and
-reports failed reads to it.  With snapshot=, the first connection's
-questions are asked ahead, as the server starts (``begin_ahead``):
-vSphere's answers then come while the client connects and VDDK opens the
-disk, not after.  Only as of a snapshot, whose changes are fixed: a
-powered-off VM's own disk could be written before the client comes.
-A failure asked ahead that is over when the connection comes is not
-handed to it (vSphere may be back): the connection asks again.  Without
-a snapshot (or with export=) only the log-in is made ahead, which
-depends on no disk (its imports included: tens of milliseconds of them).
+asks vddkpy's vSphere process for it (``agent``: what was asked ahead
+there, as the server started, or asked then); Disk holds its Connection
+and reports failed reads to it.
 """
 
-import time
 import _thread
 
-# Imported here, on nbdkit's main thread, before any thread asks vSphere
-# (Python 3.9 fails a "from ... import" of a module that another thread
-# is still importing).
-from . import answer  # noqa: F401
-from .areas import RANGES
-from .tracked import TrackedDisk, changed_pass, served_map
-from ..errors import PluginError
-from ..nbdkit.compat import debug
+from .agent import Agent
+from .tracked import served_map
 from ..printable import printable
 from ..vsphere import stopped_waiting
-from ..vsphere.background import Background, Stopped
-
-# How long the server's stop waits for the questions asked ahead to end
-# (they stop at their next look at interrupted()).
-STOP_SECONDS = 5
 
 
 class Run:
@@ -53,12 +34,8 @@ class Run:
         self._nbdkit_says_stop = interrupted
         self._stopping = False
         self._lock = _thread.allocate_lock()
-        self._vsphere_lock = _thread.allocate_lock()
-        self._vsphere = None
         self._connections = []
-        self._ahead = None          # Background: what begin_ahead asks
-        self._login_ahead = None    # Background: or only the log-in
-        self._ahead_file = None     # its file, until a connection takes it
+        self._agent = Agent(params.cbt_agent_)
 
     def interrupted(self):
         """Whether to stop waiting for vSphere: the run is stopping, or
@@ -66,91 +43,30 @@ class Run:
         return self._stopping or (self._nbdkit_says_stop is not None
                                   and self._nbdkit_says_stop())
 
-    def vsphere(self):
-        with self._vsphere_lock:
-            if self._vsphere is None:
-                from ..vsphere.session import VsphereSession
-                self._vsphere = VsphereSession(self.params, self.interrupted)
-            return self._vsphere
+    def changes(self, filename):
+        """(the looked-up disk, its complete pass) for a connection to
+        ``filename``, as the vSphere process answered."""
+        answered = self._agent.changes(filename, self.interrupted)
+        if answered is None:
+            raise stopped_waiting(self.params)
+        disk, pass_, calls = answered
+        self._count(calls)
+        return disk, pass_
 
-    def begin_ahead(self):
-        """At the serving process's start: begin asking, on a thread of
-        its own, what the first connection will need (the log-in, the
-        disk's lookup, its pass of changed areas), if it is known now
-        (file=, not export=) and cannot change before the client comes
-        (as of snapshot=); otherwise the log-in only."""
-        if self.params.export is None and self.params.snapshot is not None:
-            self._ahead_file = self.params.file
-            self._ahead = Background(self._ask_ahead, self.params.file)
-        else:
-            self._login_ahead = Background(self._log_in_ahead)
-
-    def _log_in_ahead(self):
-        try:
-            vsphere = self.vsphere()
-            vsphere.prepare(RANGES)
-            vsphere.log_in()
-        except PluginError as e:            # (its text is escaped already)
-            debug("changed-since: the log-in made ahead failed (each "
-                  "connection logs in if it must): %s" % e)
-
-    def _ask_ahead(self, filename):
-        try:
-            return self._ask(filename)
-        except PluginError as e:            # (its text is escaped already)
-            debug("changed-since: what was asked ahead for the first "
-                  "connection failed (it asks again if it comes later): %s"
-                  % e)
-            raise
-
-    def _take_ahead(self, filename):
-        """What was asked ahead, for the first connection to its file, if
-        it has not failed before that connection came."""
-        with self._lock:
-            if filename != self._ahead_file:
-                return None
-            self._ahead_file = None
-            return None if self._ahead.failed() else self._ahead
-
-    def changes(self, filename, ahead=None):
-        """(the looked-up TrackedDisk, its complete Pass) for a connection
-        to ``filename``: what was asked ahead for it (``ahead``), or asked
-        now."""
-        if ahead is None:
-            return self._ask(filename)
-        try:
-            return ahead.result(self.interrupted)
-        except Stopped:
-            raise stopped_waiting(self.params) from None
-
-    def _ask(self, filename):
-        vsphere = self.vsphere()
-        # The pass's connections are made while the lookup is asked.
-        vsphere.prepare(RANGES)
-        disk = TrackedDisk(vsphere, self.params, filename, self.stats)
-        disk.look_up()
-        return disk, changed_pass(disk)
+    def _count(self, calls):
+        if self.stats is not None:
+            for name, usecs in calls:
+                self.stats.add(name, usecs)
 
     def stop(self):
-        """At the server's stop: every wait for vSphere ends, and what was
-        asked ahead has ended before this returns (or STOP_SECONDS have
-        passed), taken or not: no thread of ours may run Python code once
-        it is finalised.  Then the vSphere session is logged out."""
+        """At the server's stop: every wait for vSphere ends, and the
+        vSphere process logs out and ends (within agent.GOODBYE_SECONDS)."""
         self._stopping = True
-        deadline = time.monotonic() + STOP_SECONDS
-        for ahead in (self._ahead, self._login_ahead):
-            if ahead is not None:
-                ahead.wait(timeout=max(0, deadline - time.monotonic()))
-        with self._vsphere_lock:
-            vsphere, self._vsphere = self._vsphere, None
-        problem = vsphere and vsphere.close()
-        if problem:
-            debug("changed-since: %s (the session ends when it times out)"
-                  % problem)
+        self._count(self._agent.close())
 
     def connection(self, filename):
         """The record of a new connection serving ``filename``."""
-        connection = Connection(self, filename, self._take_ahead(filename))
+        connection = Connection(self, filename)
         with self._lock:
             self._connections.append(connection)
         return connection
@@ -197,10 +113,9 @@ class Run:
 class Connection:
     """One connection's map and reads."""
 
-    def __init__(self, run, filename, ahead=None):
+    def __init__(self, run, filename):
         self.run = run
         self.filename = filename
-        self.ahead = ahead          # what was asked ahead for it, if any
         self.next_change_id = None
         self.capacity = self.base_capacity = None
         self.coverage = None
@@ -208,7 +123,7 @@ class Connection:
 
     def served_map(self, size):
         """The DiskMap to serve for a disk of ``size`` bytes (VDDK's)."""
-        disk, pass_ = self.run.changes(self.filename, self.ahead)
+        disk, pass_ = self.run.changes(self.filename)
         disk_map = served_map(disk, pass_, size)
         self.capacity, self.base_capacity = disk.capacity, disk.base_capacity
         self.next_change_id = disk.next_change_id

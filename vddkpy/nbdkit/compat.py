@@ -153,7 +153,7 @@ class ServingProcess:
         """At cleanup and at exit: only the first call does the work.
         Then every object left is frozen: the process is ending, and
         Python's finalisation would otherwise look through all of them
-        for cycles (pyvmomi's type tables, when loaded: about 20 ms).
+        for cycles.
         Nothing is lost: what they hold that matters was closed by
         ``stop``, and the system takes back the rest."""
         with self._lock:

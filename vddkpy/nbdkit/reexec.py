@@ -98,6 +98,8 @@ def reexec_if_needed(directory, params):
     new_argv.append("reexeced_=%s" % original)
     if params.cookie is not None:       # cookie_: the cookie read from -FD
         new_argv.append("cookie_=-%d" % _password_fd(params.cookie))
+    if params.cbt_agent_ is not None:   # its socket is inherited
+        new_argv.append("cbt_agent_=%s" % params.cbt_agent_)
     library_path = "%s:%s" % (directory, original) if original else directory
     os.environ["LD_LIBRARY_PATH"] = library_path
     debug("re-executing with updated LD_LIBRARY_PATH=%s" % library_path)

@@ -133,6 +133,7 @@ int64_t nbdkit_parse_size(const char *str);
 int nbdkit_read_password(const char *value, char **password);
 char *nbdkit_realpath(const char *path);
 const char *nbdkit_export_name(void);
+int nbdkit_nanosleep(unsigned sec, unsigned nsec);
 """
 
 DECLARATIONS = VDDK_DECLARATIONS + PROCESS_DECLARATIONS
