@@ -35,21 +35,23 @@ def adopt_orphans(adopt=True):
 
 
 def reap_orphans():
-    """Reap the adopted descendants that have ended.  (Also any child of
-    ours that has ended unwaited for, which subprocess then finds gone.)"""
+    """Reap the adopted descendants that have ended: their CPU seconds.
+    (Also any child of ours that has ended unwaited for, which subprocess
+    then finds gone.)"""
+    seconds = 0.0
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, _, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return seconds
         if pid == 0:
-            return
+            return seconds
+        seconds += usage.ru_utime + usage.ru_stime
 
 
 def children_cpu_seconds():
     """CPU time of every descendant reaped so far (hyperfine, fio and the
     processes they waited for, and adopted ones: ``adopt_orphans``)."""
-    reap_orphans()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -60,14 +62,17 @@ class CpuWatch:
 
     def __init__(self, pid=None):
         self.pid = pid
+        self.adopted = 0.0      # CPU seconds of the orphans reaped
 
     def _read(self):
+        self.adopted += reap_orphans()
         server = process_cpu_seconds(self.pid) if self.pid else 0.0
         return machine_busy_seconds(), children_cpu_seconds(), server
 
     def __enter__(self):
         adopt_orphans()
         self._start = self._read()
+        self.adopted = 0.0          # (those reaped by that read were not ours)
         return self
 
     def __exit__(self, *exc):

@@ -243,3 +243,18 @@ def test_bench_runs_fio_and_hyperfine_cases(tmp_path):
     assert "QueryAllocatedBlocks" not in map_ro["file"]
     assert "**Ranking and goals**" in p.stdout
     assert "- fio-randread-4k: goal ≥ 0.8× c-vddk not measured" in p.stdout
+
+
+def test_a_process_that_outlives_its_parent_is_the_commands_cpu_time():
+    """Like vddkpy's vSphere process after nbdkit --run exits: hyperfine
+    cannot count it, so CpuWatch adopts and reaps it, and its CPU time is
+    the command's (``adopted``), not other work."""
+    from benchmark.machine import CpuWatch
+    burn = ("import time\nwhile time.process_time() < 0.2: pass")
+    with CpuWatch() as cpu:
+        subprocess.run(["sh", "-c", '"$0" -c "$1" & exit 0',
+                        sys.executable, burn], check=True)
+        # Wait for the orphan, now ours, to end (without reaping it).
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+    assert cpu.adopted >= 0.2
+    assert cpu.children >= 0.2
