@@ -44,12 +44,18 @@ def start(params):
     ``params.cbt_agent_`` for the serving process (this one, or the one
     the re-exec makes, which inherits the socket)."""
     import _socket      # socket.py imports enum: not for this process
+    from ..nbdkit.compat import fail_startup
     from ..nbdkit.native import ffi, process
-    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sys.stdout.flush()
     sys.stderr.flush()
     process.fflush(ffi.NULL)        # or the child would print it again
-    pid = os.fork()
+    try:
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX,
+                                          _socket.SOCK_STREAM)
+        pid = os.fork()
+    except OSError as e:
+        fail_startup("changed-since: cannot start vddkpy's vSphere process: "
+                     "%s" % e.strerror)
     if pid == 0:
         ours.close()
         _run(theirs.detach(), params)       # never returns
@@ -213,6 +219,21 @@ class CallTimes:
 
 # -- in the serving process ---------------------------------------------------
 
+class Answer:
+    """One question's answer: the vSphere calls timed since the last one
+    (``calls``, for the statistics), and the disk and its pass, or the
+    ``error`` the vSphere process met."""
+
+    def __init__(self, answer):
+        from ..errors import PluginError
+        self.calls = answer["calls"]
+        self.error = self.disk = self.pass_ = None
+        if "error" in answer:
+            self.error = PluginError(answer["error"], answer["errno"])
+        else:
+            self.disk, self.pass_ = AnsweredDisk(answer), AnsweredPass(answer)
+
+
 class AnsweredDisk:
     """What the lookup found (as ``tracked.TrackedDisk``)."""
 
@@ -257,13 +278,10 @@ class Agent:
         self._lock = _thread.allocate_lock()
 
     def changes(self, filename, interrupted):
-        """(AnsweredDisk, AnsweredPass, the calls timed since the last
-        answer) for a connection to ``filename``, the error the vSphere
-        process met raised here; None once ``interrupted()`` says to stop
-        waiting."""
+        """The Answer for a connection to ``filename``; None once
+        ``interrupted()`` says to stop waiting."""
         import marshal
         import _socket
-        from ..errors import PluginError
         mine, theirs = _socket.socketpair(_socket.AF_UNIX,
                                           _socket.SOCK_STREAM)
         try:
@@ -284,13 +302,9 @@ class Agent:
         if data is None:
             return None
         try:
-            answer = marshal.loads(data)
-            calls = answer["calls"]
+            return Answer(marshal.loads(data))
         except (EOFError, ValueError, TypeError, KeyError):
             raise self._gone() from None
-        if "error" in answer:
-            raise PluginError(answer["error"], answer["errno"])
-        return AnsweredDisk(answer), AnsweredPass(answer), calls
 
     def _gone(self):
         from ..errors import PluginError

@@ -68,7 +68,10 @@ class Asker:
         thread, first: the modules the log-in needs are imported, and
         those a pass needs (before the log-in made ahead: while it waits
         for vSphere)."""
-        self.vsphere()
+        try:
+            self.vsphere()
+        except PluginError:     # said by each question, which asks again
+            pass
         if self.params.export is None and self.params.snapshot is not None:
             _import_pass_modules()
             self._ahead_file = self.params.file

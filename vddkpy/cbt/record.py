@@ -46,12 +46,13 @@ class Run:
     def changes(self, filename):
         """(the looked-up disk, its complete pass) for a connection to
         ``filename``, as the vSphere process answered."""
-        answered = self._agent.changes(filename, self.interrupted)
-        if answered is None:
+        answer = self._agent.changes(filename, self.interrupted)
+        if answer is None:
             raise stopped_waiting(self.params)
-        disk, pass_, calls = answered
-        self._count(calls)
-        return disk, pass_
+        self._count(answer.calls)
+        if answer.error is not None:
+            raise answer.error
+        return answer.disk, answer.pass_
 
     def _count(self, calls):
         if self.stats is not None:
