@@ -81,5 +81,7 @@ def test_pyvmomi_is_imported_by_the_vsphere_process_only(vcsim, libdir,
     assert {"ssl", "http.client", "pyVmomi",
             "xml.etree.ElementTree"} <= asking
     assert HEAVY & (first | serving) == set()
+    # (The serving process talks to it through _socket and marshal.)
+    assert {"socket", "json", "threading"} & serving == set()
     # (Nor importlib.util and contextlib: the finders are asked directly.)
     assert {"importlib.util", "contextlib"} & first == set()
