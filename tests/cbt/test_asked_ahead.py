@@ -175,3 +175,17 @@ def test_a_failure_over_before_the_client_came_is_asked_again():
     assert asker.changes("[datastore1] vm/vm.vmdk") == (
         "[datastore1] vm/vm.vmdk", 2)
     asker.stop()
+
+
+def test_a_stopped_asker_makes_no_new_session():
+    """A question still under way as the vSphere process stops would log
+    in again, and that session would never be logged out."""
+    from types import SimpleNamespace
+    from vddkpy.cbt.asking import Asker
+    from vddkpy.errors import PluginError
+    asker = Asker(SimpleNamespace(snapshot=None, export=None, file="f",
+                                  server="127.0.0.1", port=443))
+    asker.stop()
+    with pytest.raises(PluginError, match="^stopped waiting for vSphere "
+                       "127.0.0.1:443: nbdkit is shutting down"):
+        asker.vsphere()

@@ -53,7 +53,11 @@ class Asker:
         return self._stopping
 
     def vsphere(self):
+        """The session, made on first use; none once stopping (it would
+        never be logged out)."""
         with self._vsphere_lock:
+            if self._stopping:
+                raise stopped_waiting(self.params)
             if self._vsphere is None:
                 from ..vsphere.session import VsphereSession
                 self._vsphere = VsphereSession(self.params, self.interrupted)

@@ -141,6 +141,8 @@ class VsphereSession:
     def _bounded(self, function, *args):
         """function(*args) on a thread of its own, waited for at most
         self.timeout seconds, and no longer once interrupted()."""
+        if self.interrupted is not None and self.interrupted():
+            raise stopped_waiting(self.params)
         try:
             return Background(function, *args).result(self.interrupted,
                                                       self.timeout)
