@@ -116,7 +116,6 @@ def _stop_on_signal(signum, frame):
 def _serve(fd, params):
     """Answer the serving process's questions until it says stop or goes."""
     import socket
-    import threading  # noqa: F401 (first on this main thread: see asking)
     from .asking import Asker
     control = socket.socket(fileno=fd)
     calls = CallTimes()
@@ -145,6 +144,7 @@ def _thread_answering(asker, calls, fd):
 
 def _answer(asker, calls, fd):
     """One question: the map of a file, asked on the socket ``fd``."""
+    import errno
     import marshal
     import socket
     from ..errors import PluginError
@@ -168,7 +168,7 @@ def _answer(asker, calls, fd):
             traceback.print_exc()
             answer = {"error": "changed-since: vddkpy's vSphere process "
                       "failed (%s, see its traceback)" % type(e).__name__,
-                      "errno": 5}
+                      "errno": errno.EIO}
         answer["calls"] = calls.drain()
         try:
             _send(channel, answer)
