@@ -87,13 +87,20 @@ def test_a_server_stopped_while_asking_ahead_stops_at_once(vcsim, nbdkit):
     server.assert_survived()
 
 
-def test_without_a_snapshot_only_the_log_in_is_made_ahead(vcsim, nbdkit):
+def logged_in_ahead(vcsim, nbdkit):
+    """(bed, server): a server of a powered-off VM's 16 MiB disk, once it
+    has logged in as it started (no client yet)."""
     bed = vcsim(size=16 * MiB, seed=3, power_on=False)
     bed.enable_cbt()
     bed.reset()
     server = served(nbdkit, bed, "changed-since=*")
     wait_until(lambda: bed.calls("Login") == 1,
                "the server did not log in as it started")
+    return bed, server
+
+
+def test_without_a_snapshot_only_the_log_in_is_made_ahead(vcsim, nbdkit):
+    bed, server = logged_in_ahead(vcsim, nbdkit)
     assert bed.calls("RetrievePropertiesEx") == 0       # no lookup
     assert bed.calls("QueryChangedDiskAreas") == 0
     assert data_extents(server) == [(0, 16 * MiB)]

@@ -11,7 +11,8 @@ import nbd
 import pytest
 
 from bed import assert_no_traceback, error_lines
-from test_changed_since import data_extents, served
+from test_asked_ahead import logged_in_ahead
+from test_changed_since import data_extents
 from test_hostile_vsphere import wait_until
 
 MiB = 1 << 20
@@ -44,12 +45,7 @@ def ended(pid):
 
 
 def logged_in_server(vcsim, nbdkit):
-    bed = vcsim(size=16 * MiB, seed=3, power_on=False)
-    bed.enable_cbt()
-    bed.reset()
-    server = served(nbdkit, bed, "changed-since=*")
-    wait_until(lambda: bed.calls("Login") == 1,
-               "the vSphere process did not log in as the server started")
+    bed, server = logged_in_ahead(vcsim, nbdkit)
     return bed, server, vsphere_process(server)
 
 

@@ -43,7 +43,7 @@ class StandIn:
                 self.theirs.close()
                 return
             with socket.socket(fileno=fds[0]) as channel:
-                filename = marshal.loads(agent._read_all(channel))
+                filename = marshal.loads(agent._received(channel))
                 self.asked.append(filename)
                 data = self.reply(filename)
                 if data is None:

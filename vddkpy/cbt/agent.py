@@ -150,7 +150,7 @@ def _answer(asker, calls, fd):
     from ..errors import PluginError
     with socket.socket(fileno=fd) as channel:
         try:
-            filename = marshal.loads(_read_all(channel))
+            filename = marshal.loads(_received(channel))
             disk, pass_ = asker.changes(filename)
             begins, ends = pass_.bounds()
             # (pyvmomi's numbers and texts are subclasses, which marshal
@@ -183,15 +183,6 @@ def _plain(kind, value):
 def _send(channel, value):
     import marshal
     channel.sendall(marshal.dumps(value), _MSG_NOSIGNAL)
-
-
-def _read_all(channel):
-    chunks = []
-    while True:
-        data = channel.recv(1 << 18)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
 
 
 class CallTimes:
@@ -267,13 +258,14 @@ class Agent:
         import _socket
         import _thread
         from ..errors import PluginError
+        from ..printable import printable
         try:
             fd, pid = (int(part) for part in value.split(":"))
             os.set_inheritable(fd, False)   # not for --run commands
             self._control = _socket.socket(fileno=fd)
         except (ValueError, OSError):
             raise PluginError("cbt_agent_=%s: not the socket of vddkpy's "
-                              "vSphere process" % value) from None
+                              "vSphere process" % printable(value)) from None
         self._pid = pid
         self._lock = _thread.allocate_lock()
 
@@ -290,7 +282,7 @@ class Agent:
                     [ASK], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                              theirs.fileno().to_bytes(4, sys.byteorder))],
                     _MSG_NOSIGNAL)
-            theirs.close()
+            theirs.close()      # the answer's end comes when theirs close
             mine.sendall(marshal.dumps(filename), _MSG_NOSIGNAL)
             mine.shutdown(_socket.SHUT_WR)
             data = _received(mine, interrupted)
@@ -346,9 +338,9 @@ class Agent:
             pass
 
 
-def _received(channel, interrupted):
+def _received(channel, interrupted=None):
     """Everything ``channel`` sends until it closes, or None once
-    ``interrupted()`` says to stop waiting."""
+    ``interrupted()``, if given, says to stop waiting."""
     import _socket
     from ..vsphere.background import POLL_SECONDS
     chunks = []
